@@ -1,0 +1,79 @@
+"""Incremental checksums behind one interface: update(bytes) then digest().
+
+``ByteSum`` is the vendor's 32-bit byte-sum (sum of all bytes modulo 2**32). A plain
+``sum(data)`` runs at a few tens of MB/s in CPython; this one combines two C-speed
+primitives per chunk and recovers the exact chunk sum by the Chinese remainder theorem:
+
+* ``zlib.adler32(chunk, 0) & 0xffff`` is the chunk's byte sum modulo 65521;
+* ``int.from_bytes(chunk) % 255`` is the byte sum modulo 255 (since 256 = 1 mod 255).
+
+A chunk of at most 65520 bytes sums to at most 255 * 65520 < 65521 * 255, so the two
+residues determine the sum exactly.
+"""
+
+import hashlib
+import zlib
+
+_CHUNK = 65520
+_M1 = 65521
+_INV = pow(_M1 % 255, -1, 255)  # 65521 * _INV = 1 (mod 255)
+
+
+def bytesum(data, start=0):
+    """Return (start + sum of the bytes of data) modulo 2**32."""
+    view = memoryview(data).cast("B")
+    total = start
+    n = len(view)
+    for i in range(0, n, _CHUNK):
+        chunk = view[i : i + _CHUNK]
+        a = zlib.adler32(chunk, 0) & 0xFFFF
+        m = int.from_bytes(chunk, "little") % 255
+        total += a + _M1 * (((m - a) * _INV) % 255)
+    return total & 0xFFFFFFFF
+
+
+class ByteSum:
+    """The vendor's 32-bit byte-sum as an incremental hasher."""
+
+    name = "bytesum"
+
+    def __init__(self, data=b"", start=0):
+        self.value = start & 0xFFFFFFFF
+        if data:
+            self.update(data)
+
+    def update(self, data):
+        self.value = bytesum(data, self.value)
+
+    def digest(self):
+        return self.value
+
+    def hexdigest(self):
+        return "0x%08x" % self.value
+
+
+class Md5:
+    """MD5 with the same interface (digest() returns bytes)."""
+
+    name = "md5"
+
+    def __init__(self, data=b""):
+        self._h = hashlib.md5(data)
+
+    def update(self, data):
+        self._h.update(data)
+
+    def digest(self):
+        return self._h.digest()
+
+    def hexdigest(self):
+        return self._h.hexdigest()
+
+
+def new(kind, data=b""):
+    """A fresh hasher for a Generation.checksum kind ("bytesum" or "md5")."""
+    if kind == "bytesum":
+        return ByteSum(data)
+    if kind == "md5":
+        return Md5(data)
+    raise ValueError("unknown checksum kind %r" % kind)

@@ -1,0 +1,72 @@
+"""What the three commands share: vendor number parsing and the one error-to-exit mapping."""
+
+import sys
+
+import click
+
+from ..errors import OtaError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 the update failed after writing began; 2 usage or bad input; "
+    "3 the package was rejected and nothing was written."
+)
+
+
+class VendorInt(click.ParamType):
+    """A number as the vendor tools read it: hex only with 0x, decimal otherwise."""
+
+    name = "NUMBER"
+
+    def __init__(self, bits=32, warn_leading_zero=False):
+        self.bits = bits
+        self.warn_leading_zero = warn_leading_zero
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = value.strip()
+        try:
+            if text[:2].lower() == "0x":
+                number = int(text[2:], 16)
+            else:
+                if not text.isdigit():
+                    raise ValueError
+                number = int(text, 10)
+        except ValueError:
+            self.fail("%r is not a number (decimal, or hex with 0x)" % value, param, ctx)
+        if number >= 1 << self.bits:
+            self.fail("%s does not fit %d bits" % (value, self.bits), param, ctx)
+        if self.warn_leading_zero and len(text) > 1 and text[0] == "0" and text[:2].lower() != "0x":
+            hint = ""
+            try:
+                hint = "; for octal %s write %s 0x%x" % (text, param.opts[0] if param else "-m", int(text, 8))
+            except ValueError:
+                pass
+            click.echo(
+                "%s: warning: %s %s is read as decimal %d (mode 0o%o), as the vendor tool reads it%s"
+                % (ctx.info_name if ctx else "otapack", param.opts[0] if param else "-m", text, number, number, hint),
+                err=True,
+            )
+        return number
+
+
+def run(command, argv, prog, force_code=None):
+    """Run a click command; map our errors to one line on stderr and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rv = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        sys.stderr.write("%s: %s (see %s --help)\n" % (prog, exc.format_message(), prog))
+        return 2
+    except (click.Abort, KeyboardInterrupt):
+        sys.stderr.write("%s: interrupted\n" % prog)
+        return 130
+    except OtaError as exc:
+        if debug:
+            raise
+        sys.stderr.write("%s: error: %s\n" % (prog, exc))
+        return force_code if force_code is not None else exc.exit_code
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,56 @@
+"""otabinheader: writes the legacy single header (2584 bytes); data is appended with cat."""
+
+import sys
+
+import click
+
+from .. import pack, schema
+from ..errors import UsageError
+from .common import EXIT_CODES_HELP, VendorInt, run
+
+HELP = """Write the legacy single-header package header (32 slots, 2584 bytes).
+
+\b
+  otabinheader -c PKG [-b BEGIN.sh] [-e END.sh]; cat BEGIN.sh END.sh >> PKG
+  otabinheader -a PKG -s IMAGE -d DEV -t SIZE -p OP; cat IMAGE >> PKG
+
+OP: 0 raw (or "raw"), 1 UBI volume ("ubi"), 2 file ("file"). Only the header is written:
+append the scripts and each slot's data with cat, in that order.
+
+""" + EXIT_CODES_HELP
+
+_OPS = {"raw": schema.LEGACY_RAW, "ubi": schema.LEGACY_UBI, "file": schema.LEGACY_FILE}
+
+
+@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-c", "create", metavar="PKG", help="Create the header.")
+@click.option("-a", "append", metavar="PKG", help="Fill the next slot of PKG's header.")
+@click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")
+@click.option("-e", "end", metavar="FILE", help="End script (with -c).")
+@click.option("-s", "src", metavar="FILE", help="The slot's data (with -a).")
+@click.option("-d", "dst", metavar="DEV", help="The slot's target (at most 63 bytes).")
+@click.option("-t", "size", type=VendorInt(32), default=0, metavar="SIZE", help="Target size (hex with 0x).")
+@click.option("-p", "op", metavar="OP", help="0 raw, 1 ubi, 2 file.")
+@click.option("--debug", is_flag=True, help="Tracebacks and details.")
+def cli(create, append, begin, end, src, dst, size, op, debug):
+    if bool(create) == bool(append):
+        raise UsageError("give exactly one of -c PKG, -a PKG")
+    if create:
+        pack.legacy_create(create, begin, end)
+        return 0
+    missing = [flag for flag, value in (("-s", src), ("-d", dst), ("-p", op)) if value is None]
+    if missing:
+        raise UsageError("-a needs %s" % " ".join(missing))
+    code = _OPS.get(op.lower()) if not op.isdigit() else int(op)
+    if code is None:
+        raise UsageError("-p %r: use 0 (raw), 1 (ubi) or 2 (file)" % op)
+    pack.legacy_append(append, src, dst, size, code)
+    return 0
+
+
+def main(argv=None):
+    return run(cli, argv, "otabinheader", force_code=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""otapack: the host packer, with the vendor's command line (and a few additions)."""
+
+import json
+import os
+import sys
+
+import click
+
+from .. import pack, package, schema
+from ..errors import UsageError
+from .common import EXIT_CODES_HELP, VendorInt, run
+
+OPS = list(pack.OPERATIONS)
+
+HELP = """Create and extend SigmaStar OTA packages, byte-compatible with the vendor's otapack.
+
+\b
+  otapack -c PKG [-b BEGIN.sh] [-e END.sh] [--format 0.3|0.4|1.6]
+  otapack -a PKG -s IMAGE -d TARGET [-t SIZE] [-m MODE] --block-update|--ubi-update|--file-update
+  otapack -a PKG -s FILE -d TARGET --file-add|--script-add
+  otapack -a PKG -d TARGET [-s FILE] --file-delete
+  otapack -a PKG -o OLD -n NEW -d TARGET [-t SIZE] --file-update-diff
+  otapack -a PKG -o OLDDIR -n NEWDIR -d PREFIX --dir-update|--dir-update-diff
+  otapack --out-layout FILE -r PKG       otapack --info PKG [--json]
+  otapack --gzip PKG [-k]
+
+Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them:
+-m 644 stores 644 (octal 1204); write -m 0x1a4 for rw-r--r--.
+1.6 only: several targets in -d ("/dev/mtd3 /dev/mtd4"), --default-mask "1 0", -l LABEL.
+
+""" + EXIT_CODES_HELP
+
+
+@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-c", "create", metavar="PKG", help="Create a package (header and scripts).")
+@click.option("-a", "append", metavar="PKG", help="Append a record to PKG (its own format).")
+@click.option("-r", "read", metavar="PKG", help="Read PKG (with --out-layout; alone: like --info).")
+@click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")
+@click.option("-e", "end", metavar="FILE", help="End script (with -c).")
+@click.option("-s", "src", metavar="FILE", help="Source image or file.")
+@click.option("-d", "dst", metavar="TARGET", help="Target path or device (1.6: several, space separated).")
+@click.option("-t", "size", type=VendorInt(64), default=0, metavar="SIZE", help="Target size (hex with 0x).")
+@click.option("-m", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
+              help="Mode stored in the record (hex with 0x, decimal otherwise).")
+@click.option("-o", "old", metavar="PATH", help="Old file or tree (diffs, dir updates).")
+@click.option("-n", "new", metavar="PATH", help="New file or tree (diffs, dir updates).")
+@click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board.")
+@click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
+@click.option("--block-update", "ops", flag_value="block-update", multiple=True, help="Raw image to a block/MTD device.")
+@click.option("--ubi-update", "ops", flag_value="ubi-update", multiple=True, help="UBI volume image.")
+@click.option("--file-update", "ops", flag_value="file-update", multiple=True, help="Replace one file.")
+@click.option("--file-add", "ops", flag_value="file-add", multiple=True, help="Add one file (keeps its mode).")
+@click.option("--file-delete", "ops", flag_value="file-delete", multiple=True, help="Delete one file.")
+@click.option("--file-update-diff", "ops", flag_value="file-update-diff", multiple=True,
+              help="bsdiff delta of -o OLD to -n NEW.")
+@click.option("--dir-update", "ops", flag_value="dir-update", multiple=True, help="Tree -o OLD to -n NEW, full files.")
+@click.option("--dir-update-diff", "ops", flag_value="dir-update-diff", multiple=True,
+              help="Tree -o OLD to -n NEW, changed files as deltas.")
+@click.option("--script-add", "ops", flag_value="script-add", multiple=True, help="A script run on the board.")
+@click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines.")
+@click.option("--format", "fmt", type=click.Choice(sorted(schema.GENERATIONS)), help="With -c: generation (default 0.4).")
+@click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the 64-byte tool id (default: sstarota-VERSION).")
+@click.option("--info", "info", metavar="PKG", help="Describe a package (.gz too) and verify its checksums.")
+@click.option("--json", "as_json", is_flag=True, help="With --info: JSON output.")
+@click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0).")
+@click.option("-k", "--keep", is_flag=True, help="With --gzip: keep PKG.")
+@click.option("--skip-special", is_flag=True, help="Dir updates: skip symlinks and special files (else an error).")
+@click.option("--debug", is_flag=True, help="Tracebacks and details.")
+def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
+        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, debug):
+    actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
+                                        ("--gzip", gzip_path)) if value]
+    if len(actions) != 1:
+        raise UsageError("give exactly one of -c, -a, -r, --info, --gzip (got %s)" % (", ".join(actions) or "none"))
+    if len(set(ops)) > 1:
+        raise UsageError("one operation per call, got --%s" % ", --".join(ops))
+    if ops and not append:
+        raise UsageError("--%s goes with -a PKG" % ops[0])
+    if fmt and not create:
+        raise UsageError("--format goes with -c (appends keep the package's own format)")
+    if create:
+        pack.create(create, fmt or "0.4", begin, end, tool_id or pack.DEFAULT_TOOL_ID)
+        return 0
+    if append:
+        if not ops:
+            raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
+        masks = pack.parse_masks(default_mask) if default_mask is not None else None
+        log = (lambda m: click.echo("otapack: %s" % m, err=True))
+        specs = pack.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log)
+        pack.append(append, specs, tool_id, log=log if debug else None)
+        return 0
+    if gzip_path:
+        pack.gzip_package(gzip_path, keep)
+        return 0
+    if read and out_layout:
+        _, records = package.scan(read, strict=True)
+        with open(out_layout, "w") as f:
+            f.write("".join(line + "\n" for line in pack.layout_lines(records)))
+        return 0
+    return _info(info or read, as_json)
+
+
+def _info(path, as_json):
+    data = package.describe(path)
+    bad = [r for r in data["records"] if r["verdict"] != "ok"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(_info_text(data))
+    if bad:
+        click.echo("otapack: %d record(s) fail their checksum: %s"
+                   % (len(bad), ", ".join(str(r["index"]) for r in bad)), err=True)
+        return 2
+    return 0
+
+
+def _info_text(d):
+    lines = [
+        "package:    %s (%s)" % (d["package"], "gzip" if d["compressed"] else "raw"),
+        "generation: %s" % d["generation"],
+        "header:     %d records, %d data bytes, checksum %s" % (d["record_count"], d["total_data"], d["header_checksum"]),
+        "scripts:    begin %d bytes, end %d bytes" % (d["scripts"]["begin"], d["scripts"]["end"]),
+    ]
+    if d["tool_id"]:
+        lines.append("tool id:    %s" % d["tool_id"])
+    lines.append("%3s %-11s %10s %10s %8s  %-8s %s" % ("#", "op", "data", "dst_size", "mode", "checksum", "target"))
+    for r in d["records"]:
+        targets = " ".join(r["targets"])
+        if r["masks"]:
+            targets = " ".join("%s[mask %d]" % (t, m) for t, m in zip(r["targets"], r["masks"]))
+        extra = ""
+        if r["src_name"]:
+            extra += "  src=%s" % r["src_name"]
+        if r["label"]:
+            extra += "  label=%s" % r["label"]
+        lines.append("%3d %-11s %10d %#10x %8s  %-8s %s%s" % (r["index"], r["op"], r["data_len"], r["dst_size"],
+                                                             r["mode"], r["verdict"], targets, extra))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    return run(cli, argv, "otapack", force_code=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""One small exception tree; every class carries the exit code the CLIs use for it.
+
+Exit codes (documented in the README and in each command's --help):
+  0  success
+  1  the update failed after writing began (InstallError)
+  2  usage or bad input on the command line (UsageError, InputError)
+  3  the package was rejected and nothing was written (PackageError)
+"""
+
+
+class OtaError(Exception):
+    """Root of every error sstarota raises on purpose. Message: one line, what/where/fix."""
+
+    exit_code = 2
+
+
+class UsageError(OtaError):
+    """The command line is wrong (missing or conflicting options)."""
+
+    exit_code = 2
+
+
+class InputError(OtaError):
+    """An input file or value cannot be packed (too large, unreadable, unsupported)."""
+
+    exit_code = 2
+
+
+class PackageError(OtaError):
+    """A package is malformed, truncated, or fails a checksum: rejected as a whole."""
+
+    exit_code = 3
+
+
+class InstallError(OtaError):
+    """An update failed after writing began."""
+
+    exit_code = 1

@@ -1,0 +1,446 @@
+"""A package as header + scripts + records, read front to back from any stream.
+
+The reader never seeks: it works on a gzip pipe or stdin as well as on a file. Fixed-size
+headers are parsed with the construct schema from bounded reads; record payloads are
+streamed in chunks through incremental hashers. Every count, length and checksum is
+checked, and so is the end of the stream: a truncated or overlong package never reads as
+complete.
+"""
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+from construct import ConstructError
+
+from . import checksum, schema
+from .errors import InputError, PackageError
+
+CHUNK = 1 << 20
+#: the largest script we hold in memory (scripts are piped into sh whole)
+MAX_SCRIPT = 16 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+#: what reading a (possibly gzip) stream can raise besides our own errors
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+@dataclass
+class Header:
+    generation: str  # "legacy", "0.3", "0.4" or "1.6"
+    record_count: int
+    total_data: int
+    begin_len: int
+    end_len: int
+    raw: bytes
+    tool_id: str = ""
+    parsed: object = None
+
+    @property
+    def gen(self) -> Optional[schema.Generation]:
+        return schema.GENERATIONS.get(self.generation)
+
+
+@dataclass
+class Record:
+    index: int
+    op: int
+    dst: str
+    data_len: int
+    dst_size: int = 0
+    mode: int = 0
+    src_name: str = ""
+    label: str = ""
+    masks: tuple = ()
+    checksum: object = None  # int for byte-sums, bytes for MD5
+    raw_header: bytes = b""  # the record header as stored (empty for legacy slots)
+    offset: int = 0  # offset of the record header (legacy: of the data) in the stream
+    legacy_op: Optional[int] = None
+    ok: Optional[bool] = None  # checksum verdict once the data has been read
+    sha256: Optional[str] = None  # of raw_header + data, once read
+
+    @property
+    def op_name(self):
+        if self.legacy_op is not None:
+            return schema.LEGACY_OP_NAMES.get(self.legacy_op, str(self.legacy_op))
+        return schema.OP_NAMES.get(self.op, str(self.op))
+
+    @property
+    def targets(self):
+        """The targets of this record: 1.6 packs several into dst, separated by spaces."""
+        if self.masks:
+            return self.dst.split()
+        return [self.dst]
+
+    def target_masks(self):
+        """(target, mask) pairs; a generation without masks writes every target."""
+        targets = self.targets
+        if not self.masks:
+            return [(t, 1) for t in targets]
+        return list(zip(targets, self.masks))
+
+    def checksum_text(self):
+        if isinstance(self.checksum, bytes):
+            return self.checksum.hex()
+        return "0x%08x" % self.checksum
+
+
+def _u32(buf, off):
+    return struct.unpack_from("<I", buf, off)[0]
+
+
+def _parse(struct_, raw, what, offset):
+    try:
+        return struct_.parse(raw)
+    except ConstructError as exc:
+        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, _construct_msg(exc))) from None
+
+
+def _construct_msg(exc):
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else exc.__class__.__name__
+
+
+def detect_generation(prefix):
+    """Tell the generation from the first bytes of a package (up to 2584 of them).
+
+    There is no magic number. 1.6 is recognised by its version words (1, 6) at offset 32
+    and its header MD5; legacy by its byte-sum over bytes 8..2583 and a record count of at
+    most 32; 0.3 and 0.4 by the version words (0, 3) / (0, 4) at offset 4 (their sum also
+    covers the scripts, which the reader checks next).
+    """
+    if len(prefix) >= 128 and prefix[32:40] == struct.pack("<II", 1, 6):
+        if hashlib.md5(prefix[16:128]).digest() != prefix[:16]:
+            raise PackageError("1.6 header checksum mismatch (MD5 of bytes 16..127): the header is corrupt")
+        return "1.6"
+    if len(prefix) >= schema.LegacyHeader.sizeof():
+        if _u32(prefix, 4) <= schema.LEGACY_SLOTS and _u32(prefix, 0) == checksum.bytesum(prefix[8:2584]):
+            return "legacy"
+    if len(prefix) >= 28 and prefix[4:12] == struct.pack("<II", 0, 3):
+        return "0.3"
+    if len(prefix) >= 32 and prefix[4:12] == struct.pack("<II", 0, 4):
+        return "0.4"
+    if prefix[:2] == GZIP_MAGIC:
+        raise PackageError("gzip data where a raw package was expected: use -x (or gunzip it first)")
+    if len(prefix) < 28:
+        raise PackageError("too short for any package header (%d bytes)" % len(prefix))
+    raise PackageError(
+        "not a SigmaStar OTA package: no known version words (0.3, 0.4, 1.6) and no valid legacy header"
+    )
+
+
+class PackageReader:
+    """Reads one package front to back.
+
+    >>> r = PackageReader(stream); r.open()        # header + scripts, checksums verified
+    >>> for rec, chunks in r.records(): ...        # chunks: generator of data pieces
+    >>> r.finish()                                 # the stream must end here
+
+    A record's checksum is checked when its last chunk has been read; with strict=True a
+    mismatch raises PackageError, otherwise it is recorded in rec.ok. Records not consumed
+    by the caller are read (and checked) before the next one. ``with_sha256`` also hashes
+    every record (header and data) for the manifest.
+    """
+
+    def __init__(self, stream, name="package", strict=True, with_sha256=False, chunk=CHUNK):
+        self.stream = stream
+        self.name = name
+        self.strict = strict
+        self.with_sha256 = with_sha256
+        self.chunk = chunk
+        self.offset = 0
+        self._pending = b""
+        self.header = None
+        self.begin_script = b""
+        self.end_script = b""
+        self._slots = []
+        self._current = None
+
+    # ------------------------------------------------------------------ raw reads
+    def _read_some(self, n):
+        if self._pending:
+            piece, self._pending = self._pending[:n], self._pending[n:]
+            return piece
+        return self.stream.read(n)
+
+    def _read_exact(self, n, what):
+        parts = []
+        got = 0
+        while got < n:
+            try:
+                piece = self._read_some(min(n - got, self.chunk))
+            except _READ_ERRORS as exc:
+                raise PackageError("%s: cannot read %s at offset %d: %s" % (self.name, what, self.offset + got, exc)) from None
+            if not piece:
+                raise PackageError(
+                    "%s is truncated: %s at offset %d needs %d bytes, the stream ends after %d"
+                    % (self.name, what, self.offset, n, got)
+                )
+            parts.append(piece)
+            got += len(piece)
+        self.offset += n
+        return b"".join(parts)
+
+    def _stream_exact(self, n, what):
+        left = n
+        while left:
+            try:
+                piece = self._read_some(min(left, self.chunk))
+            except _READ_ERRORS as exc:
+                raise PackageError("%s: cannot read %s at offset %d: %s" % (self.name, what, self.offset, exc)) from None
+            if not piece:
+                raise PackageError(
+                    "%s is truncated: %s needs %d more bytes at offset %d" % (self.name, what, left, self.offset)
+                )
+            self.offset += len(piece)
+            left -= len(piece)
+            yield piece
+
+    # ------------------------------------------------------------------ header
+    def open(self):
+        prefix = b""
+        want = schema.LegacyHeader.sizeof()
+        while len(prefix) < want:
+            try:
+                piece = self.stream.read(want - len(prefix))
+            except _READ_ERRORS as exc:
+                raise PackageError("%s: cannot read the header: %s" % (self.name, exc)) from None
+            if not piece:
+                break
+            prefix += piece
+        self._pending = prefix
+        generation = detect_generation(prefix)
+        if generation == schema.LEGACY:
+            self._open_legacy()
+        else:
+            self._open_stream_header(schema.GENERATIONS[generation])
+        return self.header
+
+    def _read_script(self, length, what):
+        if length > MAX_SCRIPT:
+            raise PackageError(
+                "%s: the %s declares %d bytes, more than the %d MiB limit for scripts"
+                % (self.name, what, length, MAX_SCRIPT >> 20)
+            )
+        return self._read_exact(length, what)
+
+    def _open_stream_header(self, gen):
+        raw = self._read_exact(gen.header_size, "the %s header" % gen.name)
+        h = _parse(gen.header, raw, "the %s header" % gen.name, 0)
+        self.header = Header(gen.name, h.record_count, h.total_data, h.begin_len, h.end_len, raw,
+                             getattr(h, "tool_id", ""), h)
+        self.begin_script = self._read_script(h.begin_len, "begin script")
+        self.end_script = self._read_script(h.end_len, "end script")
+        scripts = self.begin_script + self.end_script
+        if gen.checksum == "md5":
+            if hashlib.md5(scripts).digest() != h.script_md5:
+                raise PackageError("%s: script checksum mismatch (MD5 of begin+end scripts)" % self.name)
+        else:
+            if checksum.bytesum(scripts, checksum.bytesum(raw[4:])) != h.header_sum:
+                raise PackageError(
+                    "%s: header checksum mismatch (byte-sum of header bytes 4..%d and the scripts)"
+                    % (self.name, gen.header_size - 1)
+                )
+
+    def _open_legacy(self):
+        raw = self._read_exact(schema.LegacyHeader.sizeof(), "the legacy header")
+        h = _parse(schema.LegacyHeader, raw, "the legacy header", 0)
+        count = h.record_count
+        for i, slot in enumerate(h.slots):
+            if i >= count:
+                if slot.data_len or slot.dst or slot.dst_size or slot.op or slot.data_sum:
+                    raise PackageError("%s: legacy slot %d is beyond the record count %d but not empty" % (self.name, i, count))
+                continue
+            if slot.op not in schema.LEGACY_OPS:
+                raise PackageError("%s: legacy slot %d has unknown op %d (0 raw, 1 ubi, 2 file)" % (self.name, i, slot.op))
+            if not slot.dst:
+                raise PackageError("%s: legacy slot %d has an empty target" % (self.name, i))
+        total = sum(s.data_len for s in h.slots[:count])
+        self.header = Header(schema.LEGACY, count, total, h.begin_len, h.end_len, raw, "", h)
+        self.begin_script = self._read_script(h.begin_len, "begin script")
+        if checksum.bytesum(self.begin_script) != h.begin_sum:
+            raise PackageError("%s: begin script checksum mismatch (legacy byte-sum)" % self.name)
+        self.end_script = self._read_script(h.end_len, "end script")
+        if checksum.bytesum(self.end_script) != h.end_sum:
+            raise PackageError("%s: end script checksum mismatch (legacy byte-sum)" % self.name)
+        self._slots = list(h.slots[:count])
+
+    # ------------------------------------------------------------------ records
+    def records(self):
+        """Yield (Record, chunks) for every record, in stream order."""
+        if self.header is None:
+            self.open()
+        if self.header.generation == schema.LEGACY:
+            yield from self._legacy_records()
+        else:
+            yield from self._stream_records()
+
+    def _legacy_records(self):
+        for i, slot in enumerate(self._slots):
+            rec = Record(i, schema.LEGACY_OPS[slot.op], slot.dst, slot.data_len, slot.dst_size, 0,
+                         checksum=slot.data_sum, offset=self.offset, legacy_op=slot.op)
+            yield from self._with_data(rec, checksum.ByteSum())
+
+    def _stream_records(self):
+        gen = self.header.gen
+        remaining = self.header.total_data
+        for i in range(self.header.record_count):
+            where = self.offset
+            raw = self._read_exact(gen.record_size, "record %d header" % i)
+            r = _parse(gen.record, raw, "record %d header" % i, where)
+            rec = Record(i, r.op, r.dst, r.data_len, r.dst_size, r.mode,
+                         src_name=getattr(r, "src_name", ""), label=getattr(r, "label", ""),
+                         masks=tuple(getattr(r, "mask", ())),
+                         checksum=r.md5 if gen.checksum == "md5" else r.data_sum,
+                         raw_header=raw, offset=where)
+            self._check_record(rec, remaining, where)
+            remaining -= rec.data_len
+            if gen.checksum == "md5":
+                hasher = checksum.Md5(raw[16:])
+            else:
+                hasher = checksum.ByteSum()
+            yield from self._with_data(rec, hasher)
+        if remaining:
+            raise PackageError(
+                "%s: the header declares %d data bytes but the records hold %d"
+                % (self.name, self.header.total_data, self.header.total_data - remaining)
+            )
+
+    def _check_record(self, rec, remaining, where):
+        """Structural checks: all that protects a 0.3/0.4 record header."""
+        what = "%s: record %d (offset %d)" % (self.name, rec.index, where)
+        if rec.op not in schema.OP_NAMES:
+            raise PackageError("%s has unknown op code %d (known: 0..6)" % (what, rec.op))
+        if rec.data_len > remaining:
+            raise PackageError(
+                "%s declares %d data bytes, more than the %d the header has left" % (what, rec.data_len, remaining)
+            )
+        if not rec.dst.strip():
+            raise PackageError("%s has an empty target" % what)
+        if rec.op == schema.OP_FILE_DELETE and rec.data_len:
+            raise PackageError("%s is a file-delete carrying %d data bytes" % (what, rec.data_len))
+        if rec.masks:
+            targets = rec.targets
+            if len(targets) > schema.MAX_TARGETS:
+                raise PackageError("%s names %d targets (at most %d)" % (what, len(targets), schema.MAX_TARGETS))
+            if any(m not in (0, 1) for m in rec.masks):
+                raise PackageError("%s has a mask other than 0 or 1: %s" % (what, list(rec.masks)))
+
+    def _with_data(self, rec, hasher):
+        sha = hashlib.sha256(rec.raw_header) if self.with_sha256 else None
+        gen_done = [False]
+
+        def chunks():
+            for piece in self._stream_exact(rec.data_len, "record %d data (%s)" % (rec.index, rec.dst)):
+                hasher.update(piece)
+                if sha is not None:
+                    sha.update(piece)
+                yield piece
+            gen_done[0] = True
+            rec.ok = hasher.digest() == rec.checksum
+            if sha is not None:
+                rec.sha256 = sha.hexdigest()
+            if not rec.ok and self.strict:
+                raise PackageError(
+                    "%s: record %d (%s %s) checksum mismatch: stored %s, data gives %s"
+                    % (self.name, rec.index, rec.op_name, rec.dst, rec.checksum_text(),
+                       hasher.hexdigest() if hasher.name == "md5" else "0x%08x" % hasher.digest())
+                )
+
+        it = chunks()
+        yield rec, it
+        if not gen_done[0]:
+            for _ in it:
+                pass
+
+    def finish(self):
+        """Check that the stream ends exactly here."""
+        try:
+            extra = self._read_some(1)
+        except _READ_ERRORS as exc:
+            raise PackageError("%s: cannot read past the last record: %s" % (self.name, exc)) from None
+        if extra:
+            raise PackageError(
+                "%s has trailing bytes after the last record (at offset %d): not a complete package"
+                % (self.name, self.offset)
+            )
+
+
+def is_gzip_path(path):
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def open_stream(path, gz=None):
+    """Open a package file for reading; gz=None sniffs the gzip magic."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError("cannot open package %s: %s" % (path, exc.strerror or exc)) from None
+    if gz is None:
+        gz = f.read(2) == GZIP_MAGIC
+        f.seek(0)
+    if gz:
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    return f
+
+
+def scan(path, strict=False, with_sha256=False):
+    """Read a whole package; return (reader, records). Used by --info and -a."""
+    name = os.path.basename(path)
+    stream = open_stream(path)
+    with stream:
+        reader = PackageReader(stream, name, strict=strict, with_sha256=with_sha256)
+        reader.open()
+        records = []
+        for rec, chunks in reader.records():
+            for _ in chunks:
+                pass
+            records.append(rec)
+        reader.finish()
+    return reader, records
+
+
+def expected_size(header):
+    """The exact size of a raw package with this header (0.3/0.4/1.6 and legacy)."""
+    gen = header.gen
+    if gen is None:
+        return schema.LegacyHeader.sizeof() + header.begin_len + header.end_len + header.total_data
+    return gen.header_size + header.begin_len + header.end_len + header.record_count * gen.record_size + header.total_data
+
+
+def describe(path):
+    """Everything --info shows about a package, as plain data (JSON-ready)."""
+    compressed = is_gzip_path(path)
+    reader, records = scan(path, strict=False)
+    h = reader.header
+    return {
+        "package": path,
+        "compressed": compressed,
+        "generation": h.generation,
+        "header_checksum": "ok",
+        "record_count": h.record_count,
+        "total_data": h.total_data,
+        "tool_id": h.tool_id,
+        "scripts": {"begin": h.begin_len, "end": h.end_len},
+        "records": [
+            {
+                "index": r.index,
+                "op": r.op_name,
+                "op_code": r.legacy_op if r.legacy_op is not None else r.op,
+                "targets": r.targets,
+                "masks": [m for _, m in r.target_masks()] if r.masks else None,
+                "src_name": r.src_name,
+                "label": r.label,
+                "data_len": r.data_len,
+                "dst_size": r.dst_size,
+                "mode": "%o" % r.mode,
+                "checksum": r.checksum_text(),
+                "verdict": "ok" if r.ok else "BAD",
+            }
+            for r in records
+        ],
+    }
