@@ -4,7 +4,6 @@ import sys
 
 import click
 
-from .. import pack, schema
 from ..errors import UsageError
 from .common import EXIT_CODES_HELP, VendorInt, run
 
@@ -19,7 +18,7 @@ append the scripts and each slot's data with cat, in that order.
 
 """ + EXIT_CODES_HELP
 
-_OPS = {"raw": schema.LEGACY_RAW, "ubi": schema.LEGACY_UBI, "file": schema.LEGACY_FILE}
+_OPS = {"raw": 0, "ubi": 1, "file": 2}  # schema.LEGACY_RAW, LEGACY_UBI, LEGACY_FILE
 
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,6 +32,8 @@ _OPS = {"raw": schema.LEGACY_RAW, "ubi": schema.LEGACY_UBI, "file": schema.LEGAC
 @click.option("-p", "op", metavar="OP", help="0 raw, 1 ubi, 2 file.")
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, begin, end, src, dst, size, op, debug):
+    from .. import pack
+
     if bool(create) == bool(append):
         raise UsageError("give exactly one of -c PKG, -a PKG")
     if create:

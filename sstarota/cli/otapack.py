@@ -6,11 +6,12 @@ import sys
 
 import click
 
-from .. import pack, package, schema
 from ..errors import UsageError
 from .common import EXIT_CODES_HELP, VendorInt, run
 
-OPS = list(pack.OPERATIONS)
+# The library (construct, the schema) is imported when a command runs, not for --help:
+# start-up time matters in make loops that call otapack once per partition.
+FORMATS = ("0.3", "0.4", "1.6")
 
 HELP = """Create and extend SigmaStar OTA packages, byte-compatible with the vendor's otapack.
 
@@ -58,8 +59,8 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
               help="Tree -o OLD to -n NEW, changed files as deltas.")
 @click.option("--script-add", "ops", flag_value="script-add", multiple=True, help="A script run on the board.")
 @click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines.")
-@click.option("--format", "fmt", type=click.Choice(sorted(schema.GENERATIONS)), help="With -c: generation (default 0.4).")
-@click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the 64-byte tool id (default: sstarota-VERSION).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default 0.4).")
+@click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the tool id, up to 63 bytes (default: sstarota-VERSION).")
 @click.option("--info", "info", metavar="PKG", help="Describe a package (.gz too) and verify its checksums.")
 @click.option("--json", "as_json", is_flag=True, help="With --info: JSON output.")
 @click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0).")
@@ -68,6 +69,8 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, debug):
+    from .. import pack, package
+
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
                                         ("--gzip", gzip_path)) if value]
     if len(actions) != 1:
@@ -101,6 +104,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
 
 
 def _info(path, as_json):
+    from .. import package
+
     data = package.describe(path)
     bad = [r for r in data["records"] if r["verdict"] != "ok"]
     if as_json:
