@@ -155,18 +155,17 @@ def validate(gen, spec):
         if not 0 <= value <= limit:
             raise InputError("%s: %s %d does not fit its field" % (what, name, value))
     try:
-        gen.record.build(_fields(gen, spec, None))
+        return gen.record.build(_fields(gen, spec, None))
     except ConstructError as exc:
         msg = str(exc).strip().splitlines()[-1]
         field_name = msg.split("->")[-1].split(":")[0].strip() if "->" in msg else "a field"
         raise InputError("%s: %s is too long for the %s format (%s)" % (what, field_name, gen.name, msg)) from None
 
 
-def _write_record(f, gen, spec):
-    """Write one record at f's position: header placeholder, streamed data, header fixed."""
+def _write_record(f, gen, spec, raw):
+    """Write one record at f's position: its header (raw, checksum zero), the streamed data,
+    then the checksum patched into the header in place."""
     start = f.tell()
-    what = "%s record for %s" % (schema.OP_NAMES[spec.op], spec.dst)
-    raw = _build(gen.record, _fields(gen, spec, None), what)
     f.write(raw)
     hasher = checksum.Md5(raw[16:]) if gen.checksum == "md5" else checksum.ByteSum()
     written = 0
@@ -176,12 +175,21 @@ def _write_record(f, gen, spec):
             f.write(piece)
             written += len(piece)
     if written != spec.data_len:
-        raise InputError("%s: expected %d data bytes, got %d" % (what, spec.data_len, written))
+        raise InputError("%s record for %s: expected %d data bytes, got %d"
+                         % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len, written))
     end = f.tell()
-    f.seek(start)
-    f.write(_build(gen.record, _fields(gen, spec, hasher.digest()), what))
+    offset, encode = _CHECKSUM_FIELD[gen.checksum]
+    f.seek(start + offset(gen))
+    f.write(encode(hasher.digest()))
     f.seek(end)
     return written
+
+
+#: where each checksum kind sits in its record header, and how it is stored
+_CHECKSUM_FIELD = {
+    "md5": (lambda gen: schema.field_offset(gen.record, "md5"), lambda digest: digest),
+    "bytesum": (lambda gen: schema.field_offset(gen.record, "data_sum"), lambda value: value.to_bytes(4, "little")),
+}
 
 
 # ---------------------------------------------------------------------------- headers
@@ -227,11 +235,15 @@ def _atomic_target(path):
     return fd, tmp
 
 
-def _commit(tmp, path, f):
+def _commit(tmp, path, f, sync=False):
+    """Rename the finished temp file over path (fsync first with sync=True)."""
     f.flush()
-    os.fsync(f.fileno())
+    if sync:
+        os.fsync(f.fileno())
     f.close()
     os.replace(tmp, path)
+    if not sync:
+        return
     try:
         dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     except OSError:
@@ -244,19 +256,34 @@ def _commit(tmp, path, f):
 
 def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID):
     """Create an empty package (header and scripts) at path, replacing it atomically."""
+    build(path, [], generation, begin, end, tool_id)
+
+
+def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None):
+    """Write a whole package in one pass: header, scripts, then every record.
+
+    The same bytes as create() followed by one append() per record, without the copy each
+    append makes for its crash safety.
+    """
     gen = schema.GENERATIONS.get(generation)
     if gen is None:
         raise UsageError("unknown --format %r (choose 0.3, 0.4 or 1.6)" % generation)
     begin_b = _read_script(begin, "begin")
     end_b = _read_script(end, "end")
-    header = build_header(gen, 0, 0, len(begin_b), len(end_b), script_checksum(gen, begin_b, end_b), tool_id)
+    raws = [validate(gen, spec) for spec in specs]
+    header = build_header(gen, len(specs), sum(s.data_len for s in specs), len(begin_b), len(end_b),
+                          script_checksum(gen, begin_b, end_b), tool_id)
     fd, tmp = _atomic_target(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b") as f:
             f.write(header)
             f.write(begin_b)
             f.write(end_b)
-            _commit(tmp, path, f)
+            for spec, raw in zip(specs, raws):
+                _write_record(f, gen, spec, raw)
+                if log:
+                    log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
+            _commit(tmp, path, f, sync)
     except BaseException:
         _unlink(tmp)
         raise
@@ -300,13 +327,38 @@ def read_existing(path):
     return reader
 
 
-def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None):
-    """Append records to an existing package in its own generation, atomically."""
+def _copy(src, dst):
+    """Copy a package in the kernel (copy_file_range; reflinks where the filesystem can)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except (AttributeError, OSError):
+            done = 0
+        if done != size:
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            shutil.copyfileobj(fin, fout, CHUNK)
+    shutil.copymode(src, dst)
+
+
+def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False):
+    """Append records to an existing package in its own generation, atomically.
+
+    The package is copied next to itself, extended and renamed over the original: an
+    interrupted append leaves the previous package. sync=True also fsyncs before the
+    rename (durability across power loss, at the cost of writing the package to disk).
+    """
     reader = read_existing(path)
     header = reader.header
     gen = header.gen
-    for spec in specs:
-        validate(gen, spec)
+    raws = [validate(gen, spec) for spec in specs]
     count = header.record_count + len(specs)
     total = header.total_data + sum(s.data_len for s in specs)
     new_header = build_header(gen, count, total, header.begin_len, header.end_len,
@@ -315,18 +367,17 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
     fd, tmp = _atomic_target(path)
     try:
         os.close(fd)
-        shutil.copyfile(path, tmp)
-        shutil.copymode(path, tmp)
+        _copy(path, tmp)
         f = open(tmp, "r+b")
         try:
             f.seek(0, os.SEEK_END)
-            for spec in specs:
-                _write_record(f, gen, spec)
+            for spec, raw in zip(specs, raws):
+                _write_record(f, gen, spec, raw)
                 if log:
                     log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
             f.seek(0)
             f.write(new_header)
-            _commit(tmp, path, f)
+            _commit(tmp, path, f, sync)
         finally:
             f.close()
     except BaseException:
@@ -541,8 +592,7 @@ def legacy_append(path, src, dst, dst_size, op):
     fd, tmp = _atomic_target(path)
     try:
         os.close(fd)
-        shutil.copyfile(path, tmp)
-        shutil.copymode(path, tmp)
+        _copy(path, tmp)
         with open(tmp, "r+b") as f:
             f.write(new)
             _commit(tmp, path, f)

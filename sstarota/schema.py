@@ -174,6 +174,20 @@ assert Header16.sizeof() == 128
 assert Record16.sizeof() == 1640
 
 
+def field_offset(struct_, name):
+    """Byte offset of a named field inside a fixed-size Struct."""
+    offset = 0
+    for sub in struct_.subcons:
+        if sub.name == name:
+            return offset
+        offset += sub.sizeof()
+    raise KeyError(name)
+
+
+assert field_offset(Record04, "data_sum") == 276
+assert field_offset(Record03, "data_sum") == 268
+assert field_offset(Record16, "md5") == 0
+
 # ---------------------------------------------------------------------------- generations
 
 

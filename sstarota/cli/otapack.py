@@ -66,9 +66,10 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0).")
 @click.option("-k", "--keep", is_flag=True, help="With --gzip: keep PKG.")
 @click.option("--skip-special", is_flag=True, help="Dir updates: skip symlinks and special files (else an error).")
+@click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, debug):
+        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, sync, debug):
     from .. import pack, package
 
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
@@ -90,7 +91,7 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         masks = pack.parse_masks(default_mask) if default_mask is not None else None
         log = (lambda m: click.echo("otapack: %s" % m, err=True))
         specs = pack.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log)
-        pack.append(append, specs, tool_id, log=log if debug else None)
+        pack.append(append, specs, tool_id, log=log if debug else None, sync=sync)
         return 0
     if gzip_path:
         pack.gzip_package(gzip_path, keep)
