@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 
 from construct import ConstructError
 
-from . import __version__, checksum, schema
+from . import __version__, checksum, delta, schema
 from .errors import InputError, PackageError, UsageError
 from .package import GZIP_MAGIC, CHUNK, PackageReader, expected_size
 
@@ -491,28 +491,13 @@ def delete_spec(dst, mode=0, dst_size=0, label=""):
                       src_name=os.path.basename(dst.split()[0]) if dst.split() else "", label=label)
 
 
-def _read_all(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise InputError("cannot read %s: %s" % (path, exc.strerror)) from None
-
-
-def make_patch(old_path, new_path):
-    """A BSDIFF40 patch from old to new, made in-process (bsdiff4)."""
-    import bsdiff4
-
-    return bsdiff4.diff(_read_all(old_path), _read_all(new_path))
-
-
 def diff_spec(old_path, new_path, dst, dst_size=0, mode=0, label="", diff_fn=None):
     new_size = FileSource(new_path).length
     FileSource(old_path)
     if dst_size and new_size > dst_size:
         raise InputError("%s: the new image is %d bytes, larger than its target size -t %d (0x%x)"
                          % (dst, new_size, dst_size, dst_size))
-    patch = (diff_fn or make_patch)(old_path, new_path)
+    patch = (diff_fn or delta.make_patch)(old_path, new_path)
     name = os.path.basename(new_path) + ".diff"
     return RecordSpec(schema.OP_FILE_DIFF, dst, BytesSource(patch, name), dst_size=dst_size, mode=mode,
                       src_name=name, label=label)

@@ -1,0 +1,85 @@
+"""file-diff: a BSDIFF40 patch applied to the target's current content, streamed.
+
+The patch is spooled under the work directory (-t). The new content goes to a temp file
+beside a file target (renamed over it once complete and of the declared size), or, for a
+device target (a raw partition delta), to a temp file under -t that is then written to the
+device from offset 0.
+"""
+
+import os
+import tempfile
+
+from .. import delta, schema
+from ..errors import InstallError
+from .base import AtomicFile, Writer, is_device, register
+from .block import BlockWriter
+
+
+@register(schema.OP_FILE_DIFF)
+class DiffWriter(Writer):
+    needs_existing = True
+
+    def open(self):
+        fd, self.patch_path = tempfile.mkstemp(prefix="sstarota-patch-", dir=self.ctx.tmpdir)
+        self.patch = os.fdopen(fd, "w+b")
+
+    def write(self, block):
+        self.patch.write(block)
+
+    def _old(self):
+        try:
+            old = open(self.path, "rb")
+        except FileNotFoundError:
+            raise InstallError("the file to patch, %s, does not exist" % self.target) from None
+        old.seek(0, os.SEEK_END)
+        return old, old.tell()
+
+    def commit(self):
+        self.patch.flush()
+        old, old_size = self._old()
+        with old:
+            if is_device(self.path):
+                self._to_device(old, old_size)
+            else:
+                out = AtomicFile(self.path, mode=self.rec.mode & 0o7777)
+                try:
+                    self._patch(old, old_size, out.f)
+                except BaseException:
+                    out.abort()
+                    raise
+                out.commit()
+        self._cleanup()
+
+    def _patch(self, old, old_size, out):
+        self.patch.seek(0)
+        want = delta.patch_new_size(self.patch.read(delta.HEADER))
+        size = delta.patch_stream(old, old_size, self.patch, out)
+        if size != want or out.tell() != want:
+            raise InstallError("patching %s gave %d bytes, the patch declares %d" % (self.target, out.tell(), want))
+
+    def _to_device(self, old, old_size):
+        with tempfile.TemporaryFile(dir=self.ctx.tmpdir) as new:
+            self._patch(old, old_size, new)
+            new.seek(0)
+            w = BlockWriter(self.ctx, self.rec, self.target, self.path)
+            w.open()
+            try:
+                while True:
+                    piece = new.read(1 << 20)
+                    if not piece:
+                        break
+                    w.write(piece)
+            except BaseException:
+                w.abort()
+                raise
+            w.commit()
+
+    def _cleanup(self):
+        self.patch.close()
+        try:
+            os.unlink(self.patch_path)
+        except FileNotFoundError:
+            pass
+
+    def abort(self):
+        self._cleanup()
