@@ -97,7 +97,7 @@ class TextRenderer:
             text += " %s" % e.target
         if e.label:
             text += " (%s)" % e.label
-        if e.total and e.stage in ("verify", "update"):
+        if e.total and not e.record and e.stage in ("verify", "update", "done"):
             text += " %d bytes" % e.total
         if e.message:
             text += ": " + e.message

@@ -1,0 +1,173 @@
+"""Scripts, failures mid-way, dry runs, stdin, masks, modes: the installer's contract."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import GOLDEN, copy_inputs
+from test_install_golden import tree
+
+PROJECT = Path(__file__).parent.parent
+
+
+def otaunpack(*argv, stdin=None):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
+                          capture_output=True, text=True, input=stdin, cwd=PROJECT)
+
+
+@pytest.fixture
+def inp(tmp_path):
+    d = copy_inputs("v0.4", tmp_path / "in")
+    (d / "end-log.sh").write_text('echo "status=$OTA_STATUS root=$OTA_ROOT pwd=$(pwd)" > "$OTA_ROOT/end.log"\n')
+    (d / "fail.sh").write_text('touch "$OTA_ROOT/begin-ran"; exit 7\n')
+    return d
+
+
+def make(cli, pkg, inp, begin=None, end="end-log.sh", records=()):
+    argv = ["-c", pkg] + (["-b", inp / begin] if begin else []) + (["-e", inp / end] if end else [])
+    assert cli.otapack(*argv)[0] == 0
+    for rec in records:
+        code, out, err = cli.otapack("-a", pkg, *rec)
+        assert code == 0, err
+    return pkg
+
+
+def test_failing_begin_script_writes_nothing_and_runs_end_script(cli, inp, tmp_path):
+    pkg = make(cli, tmp_path / "p.bin", inp, begin="fail.sh",
+               records=[("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update")])
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 1
+    assert "begin script exited with status 7; nothing was written" in proc.stderr.splitlines()[-1]
+    assert sorted(os.listdir(root)) == ["begin-ran", "end.log"]
+    assert (root / "end.log").read_text().startswith("status=-1 ")
+
+
+def test_write_failing_midway_names_the_record_and_leaves_no_half_file(cli, inp, tmp_path):
+    pkg = make(cli, tmp_path / "p.bin", inp, records=[
+        ("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update"),
+        ("-s", inp / "images/kernel", "-d", "/ro/kernel.img", "--file-update"),
+        ("-s", inp / "files/new.bin", "-d", "/config/new.bin", "--file-add"),
+    ])
+    root = tmp_path / "root"
+    (root / "ro").mkdir(parents=True)
+    (root / "ro" / "kernel.img").write_bytes(b"old kernel")
+    # a read-only directory that even root cannot write: a read-only bind mount in a private namespace
+    script = "mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} && exec \"$@\"".format(ro=root / "ro")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m",
+                           "sstarota.cli.otaunpack", "-r", str(pkg), "--root", str(root)],
+                          capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert "record 2/3 (file-update /ro/kernel.img)" in last and "Read-only file system" in last
+    assert (root / "ro" / "kernel.img").read_bytes() == b"old kernel"
+    assert os.listdir(root / "ro") == ["kernel.img"]
+    files = tree(root)
+    assert files["config/app.conf"] == (inp / "files/app.conf").read_bytes()  # record 1 went in before
+    assert "config/new.bin" not in files  # record 3 was never started
+    assert files["end.log"].startswith(b"status=-1 ")
+    assert not [n for n in os.listdir(root / "config") if n.startswith(".")]
+
+
+def test_mode_zero_keeps_the_existing_mode_and_new_files_get_0644(cli, inp, tmp_path):
+    pkg = make(cli, tmp_path / "p.bin", inp, end=None, records=[
+        ("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update"),
+        ("-s", inp / "files/app.conf", "-d", "/config/fresh.conf", "--file-update"),
+        ("-s", inp / "files/app.conf", "-d", "/config/exec.conf", "-m", "0x1ed", "--file-update"),
+    ])
+    root = tmp_path / "root"
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "app.conf").write_text("old")
+    os.chmod(root / "config" / "app.conf", 0o600)
+    assert otaunpack("-r", pkg, "--root", root).returncode == 0
+    mode = lambda n: stat.S_IMODE(os.stat(root / "config" / n).st_mode)
+    assert (mode("app.conf"), mode("fresh.conf"), mode("exec.conf")) == (0o600, 0o644, 0o755)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(inp, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", GOLDEN / "v1.6/p5.bin", "--root", root, "--dry-run", "-q")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("package ") and "1.6, 2 record(s)" in lines[0]
+    assert "1/2 block       /dev/mtd3 -> %s/dev/mtd3, 101305 bytes" % os.path.realpath(root) in lines[1]
+    assert lines[2].endswith("(mask 0: skipped)")
+    assert list(root.iterdir()) == []
+    bad = tmp_path / "bad.bin"
+    raw = bytearray((GOLDEN / "v1.6/p5.bin").read_bytes())
+    raw[-1] ^= 1
+    bad.write_bytes(bytes(raw))
+    assert otaunpack("-r", bad, "--root", root, "--dry-run").returncode == 3
+
+
+def test_stdin_needs_a_spool_dir_and_installs(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    raw = (GOLDEN / "v0.4/p2.bin.gz").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", "-", "--root", str(root)],
+                          input=raw, capture_output=True, cwd=PROJECT)
+    assert proc.returncode == 2 and b"needs -t DIR" in proc.stderr
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for flag, data in (("-x", raw), ("-r", (GOLDEN / "v0.4/p2.bin").read_bytes())):
+        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", flag, "-", "-t", str(spool),
+                               "--root", str(root)], input=data, capture_output=True, cwd=PROJECT)
+        assert proc.returncode == 0, proc.stderr
+        assert (root / "dev/mtdblock0").read_bytes() == (GOLDEN / "v0.4/in/images/ipl_s.bin").read_bytes()
+        assert list(spool.iterdir()) == []
+
+
+def test_no_scripts_and_script_environment(cli, inp, tmp_path):
+    (inp / "rec.sh").write_text('echo "rec root=$OTA_ROOT pwd=$(pwd)" > "$OTA_ROOT/rec.log"\n')
+    pkg = make(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "rec.sh", "-d", "rec.sh", "--script-add")])
+    root = tmp_path / "root"
+    root.mkdir()
+    assert otaunpack("-r", pkg, "--root", root, "--no-scripts").returncode == 0
+    assert list(root.iterdir()) == []
+    assert otaunpack("-r", pkg, "--root", root).returncode == 0
+    real = os.path.realpath(root)
+    assert (root / "rec.log").read_text() == "rec root=%s pwd=%s\n" % (real, real)
+    assert (root / "end.log").read_text() == "status=0 root=%s pwd=%s\n" % (real, real)
+
+
+def test_failing_script_record_fails_the_update(cli, inp, tmp_path):
+    pkg = make(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "fail.sh", "-d", "fail.sh", "--script-add"),
+                                                      ("-d", "/config/x", "--file-delete")])
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 1
+    assert "script fail.sh exited with status 7" in proc.stderr.splitlines()[-1]
+    assert (root / "end.log").read_text().startswith("status=-1")
+
+
+def test_diff_against_a_missing_or_wrong_file_fails_cleanly(cli, inp, tmp_path):
+    pkg = make(cli, tmp_path / "p.bin", inp, end=None, records=[
+        ("-o", inp / "old/changed.bin", "-n", inp / "new/changed.bin", "-d", "/c/changed.bin", "--file-update-diff")])
+    root = tmp_path / "root"
+    (root / "c").mkdir(parents=True)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 1 and "does not exist" in proc.stderr.splitlines()[-1]
+    assert os.listdir(root / "c") == []
+
+
+def test_text_progress_lines_and_help(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-x", GOLDEN / "v0.4/p2.bin.gz", "--root", root)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("otaunpack: ")]
+    assert lines[0] == "otaunpack: start"
+    assert any(l.startswith("otaunpack: verify 1/1 /dev/mtdblock0") for l in lines)
+    assert any(l.startswith("otaunpack: update 1/1 /dev/mtdblock0") for l in lines)
+    assert lines[-1].startswith("otaunpack: done")
+    proc = otaunpack("--help")
+    assert proc.returncode == 0 and "3  the package was rejected" in proc.stdout
+    proc = otaunpack("-r", tmp_path / "missing.bin")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
