@@ -249,3 +249,21 @@ def test_begin_script_marker_real_shell(cli, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(root)) == ["begin-ran", "config"]
+
+
+@pytest.mark.parametrize("version", ["v0.4", "v1.6"])
+def test_every_covered_byte_of_p2_is_checked(capfd, tmp_path, scripts_run, version):
+    """Exhaustive: every byte a checksum covers in p2 (all of it in 1.6; all but the record
+    header in 0.4, which no checksum covers), flipped one at a time."""
+    raw = (GOLDEN / version / "p2.bin").read_bytes()
+    root = tmp_path / "root"
+    root.mkdir()
+    head_end, spans, gen = layout(raw)
+    start, data, end = spans[0]
+    uncovered = range(start, data) if gen is not schema.GEN16 else range(0)
+    for pos in range(len(raw)):
+        if pos in uncovered:
+            continue
+        bad = bytearray(raw)
+        bad[pos] ^= 0x01
+        assert_rejected(capfd, tmp_path, bytes(bad), root, {}, scripts_run, "flip at %d" % pos)
