@@ -46,6 +46,11 @@ def make_patch(old_path, new_path):
     return bsdiff4.diff(_read_all(old_path), _read_all(new_path))
 
 
+def make_patch_pair(pair):
+    """make_patch for an (old, new) tuple: the unit of work of parallel dir diffs."""
+    return make_patch(*pair)
+
+
 def _read_all(path):
     try:
         with open(path, "rb") as f:
@@ -119,8 +124,15 @@ def add_bytes(a, b):
     return (((x & low) + (y & low)) ^ ((x ^ y) & high)).to_bytes(n, "little")
 
 
-def _read_old(old, old_size, pos, n):
-    """n bytes of old content from pos; outside [0, old_size) reads as zero (as bspatch)."""
+class WrongSource(Exception):
+    """The patch reads old content that is not there: it was made from another old file."""
+
+
+def _read_old(old, old_size, pos, n, strict):
+    """n bytes of old content from pos. Outside [0, old_size) stock bspatch reads zeros;
+    bsdiff never refers there when given the right old file, so strict mode refuses."""
+    if strict and (pos < 0 or pos + n > old_size):
+        raise WrongSource("the patch reads old bytes %d..%d, the old content has %d" % (pos, pos + n, old_size))
     if pos >= old_size or pos + n <= 0:
         return bytes(n)
     start = max(pos, 0)
@@ -132,9 +144,12 @@ def _read_old(old, old_size, pos, n):
     return bytes(start - pos) + data + bytes(pos + n - end)
 
 
-def patch_stream(old, old_size, patch, out, on_bytes=None):
+def patch_stream(old, old_size, patch, out, on_bytes=None, strict=True):
     """Apply the BSDIFF40 patch in the seekable file `patch` to `old` (seekable, old_size
-    bytes considered), writing the new content sequentially to `out`. Returns its size."""
+    bytes considered), writing the new content sequentially to `out`. Returns its size.
+
+    strict (the default) raises WrongSource when the patch refers to old bytes beyond
+    old_size, which proves the old content is not the one the patch was made from."""
     patch.seek(0)
     ctrl_len, diff_len, new_size = read_header(patch.read(HEADER))
     patch.seek(0, os.SEEK_END)
@@ -154,7 +169,7 @@ def patch_stream(old, old_size, patch, out, on_bytes=None):
         left = add_len
         while left:
             n = min(left, PIECE)
-            out.write(add_bytes(diff.read(n), _read_old(old, old_size, old_pos, n)))
+            out.write(add_bytes(diff.read(n), _read_old(old, old_size, old_pos, n, strict)))
             old_pos += n
             new_pos += n
             left -= n

@@ -18,12 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from . import schema
+from . import manifest, schema
 from .errors import InstallError, OtaError, PackageError, UsageError
 from .package import GZIP_MAGIC, PackageReader, expected_size
 from .paths import resolve
 from .progress import Progress
 from .writers import Context, writer_for
+from .writers.base import is_partition
 
 BLOCK = 1 << 20
 
@@ -118,6 +119,9 @@ class Planned:
     targets: List[Target]
     digests: List[bytes] = field(default_factory=list)
     header_digest: bytes = b""
+    data_sha256: str = ""
+    diff: Optional[manifest.DiffInfo] = None  # from the manifest, for delta records
+    is_manifest: bool = False
 
     @property
     def writes(self):
@@ -133,6 +137,7 @@ class Plan:
     end_script: bytes
     records: List[Planned]
     package_bytes: int
+    checked_manifest: Optional[manifest.Manifest] = None
 
     @property
     def write_bytes(self):
@@ -167,9 +172,11 @@ class _BlockDigests:
     def __init__(self):
         self.digests = []
         self.h = hashlib.sha256()
+        self.whole = hashlib.sha256()
         self.fill = 0
 
     def update(self, piece):
+        self.whole.update(piece)
         view = memoryview(piece)
         while view:
             n = min(len(view), BLOCK - self.fill)
@@ -235,20 +242,79 @@ class Installer:
             total = expected_size(header)
             p.emit("verify", records=n, total=total, done=reader.offset)
             planned = []
+            candidate = None
             for rec, chunks in reader.records():
                 p.emit("verify", record=rec.index + 1, records=n, target=rec.dst, label=rec.label,
                        done=reader.offset, total=total)
                 targets = self._plan_targets(rec)
                 digests = _BlockDigests()
+                keep = [] if manifest.is_manifest(rec) else None
                 for piece in chunks:
                     digests.update(piece)
+                    if keep is not None:
+                        keep.append(bytes(piece))
                     p.bytes(reader.offset)
-                planned.append(Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest()))
+                candidate = b"".join(keep) if keep is not None else None
+                planned.append(Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest(),
+                                       digests.whole.hexdigest()))
             reader.finish()
             p.bytes(reader.offset)
         scripts = reader.begin_script + reader.end_script
-        return Plan(self.source.name, header.generation, hashlib.sha256(header.raw + scripts).digest(),
+        plan = Plan(self.source.name, header.generation, hashlib.sha256(header.raw + scripts).digest(),
                     reader.begin_script, reader.end_script, planned, reader.offset)
+        if candidate is not None and candidate.startswith(manifest.MAGIC):
+            self._check_manifest(plan, manifest.parse(candidate))
+        return plan
+
+    def _check_manifest(self, plan, m):
+        """Every record against its manifest hashes; every delta's source on this board."""
+        records = plan.records[:-1]
+        if len(m.records) != len(records):
+            raise PackageError("the manifest lists %d records, the package has %d before it"
+                               % (len(m.records), len(records)))
+        for item, (header_sha, data_sha) in zip(records, m.records):
+            rec = item.rec
+            if item.header_digest.hex() != header_sha:
+                raise PackageError("record %d (%s %s): its header does not match the manifest"
+                                   % (rec.index, rec.op_name, rec.dst))
+            if item.data_sha256 != data_sha:
+                raise PackageError("record %d (%s %s): its data does not match the manifest"
+                                   % (rec.index, rec.op_name, rec.dst))
+        plan.records[-1].is_manifest = True
+        plan.checked_manifest = m
+        for index, info in m.diffs.items():
+            if index >= len(records) or records[index].rec.op != schema.OP_FILE_DIFF:
+                raise PackageError("the manifest has delta data for record %d, which is not a delta" % index)
+            item = records[index]
+            item.diff = info
+            for t in item.targets:
+                if t.selected:
+                    self._check_delta_source(item.rec, t, info)
+
+    def _check_delta_source(self, rec, target, info):
+        """Hash the content a delta will patch: a file whole, a device's first old_len bytes."""
+        what = "record %d (file-diff %s)" % (rec.index, target.name)
+        try:
+            f = open(target.path, "rb")
+        except OSError as exc:
+            raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
+        h = hashlib.sha256()
+        n = 0
+        with f:
+            device = is_partition(target.name, target.path)
+            left = info.old_len if device else None
+            while left is None or left > 0:
+                piece = f.read(BLOCK if left is None else min(BLOCK, left))
+                if not piece:
+                    break
+                h.update(piece)
+                n += len(piece)
+                if left is not None:
+                    left -= len(piece)
+        found = h.hexdigest()
+        if n != info.old_len or found != info.old_sha256:
+            raise PackageError("%s: %s is not the content the delta was made from: expected sha256 %s (%d bytes),"
+                               " found %s (%d bytes)" % (what, target.name, info.old_sha256, info.old_len, found, n))
 
     def _plan_targets(self, rec):
         if rec.op == schema.OP_SCRIPT:
@@ -288,7 +354,11 @@ class Installer:
                     raise InstallError("%s changed after it was verified" % what)
                 p.emit("update", record=rec.index + 1, records=n, target=rec.dst, label=rec.label,
                        done=done, total=total)
-                writers = [writer_for(rec.op)(self.ctx, rec, t.name, self._recheck(t, what))
+                if item.is_manifest:
+                    self.note("manifest checked: %d record hashes, %d delta sources"
+                              % (len(plan.checked_manifest.records), len(plan.checked_manifest.diffs)))
+                    continue
+                writers = [writer_for(rec.op)(self.ctx, rec, t.name, self._recheck(t, what), expect=item.diff)
                            for t in item.targets if t.selected]
                 if not writers:
                     self.note("%s: no target selected (mask 0), skipped" % what)
@@ -310,6 +380,10 @@ class Installer:
                     raise InstallError("%s: %s%s" % (what, exc.strerror or exc,
                                                      " (%s)" % exc.filename if getattr(exc, "filename", None) else "")) from None
                 except PackageError as exc:
+                    raise InstallError("%s: %s" % (what, exc)) from None
+                except InstallError as exc:
+                    if str(exc).startswith(what):
+                        raise
                     raise InstallError("%s: %s" % (what, exc)) from None
                 finally:
                     for w in opened:

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 
 from construct import ConstructError
 
-from . import __version__, checksum, delta, schema
+from . import __version__, checksum, delta, manifest, schema
 from .errors import InputError, PackageError, UsageError
 from .package import GZIP_MAGIC, CHUNK, PackageReader, expected_size
 
@@ -92,6 +92,7 @@ class RecordSpec:
     src_name: str = ""
     label: str = ""
     masks: Optional[List[int]] = None
+    diff: Optional[manifest.DiffInfo] = None  # old/new lengths and hashes of a delta
 
     @property
     def data_len(self):
@@ -162,16 +163,20 @@ def validate(gen, spec):
         raise InputError("%s: %s is too long for the %s format (%s)" % (what, field_name, gen.name, msg)) from None
 
 
-def _write_record(f, gen, spec, raw):
+def _write_record(f, gen, spec, raw, hashes=False):
     """Write one record at f's position: its header (raw, checksum zero), the streamed data,
-    then the checksum patched into the header in place."""
+    then the checksum patched into the header in place. With hashes=True, returns the
+    SHA-256 of the final record header and of the data (for the manifest)."""
     start = f.tell()
     f.write(raw)
     hasher = checksum.Md5(raw[16:]) if gen.checksum == "md5" else checksum.ByteSum()
+    data_sha = hashlib.sha256() if hashes else None
     written = 0
     if spec.source is not None:
         for piece in spec.source.chunks():
             hasher.update(piece)
+            if data_sha is not None:
+                data_sha.update(piece)
             f.write(piece)
             written += len(piece)
     if written != spec.data_len:
@@ -179,10 +184,15 @@ def _write_record(f, gen, spec, raw):
                          % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len, written))
     end = f.tell()
     offset, encode = _CHECKSUM_FIELD[gen.checksum]
-    f.seek(start + offset(gen))
-    f.write(encode(hasher.digest()))
+    at = offset(gen)
+    value = encode(hasher.digest())
+    f.seek(start + at)
+    f.write(value)
     f.seek(end)
-    return written
+    if not hashes:
+        return None
+    final = raw[:at] + value + raw[at + len(value):]
+    return hashlib.sha256(final).hexdigest(), data_sha.hexdigest()
 
 
 #: where each checksum kind sits in its record header, and how it is stored
@@ -254,16 +264,39 @@ def _commit(tmp, path, f, sync=False):
         os.close(dfd)
 
 
-def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID):
+def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False):
     """Create an empty package (header and scripts) at path, replacing it atomically."""
-    build(path, [], generation, begin, end, tool_id)
+    build(path, [], generation, begin, end, tool_id, with_manifest=with_manifest)
 
 
-def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None):
+def _manifest_spec(m):
+    data = m.to_bytes()
+    return RecordSpec(schema.OP_SCRIPT, manifest.NAME, BytesSource(data, manifest.NAME), dst_size=len(data),
+                      mode=0o100644, src_name=manifest.NAME)
+
+
+def _write_records(f, gen, specs, raws, m, log):
+    """Write specs (and, when m is a Manifest, the updated manifest record last)."""
+    for spec, raw in zip(specs, raws):
+        hashes = _write_record(f, gen, spec, raw, hashes=m is not None)
+        if m is not None:
+            if spec.diff is not None:
+                m.diffs[len(m.records)] = spec.diff
+            m.records.append(hashes)
+        if log:
+            log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
+    if m is not None:
+        spec = _manifest_spec(m)
+        _write_record(f, gen, spec, validate(gen, spec))
+
+
+def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
+          with_manifest=False):
     """Write a whole package in one pass: header, scripts, then every record.
 
     The same bytes as create() followed by one append() per record, without the copy each
-    append makes for its crash safety.
+    append makes for its crash safety. with_manifest adds the sstarota manifest as the last
+    record (see manifest.py).
     """
     gen = schema.GENERATIONS.get(generation)
     if gen is None:
@@ -271,23 +304,39 @@ def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_T
     begin_b = _read_script(begin, "begin")
     end_b = _read_script(end, "end")
     raws = [validate(gen, spec) for spec in specs]
-    header = build_header(gen, len(specs), sum(s.data_len for s in specs), len(begin_b), len(end_b),
-                          script_checksum(gen, begin_b, end_b), tool_id)
+    m = manifest.Manifest() if with_manifest else None
+    count, total = _totals(specs, m)
+    header = build_header(gen, count, total, len(begin_b), len(end_b), script_checksum(gen, begin_b, end_b), tool_id)
     fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "w+b") as f:
             f.write(header)
             f.write(begin_b)
             f.write(end_b)
-            for spec, raw in zip(specs, raws):
-                _write_record(f, gen, spec, raw)
-                if log:
-                    log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
+            _write_records(f, gen, specs, raws, m, log)
             _commit(tmp, path, f, sync)
     except BaseException:
         _unlink(tmp)
         raise
     os.chmod(path, 0o644 & ~_umask())
+
+
+def _totals(specs, m, count=0, total=0):
+    """Record count and data total after adding specs (and the manifest, when m is given).
+
+    The manifest's final size depends on the hashes, not their values: it is computed from
+    a manifest of the same shape filled with placeholder digests."""
+    count += len(specs)
+    total += sum(s.data_len for s in specs)
+    if m is not None:
+        shape = manifest.Manifest(list(m.records), dict(m.diffs))
+        for spec in specs:
+            if spec.diff is not None:
+                shape.diffs[len(shape.records)] = spec.diff
+            shape.records.append(("0" * 64, "0" * 64))
+        count += 1
+        total += len(shape.to_bytes())
+    return count, total
 
 
 def _umask():
@@ -327,10 +376,12 @@ def read_existing(path):
     return reader
 
 
-def _copy(src, dst):
-    """Copy a package in the kernel (copy_file_range; reflinks where the filesystem can)."""
+def _copy(src, dst, size=None):
+    """Copy the first size bytes (default all) of a package in the kernel
+    (copy_file_range; reflinks where the filesystem can)."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
+        if size is None:
+            size = os.fstat(fin.fileno()).st_size
         done = 0
         try:
             while done < size:
@@ -344,8 +395,41 @@ def _copy(src, dst):
             fin.seek(0)
             fout.seek(0)
             fout.truncate()
-            shutil.copyfileobj(fin, fout, CHUNK)
+            left = size
+            while left:
+                piece = fin.read(min(left, CHUNK))
+                if not piece:
+                    raise InputError("%s shrank while it was copied" % src)
+                fout.write(piece)
+                left -= len(piece)
     shutil.copymode(src, dst)
+
+
+def _records_on_disk(path, header):
+    """(offset, Record) of every record of a raw package, found by seeking over the data."""
+    from .package import PackageReader as _Reader
+
+    gen = header.gen
+    out = []
+    with open(path, "rb") as f:
+        offset = gen.header_size + header.begin_len + header.end_len
+        for i in range(header.record_count):
+            f.seek(offset)
+            raw = f.read(gen.record_size)
+            try:
+                r = gen.record.parse(raw)
+            except ConstructError as exc:
+                raise PackageError("%s: record %d header at offset %d is malformed: %s"
+                                   % (path, i, offset, str(exc).strip().splitlines()[-1])) from None
+            out.append((offset, r))
+            offset += gen.record_size + r.data_len
+        last = None
+        if out:
+            off, r = out[-1]
+            if r.op == schema.OP_SCRIPT and r.dst == manifest.NAME and r.data_len <= manifest.MAX_SIZE:
+                f.seek(off + gen.record_size)
+                last = f.read(r.data_len)
+    return out, last
 
 
 def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False):
@@ -354,27 +438,36 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
     The package is copied next to itself, extended and renamed over the original: an
     interrupted append leaves the previous package. sync=True also fsyncs before the
     rename (durability across power loss, at the cost of writing the package to disk).
+    A package with a manifest keeps it as its last record, updated.
     """
     reader = read_existing(path)
     header = reader.header
     gen = header.gen
     raws = [validate(gen, spec) for spec in specs]
-    count = header.record_count + len(specs)
-    total = header.total_data + sum(s.data_len for s in specs)
+    keep = os.path.getsize(path)
+    count, total = header.record_count, header.total_data
+    m = None
+    records, last = _records_on_disk(path, header)
+    if last is not None and last.startswith(manifest.MAGIC):
+        m = manifest.parse(last)
+        if len(m.records) != count - 1:
+            raise PackageError("%s: its manifest lists %d records, the package has %d before it"
+                               % (path, len(m.records), count - 1))
+        keep = records[-1][0]  # the old manifest record is dropped and written anew
+        count -= 1
+        total -= records[-1][1].data_len
+    count, total = _totals(specs, m, count, total)
     new_header = build_header(gen, count, total, header.begin_len, header.end_len,
                               script_checksum(gen, reader.begin_script, reader.end_script),
                               tool_id or header.tool_id)
     fd, tmp = _atomic_target(path)
     try:
         os.close(fd)
-        _copy(path, tmp)
+        _copy(path, tmp, keep)
         f = open(tmp, "r+b")
         try:
             f.seek(0, os.SEEK_END)
-            for spec, raw in zip(specs, raws):
-                _write_record(f, gen, spec, raw)
-                if log:
-                    log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
+            _write_records(f, gen, specs, raws, m, log)
             f.seek(0)
             f.write(new_header)
             _commit(tmp, path, f, sync)
@@ -458,23 +551,42 @@ def _by_target(specs):
     return sorted(specs, key=lambda s: s.dst)
 
 
-def dir_specs(old, new, prefix, use_diff=False, skip_special=False, log=None, diff_fn=None):
-    """Records for a --dir-update / --dir-update-diff: changed, then added, then removed."""
+def dir_specs(old, new, prefix, use_diff=False, skip_special=False, log=None, diff_fn=None,
+              threshold=None, jobs=None):
+    """Records for a --dir-update / --dir-update-diff: changed, then added, then removed.
+
+    With use_diff, the changed files' patches are made in parallel (jobs processes,
+    default: one per core)."""
     d = diff_trees(old, new, skip_special)
     if log:
         for path in d.skipped:
             log("warning: skipped %s (not a regular file)" % path)
     changed = []
-    for rel in d.changed:
-        new_path = os.path.join(new, rel)
-        dst = join_target(prefix, rel)
-        if use_diff:
-            changed.append(diff_spec(os.path.join(old, rel), new_path, dst, diff_fn=diff_fn))
-        else:
-            changed.append(RecordSpec(schema.OP_FILE_UPDATE, dst, FileSource(new_path), src_name=os.path.basename(rel)))
+    if use_diff:
+        pairs = [(os.path.join(old, rel), os.path.join(new, rel)) for rel in d.changed]
+        patches = make_patches(pairs, diff_fn, jobs)
+        for rel, (old_path, new_path), patch in zip(d.changed, pairs, patches):
+            changed.append(diff_spec(old_path, new_path, join_target(prefix, rel), patch=patch,
+                                     threshold=threshold, log=log))
+    else:
+        for rel in d.changed:
+            changed.append(RecordSpec(schema.OP_FILE_UPDATE, join_target(prefix, rel),
+                                      FileSource(os.path.join(new, rel)), src_name=os.path.basename(rel)))
     added = [add_spec(os.path.join(new, rel), join_target(prefix, rel)) for rel in d.added]
     removed = [delete_spec(join_target(prefix, rel)) for rel in d.removed]
     return _by_target(changed) + _by_target(added) + _by_target(removed)
+
+
+def make_patches(pairs, diff_fn=None, jobs=None):
+    """Patches for (old, new) path pairs, made in parallel processes when there are several."""
+    fn = diff_fn or delta.make_patch
+    jobs = jobs or os.cpu_count() or 1
+    if jobs <= 1 or len(pairs) <= 1 or diff_fn is not None:
+        return [fn(o, n) for o, n in pairs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pairs))) as pool:
+        return list(pool.map(delta.make_patch_pair, pairs))
 
 
 # ---------------------------------------------------------------------------- specs
@@ -491,16 +603,52 @@ def delete_spec(dst, mode=0, dst_size=0, label=""):
                       src_name=os.path.basename(dst.split()[0]) if dst.split() else "", label=label)
 
 
-def diff_spec(old_path, new_path, dst, dst_size=0, mode=0, label="", diff_fn=None):
-    new_size = FileSource(new_path).length
+#: a delta no smaller than this fraction of NEW is packed as a full update instead
+DEFAULT_THRESHOLD = 0.95
+
+
+def full_update_op(dst):
+    """The op a full update of this target takes when its delta does not pay."""
+    first = dst.split()[0] if dst.split() else dst
+    if first.startswith("/dev/ubi"):
+        return schema.OP_UBI
+    if first.startswith("/dev/"):
+        return schema.OP_BLOCK
+    return schema.OP_FILE_UPDATE
+
+
+def _digest(path):
+    h = hashlib.sha256()
+    n = 0
+    for piece in FileSource(path).chunks():
+        h.update(piece)
+        n += len(piece)
+    return n, h.hexdigest()
+
+
+def diff_spec(old_path, new_path, dst, dst_size=0, mode=0, label="", diff_fn=None, patch=None,
+              threshold=DEFAULT_THRESHOLD, log=None):
+    """A file-diff record (BSDIFF40 from old to new), or a full update when the patch is not
+    smaller than threshold x NEW (threshold None: always the patch)."""
+    new_src = FileSource(new_path)
     FileSource(old_path)
-    if dst_size and new_size > dst_size:
+    if dst_size and new_src.length > dst_size:
         raise InputError("%s: the new image is %d bytes, larger than its target size -t %d (0x%x)"
-                         % (dst, new_size, dst_size, dst_size))
-    patch = (diff_fn or delta.make_patch)(old_path, new_path)
+                         % (dst, new_src.length, dst_size, dst_size))
+    if patch is None:
+        patch = (diff_fn or delta.make_patch)(old_path, new_path)
+    if threshold is not None and len(patch) >= threshold * new_src.length:
+        op = full_update_op(dst)
+        if log:
+            log("%s: the patch is %d bytes, not smaller than %g%% of the new file (%d bytes): "
+                "packed as a full %s instead" % (dst, len(patch), threshold * 100, new_src.length,
+                                                 schema.OP_NAMES[op]))
+        return RecordSpec(op, dst, new_src, dst_size=dst_size, mode=mode, src_name=new_src.name, label=label)
+    old_len, old_sha = _digest(old_path)
+    new_len, new_sha = _digest(new_path)
     name = os.path.basename(new_path) + ".diff"
     return RecordSpec(schema.OP_FILE_DIFF, dst, BytesSource(patch, name), dst_size=dst_size, mode=mode,
-                      src_name=name, label=label)
+                      src_name=name, label=label, diff=manifest.DiffInfo(old_len, old_sha, new_len, new_sha))
 
 
 # ---------------------------------------------------------------------------- legacy
@@ -632,7 +780,8 @@ _FLAG = {"s": "-s SOURCE", "d": "-d TARGET", "o": "-o OLD", "n": "-n NEW"}
 
 
 def operation_specs(operation, src=None, dst=None, size=0, mode=0, old=None, new=None, label="",
-                    masks=None, skip_special=False, log=None, diff_fn=None):
+                    masks=None, skip_special=False, log=None, diff_fn=None, threshold=DEFAULT_THRESHOLD,
+                    jobs=None):
     """The records one otapack -a call adds, from the vendor's options."""
     given = {"s": src, "d": dst, "o": old, "n": new}
     missing = [_FLAG[k] for k in OPERATIONS[operation] if not given[k]]
@@ -648,10 +797,10 @@ def operation_specs(operation, src=None, dst=None, size=0, mode=0, old=None, new
     elif operation == "file-delete":
         specs = [delete_spec(dst, mode, size, label)]
     elif operation == "file-update-diff":
-        specs = [diff_spec(old, new, dst, size, mode, label, diff_fn=diff_fn)]
+        specs = [diff_spec(old, new, dst, size, mode, label, diff_fn=diff_fn, threshold=threshold, log=log)]
     else:
         specs = dir_specs(old, new, dst, use_diff=operation == "dir-update-diff", skip_special=skip_special,
-                          log=log, diff_fn=diff_fn)
+                          log=log, diff_fn=diff_fn, threshold=threshold, jobs=jobs)
         for spec in specs:
             spec.label = label
     for spec in specs:

@@ -66,10 +66,16 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0).")
 @click.option("-k", "--keep", is_flag=True, help="With --gzip: keep PKG.")
 @click.option("--skip-special", is_flag=True, help="Dir updates: skip symlinks and special files (else an error).")
+@click.option("--manifest", "with_manifest", is_flag=True,
+              help="With -c: add the sstarota manifest (record hashes, delta sources); later -a keep it updated.")
+@click.option("--patch-threshold", "threshold", default="0.95", metavar="RATIO",
+              help="Pack a full update when a delta is not smaller than RATIO x NEW (default 0.95; 'off').")
+@click.option("-j", "--jobs", type=int, default=None, metavar="N",
+              help="--dir-update-diff: make patches in N processes (default: one per core).")
 @click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, sync, debug):
+        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
     from .. import pack, package
 
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
@@ -82,15 +88,18 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         raise UsageError("--%s goes with -a PKG" % ops[0])
     if fmt and not create:
         raise UsageError("--format goes with -c (appends keep the package's own format)")
+    if with_manifest and not create:
+        raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
     if create:
-        pack.create(create, fmt or "0.4", begin, end, tool_id or pack.DEFAULT_TOOL_ID)
+        pack.create(create, fmt or "0.4", begin, end, tool_id or pack.DEFAULT_TOOL_ID, with_manifest=with_manifest)
         return 0
     if append:
         if not ops:
             raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
         masks = pack.parse_masks(default_mask) if default_mask is not None else None
         log = (lambda m: click.echo("otapack: %s" % m, err=True))
-        specs = pack.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log)
+        specs = pack.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
+                                     threshold=_ratio(threshold), jobs=jobs)
         pack.append(append, specs, tool_id, log=log if debug else None, sync=sync)
         return 0
     if gzip_path:
@@ -102,6 +111,18 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
             f.write("".join(line + "\n" for line in pack.layout_lines(records)))
         return 0
     return _info(info or read, as_json)
+
+
+def _ratio(text):
+    if text.lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise UsageError("--patch-threshold %r: a ratio above 0 (e.g. 0.95), or 'off'" % text)
+    return value
 
 
 def _info(path, as_json):

@@ -59,11 +59,12 @@ class Writer:
     #: True when the writer needs the target to exist before the update (checked in pass 1)
     needs_existing = False
 
-    def __init__(self, ctx, rec, target, path):
+    def __init__(self, ctx, rec, target, path, expect=None):
         self.ctx = ctx
         self.rec = rec
         self.target = target  # as the package names it
         self.path = path  # on this host (under the root)
+        self.expect = expect  # what the manifest says the result must be (deltas), or None
 
     @classmethod
     def check(cls, ctx, rec, target, path):
@@ -139,6 +140,11 @@ def fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+def is_partition(target, path):
+    """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
+    return is_device(path) or target.startswith("/dev/")
 
 
 def is_device(path):

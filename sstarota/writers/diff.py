@@ -6,13 +6,28 @@ device target (a raw partition delta), to a temp file under -t that is then writ
 device from offset 0.
 """
 
+import hashlib
 import os
 import tempfile
 
 from .. import delta, schema
 from ..errors import InstallError
-from .base import AtomicFile, Writer, is_device, register
+from .base import AtomicFile, Writer, is_partition, register
 from .block import BlockWriter
+
+
+class _Hashing:
+    """A write-only file wrapper that counts and hashes what passes."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def write(self, data):
+        self.h.update(data)
+        self.n += len(data)
+        return self.f.write(data)
 
 
 @register(schema.OP_FILE_DIFF)
@@ -38,7 +53,7 @@ class DiffWriter(Writer):
         self.patch.flush()
         old, old_size = self._old()
         with old:
-            if is_device(self.path):
+            if is_partition(self.target, self.path):
                 self._to_device(old, old_size)
             else:
                 out = AtomicFile(self.path, mode=self.rec.mode & 0o7777)
@@ -51,11 +66,24 @@ class DiffWriter(Writer):
         self._cleanup()
 
     def _patch(self, old, old_size, out):
+        """Patch into out; the result's length (and, with a manifest, SHA-256) is checked
+        here, before the caller lets it replace anything."""
         self.patch.seek(0)
         want = delta.patch_new_size(self.patch.read(delta.HEADER))
-        size = delta.patch_stream(old, old_size, self.patch, out)
-        if size != want or out.tell() != want:
-            raise InstallError("patching %s gave %d bytes, the patch declares %d" % (self.target, out.tell(), want))
+        sink = _Hashing(out)
+        try:
+            size = delta.patch_stream(old, old_size, self.patch, sink)
+        except delta.WrongSource as exc:
+            raise InstallError("%s is not the content this delta was made from (%s); nothing replaced"
+                               % (self.target, exc)) from None
+        if size != want or sink.n != want:
+            raise InstallError("patching %s gave %d bytes, the patch declares %d" % (self.target, sink.n, want))
+        if self.expect is not None:
+            got = sink.h.hexdigest()
+            if sink.n != self.expect.new_len or got != self.expect.new_sha256:
+                raise InstallError("patching %s gave sha256 %s (%d bytes), the manifest expects %s (%d bytes);"
+                                   " nothing replaced" % (self.target, got, sink.n, self.expect.new_sha256,
+                                                          self.expect.new_len))
 
     def _to_device(self, old, old_size):
         with tempfile.TemporaryFile(dir=self.ctx.tmpdir) as new:
