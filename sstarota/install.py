@@ -25,6 +25,7 @@ from .paths import resolve
 from .progress import Progress
 from .writers import Context, writer_for
 from .writers.base import is_partition
+from .writers.mtd import open_content
 
 BLOCK = 1 << 20
 
@@ -295,7 +296,7 @@ class Installer:
         """Hash the content a delta will patch: a file whole, a device's first old_len bytes."""
         what = "record %d (file-diff %s)" % (rec.index, target.name)
         try:
-            f = open(target.path, "rb")
+            f = open_content(target.path)
         except OSError as exc:
             raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
         h = hashlib.sha256()

@@ -142,6 +142,12 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def check_device_target(ctx, rec, target, path):
+    """On a board (no --root) a /dev target must exist: never create a file in /dev."""
+    if ctx.root is None and target.startswith("/dev/") and not os.path.exists(path):
+        raise PackageError("record %d: target %s does not exist on this board" % (rec.index, target))
+
+
 def is_partition(target, path):
     """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
     return is_device(path) or target.startswith("/dev/")

@@ -1,9 +1,16 @@
-"""block: a raw image written at offset 0 of a block/MTD device (or a partition image file)."""
+"""block: a raw image written at offset 0 of an MTD partition, a block device, or (when
+staging under --root) a partition image file.
+
+/dev/mtdN and /dev/mtdblockN targets both go through the MTD writer on /dev/mtdN
+(mtdblock cannot skip bad blocks); other block devices are written in place and fsynced.
+"""
 
 import os
 
-from .. import schema
-from .base import AtomicFile, Writer, is_device, register
+from .. import flash, schema
+from ..errors import PackageError
+from .base import AtomicFile, Writer, check_device_target, is_device, register
+from .mtd import MtdSink
 
 
 def pad_len(rec):
@@ -13,11 +20,36 @@ def pad_len(rec):
     return 0
 
 
+def check_fits(rec, target, path, need):
+    """Reject (in the verify pass) an image larger than its device target."""
+    capacity = flash.device_capacity(path)
+    if capacity is not None and need > capacity:
+        raise PackageError("record %d: the image is %d bytes, larger than %s can hold (%d bytes%s)"
+                           % (rec.index, need, target, capacity, _bad_note(path)))
+
+
+def _bad_note(path):
+    index = flash.mtd_index_of(path)
+    if index is None:
+        return ""
+    info = flash.mtd_info(index)
+    return ", mtd%d less %d bad blocks" % (index, info.bad_blocks)
+
+
 @register(schema.OP_BLOCK)
 class BlockWriter(Writer):
+    @classmethod
+    def check(cls, ctx, rec, target, path):
+        check_device_target(ctx, rec, target, path)
+        check_fits(rec, target, path, rec.data_len + pad_len(rec))
+
     def open(self):
+        self.mtd = None
+        index = flash.mtd_index_of(self.path)
         self.device = is_device(self.path)
-        if self.device:
+        if index is not None:
+            self.mtd = MtdSink(flash.mtd_info(index))
+        elif self.device:
             self.fd = os.open(self.path, os.O_WRONLY)
             self.out = None
         else:
@@ -26,7 +58,9 @@ class BlockWriter(Writer):
             self.fd = None
 
     def write(self, block):
-        if self.device:
+        if self.mtd is not None:
+            self.mtd.write(block)
+        elif self.device:
             view = memoryview(block)
             while view:
                 n = os.write(self.fd, view)
@@ -40,6 +74,10 @@ class BlockWriter(Writer):
             n = min(pad, 1 << 20)
             self.write(b"\xff" * n)
             pad -= n
+        if self.mtd is not None:
+            counts = self.mtd.close()
+            self.ctx.note(counts.summary(self.mtd.info))
+            return
         if self.device:
             os.fsync(self.fd)
             os.close(self.fd)
@@ -58,7 +96,9 @@ class BlockWriter(Writer):
         self.out.commit()
 
     def abort(self):
-        if self.device:
+        if self.mtd is not None:
+            self.mtd.abort()
+        elif self.device:
             os.close(self.fd)
         else:
             self.out.abort()

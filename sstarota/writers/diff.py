@@ -12,8 +12,9 @@ import tempfile
 
 from .. import delta, schema
 from ..errors import InstallError
-from .base import AtomicFile, Writer, is_partition, register
+from .base import AtomicFile, Writer, check_device_target, is_partition, register
 from .block import BlockWriter
+from .mtd import open_content
 
 
 class _Hashing:
@@ -34,6 +35,10 @@ class _Hashing:
 class DiffWriter(Writer):
     needs_existing = True
 
+    @classmethod
+    def check(cls, ctx, rec, target, path):
+        check_device_target(ctx, rec, target, path)
+
     def open(self):
         fd, self.patch_path = tempfile.mkstemp(prefix="sstarota-patch-", dir=self.ctx.tmpdir)
         self.patch = os.fdopen(fd, "w+b")
@@ -43,7 +48,7 @@ class DiffWriter(Writer):
 
     def _old(self):
         try:
-            old = open(self.path, "rb")
+            old = open_content(self.path)
         except FileNotFoundError:
             raise InstallError("the file to patch, %s, does not exist" % self.target) from None
         old.seek(0, os.SEEK_END)

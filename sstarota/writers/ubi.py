@@ -1,40 +1,39 @@
-"""ubi: a UBI volume image, through UBI_IOCVOLUP on a volume node, else an image file."""
+"""ubi: a UBI volume image, through UBI_IOCVOLUP on a volume node (as ubiupdatevol does),
+read back and compared; else (staging under --root) an image file replaced atomically."""
 
 import fcntl
+import hashlib
 import os
-import stat
 import struct
 
-from .. import schema
-from .base import AtomicFile, Writer, register
+from .. import flash, schema
+from ..errors import InstallError
+from .base import AtomicFile, Writer, check_device_target, register
+from .block import check_fits
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
 UBI_IOCVOLUP = 0x40084F00
 
 
-def is_ubi_volume(path):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISCHR(st.st_mode):
-        return False
-    name = os.path.basename(os.path.realpath(path))
-    return os.path.isdir("/sys/class/ubi/%s" % name)
-
-
 @register(schema.OP_UBI)
 class UbiWriter(Writer):
+    @classmethod
+    def check(cls, ctx, rec, target, path):
+        check_device_target(ctx, rec, target, path)
+        check_fits(rec, target, path, rec.data_len)
+
     def open(self):
-        self.volume = is_ubi_volume(self.path)
+        self.volume = flash.ubi_volume(self.path) is not None
+        self.sha = hashlib.sha256()
         if self.volume:
-            self.fd = os.open(self.path, os.O_WRONLY)
+            self.fd = os.open(self.path, os.O_RDWR)
             fcntl.ioctl(self.fd, UBI_IOCVOLUP, struct.pack("<q", self.rec.data_len))
             self.out = None
         else:
             self.out = AtomicFile(self.path, mode=0o644)
 
     def write(self, block):
+        self.sha.update(block)
         if self.volume:
             view = memoryview(block)
             while view:
@@ -44,11 +43,34 @@ class UbiWriter(Writer):
             self.out.write(block)
 
     def commit(self):
-        if self.volume:
-            os.fsync(self.fd)
-            os.close(self.fd)
-        else:
+        if not self.volume:
             self.out.commit()
+            return
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self._read_back()
+
+    def _read_back(self):
+        """Static volumes report the exact size, dynamic ones their reserved size: compare
+        the first data_len bytes either way."""
+        vol = flash.ubi_volume(self.path)
+        if vol is not None and vol.type == "static" and vol.data_bytes != self.rec.data_len:
+            raise InstallError("%s holds %d bytes after the update, expected %d" % (self.target, vol.data_bytes,
+                                                                                  self.rec.data_len))
+        h = hashlib.sha256()
+        left = self.rec.data_len
+        with open(self.path, "rb") as f:
+            while left:
+                piece = f.read(min(left, 1 << 20))
+                if not piece:
+                    break
+                h.update(piece)
+                left -= len(piece)
+        if left or h.digest() != self.sha.digest():
+            raise InstallError("%s: read-back after the volume update differs from the image" % self.target)
+        self.ctx.note("%s (%s volume %s): %d bytes written and read back" % (self.target, vol.type if vol else "?",
+                                                                           vol.vol_name if vol else "?",
+                                                                           self.rec.data_len))
 
     def abort(self):
         if self.volume:
