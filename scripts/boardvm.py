@@ -430,7 +430,7 @@ class BoardVM:
 
 #: the board's flash, as the tests and the benchmark use it
 NAND_PARTS = "8,8,8,8,8,192"  # mtd0-4: 1 MiB each; mtd5: 24 MiB; mtd6: the rest (99 MiB) for UBI
-NAND_BAD_BLOCKS = "45,100"  # both inside mtd5 (PEBs 40..231): its blocks 5 and 60
+NAND_BAD_BLOCKS = "42,45"  # both inside mtd5 (PEBs 40..231): its erase blocks 2 and 5
 
 BOARD_SETUP = """
 set -e
