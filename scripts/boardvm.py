@@ -252,6 +252,8 @@ def setup(rig=DEFAULT_RIG, python=sys.executable, log=print):
     kstamp = rig / "kernel.stamp"
     if not (rig / "vmlinuz").exists() or not kstamp.exists() or kstamp.read_text() != " ".join(KERNEL_PARTS):
         log("board-vm: fetching Debian's stock kernel")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        _run(sudo + ["apt-get", "update", "-qq"])
         deps = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True,
                               check=True).stdout
         kpkg = re.search(r"Depends: (linux-image-[0-9]\S*)", deps).group(1)
