@@ -8,7 +8,7 @@ import pytest
 
 from sstarota import package
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 
 BIN = Path(sys.executable).parent
 

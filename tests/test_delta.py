@@ -12,7 +12,7 @@ import pytest
 
 from sstarota import checksum, manifest, pack, package, schema
 
-from conftest import GOLDEN, copy_inputs
+from helpers import GOLDEN, copy_inputs
 from test_install_golden import tree
 
 PROJECT = Path(__file__).parent.parent

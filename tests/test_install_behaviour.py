@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, copy_inputs
+from helpers import GOLDEN, copy_inputs
 from test_install_golden import tree
 
 PROJECT = Path(__file__).parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, copy_inputs, replay
+from helpers import GOLDEN, copy_inputs, replay
 
 FW_SETENV = """#!/bin/sh
 echo "$@" >> "$OTA_ROOT/fw_setenv.log"

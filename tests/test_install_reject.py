@@ -12,7 +12,7 @@ from sstarota import package, schema
 from sstarota.cli import otaunpack as otaunpack_cli
 from sstarota.writers import base as writers_base
 
-from conftest import GOLDEN, copy_inputs
+from helpers import GOLDEN, copy_inputs
 from test_install_golden import tree
 
 GOLDENS = [("v0.4", n) for n in ("p1", "p2", "p3", "p4")] + [("v1.6", n) for n in ("p1", "p2", "p3", "p4", "p5")]

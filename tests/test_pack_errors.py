@@ -9,7 +9,7 @@ import pytest
 
 from sstarota import package
 
-from conftest import GOLDEN, copy_inputs
+from helpers import GOLDEN, copy_inputs
 
 
 @pytest.fixture
