@@ -123,6 +123,13 @@ class Planned:
     data_sha256: str = ""
     diff: Optional[manifest.DiffInfo] = None  # from the manifest, for delta records
     is_manifest: bool = False
+    new_size: int = 0  # delta records: the size of the result (from the patch header)
+
+    @property
+    def units(self):
+        """Apply-pass work: the data to every selected target (deltas: also the result)."""
+        n = sum(1 for t in self.targets if t.selected)
+        return n * (self.rec.data_len + self.new_size) + 4096 * n
 
     @property
     def writes(self):
@@ -143,6 +150,10 @@ class Plan:
     @property
     def write_bytes(self):
         return sum(p.rec.data_len for p in self.records if p.writes)
+
+    @property
+    def script_records(self):
+        return sum(1 for p in self.records if p.rec.op == schema.OP_SCRIPT and not p.is_manifest)
 
     def lines(self):
         out = ["package %s: %s, %d record(s), %d bytes; begin script %d bytes, end script %d bytes"
@@ -230,7 +241,9 @@ class Installer:
         self.progress = progress or Progress()
         self.note = note or (lambda msg: None)
         tmpdir = self.opts.tmpdir or tempfile.gettempdir()
-        self.ctx = Context(root=self.opts.root, tmpdir=tmpdir, run_scripts=self.opts.run_scripts, note=self.note)
+        self.ctx = Context(root=self.opts.root, tmpdir=tmpdir, run_scripts=self.opts.run_scripts, note=self.note,
+                           progress=self.progress)
+        self.script_units = 4096
 
     # ------------------------------------------------------------------ pass 1
     def verify(self):
@@ -241,31 +254,51 @@ class Installer:
             header = reader.open()
             n = header.record_count
             total = expected_size(header)
-            p.emit("verify", records=n, total=total, done=reader.offset)
+            self.script_units = max(4096, (total + header.total_data) // 100)
+            # a first estimate: verify every byte, write every data byte, run the scripts
+            p.set_total(total + header.total_data + self.script_units * 2)
+            p.add(reader.offset)
+            seen = reader.offset
+            p.emit("verifying", records=n)
             planned = []
             candidate = None
             for rec, chunks in reader.records():
-                p.emit("verify", record=rec.index + 1, records=n, target=rec.dst, label=rec.label,
-                       done=reader.offset, total=total)
+                p.emit("verifying", record=rec.index + 1, records=n, target=rec.dst, label=rec.label)
                 targets = self._plan_targets(rec)
                 digests = _BlockDigests()
                 keep = [] if manifest.is_manifest(rec) else None
+                head = b""
                 for piece in chunks:
                     digests.update(piece)
                     if keep is not None:
                         keep.append(bytes(piece))
-                    p.bytes(reader.offset)
+                    if len(head) < 32:
+                        head += bytes(piece[:32 - len(head)])
+                    p.add(reader.offset - seen)
+                    seen = reader.offset
                 candidate = b"".join(keep) if keep is not None else None
-                planned.append(Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest(),
-                                       digests.whole.hexdigest()))
+                item = Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest(),
+                               digests.whole.hexdigest())
+                if rec.op == schema.OP_FILE_DIFF:
+                    item.new_size = self._patch_new_size(rec, head)
+                planned.append(item)
             reader.finish()
-            p.bytes(reader.offset)
+            p.add(reader.offset - seen)
         scripts = reader.begin_script + reader.end_script
         plan = Plan(self.source.name, header.generation, hashlib.sha256(header.raw + scripts).digest(),
                     reader.begin_script, reader.end_script, planned, reader.offset)
         if candidate is not None and candidate.startswith(manifest.MAGIC):
             self._check_manifest(plan, manifest.parse(candidate))
         return plan
+
+    @staticmethod
+    def _patch_new_size(rec, head):
+        from . import delta
+
+        try:
+            return delta.patch_new_size(head)
+        except PackageError as exc:
+            raise PackageError("record %d (file-diff %s): %s" % (rec.index, rec.dst, exc)) from None
 
     def _check_manifest(self, plan, m):
         """Every record against its manifest hashes; every delta's source on this board."""
@@ -338,8 +371,6 @@ class Installer:
     def apply(self, plan):
         p = self.progress
         n = len(plan.records)
-        total = plan.write_bytes
-        done = 0
         stream = self.source.stream()
         with stream:
             reader = PackageReader(stream, os.path.basename(self.source.name), strict=True)
@@ -353,8 +384,7 @@ class Installer:
                 what = "record %d/%d (%s %s)" % (rec.index + 1, n, rec.op_name, rec.dst)
                 if hashlib.sha256(rec.raw_header).digest() != item.header_digest:
                     raise InstallError("%s changed after it was verified" % what)
-                p.emit("update", record=rec.index + 1, records=n, target=rec.dst, label=rec.label,
-                       done=done, total=total)
+                p.emit("updating", record=rec.index + 1, records=n, target=rec.dst, label=rec.label)
                 if item.is_manifest:
                     self.note("manifest checked: %d record hashes, %d delta sources"
                               % (len(plan.checked_manifest.records), len(plan.checked_manifest.diffs)))
@@ -372,11 +402,11 @@ class Installer:
                     for block in _verified_blocks(chunks, item.digests, what):
                         for w in opened:
                             w.write(block)
-                        done += len(block)
-                        p.bytes(done)
+                        p.add(len(block) * len(opened))
                     while opened:
                         opened[0].commit()
                         opened.pop(0)
+                        p.add(4096)
                 except OSError as exc:
                     raise InstallError("%s: %s%s" % (what, exc.strerror or exc,
                                                      " (%s)" % exc.filename if getattr(exc, "filename", None) else "")) from None
@@ -404,41 +434,50 @@ class Installer:
     # ------------------------------------------------------------------ the whole update
     def run(self):
         """Verify, then (unless dry-run) install. Returns the Plan. Raises OtaError."""
-        self.progress.emit("start")
+        p = self.progress
+        p.emit("start")
         try:
             plan = self.verify()
         except PackageError as exc:
-            self.progress.emit("verify", failed=True, message=str(exc))
+            p.emit("verifying", failed=True, message=str(exc))
+            p.emit("done", failed=True, final=True, message="package rejected, nothing written")
             raise
         if self.opts.dry_run:
-            self.progress.emit("done", done=1, total=1)
+            p.emit("done", final=True, message="dry run: verified, nothing written")
             return plan
+        # the exact work ahead, now that the records are known
+        scripts = (1 if plan.begin_script else 0) + (1 if plan.end_script else 0) + plan.script_records
+        p.set_total(p.done + sum(item.units for item in plan.records) + self.script_units * scripts)
         status = -1
         error = None
         try:
             if plan.begin_script:
-                self.progress.emit("begin-script", records=len(plan.records))
+                p.emit("begin-script", records=len(plan.records))
                 code = self.ctx.run_script(plan.begin_script, "begin script")
+                p.add(self.script_units)
                 if code != 0:
                     raise InstallError("the begin script exited with status %d; nothing was written" % code)
             self.apply(plan)
             status = 0
         except OtaError as exc:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
+            p.emit(p.last.stage, failed=True, message=str(error))
         finally:
             self._end_script(plan, status)
         if error is not None:
-            self.progress.emit("update", failed=True, message=str(error))
+            p.emit("done", failed=True, final=True, message=str(error))
             raise error
-        self.progress.emit("done", records=len(plan.records), done=plan.write_bytes, total=plan.write_bytes)
+        p.emit("done", final=True, records=len(plan.records), record=0, target="", label="")
         return plan
 
     def _end_script(self, plan, status):
         if not plan.end_script:
             return
-        self.progress.emit("end-script", records=len(plan.records), message="OTA_STATUS=%d" % status)
+        self.progress.emit("end-script", failed=status != 0, message="OTA_STATUS=%d" % status,
+                           record=0, target="", label="")
         script = (END_PREAMBLE % status).encode() + plan.end_script
         code = self.ctx.run_script(script, "end script")
+        self.progress.add(self.script_units)
         if code != 0:
             self.note("the end script exited with status %d" % code)
 

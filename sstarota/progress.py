@@ -1,56 +1,96 @@
 """Progress as a stream of events that renderers consume.
 
-The installer emits an Event for every stage change and as bytes pass; any number of
-renderers (text on stderr now; JSON lines and the framebuffer later) subscribe.
+The installer tells a Progress what work lies ahead (in units: bytes verified, bytes
+written, plus a fixed share per script) and what it has done; every event carries the
+overall percentage, which is monotonic and reaches 100 only with the final "done" event,
+after the end script. Renderers (text on stderr, JSON lines on a file descriptor, the
+framebuffer screen) subscribe; a renderer that fails is dropped with a warning, never
+failing the update.
 """
 
+import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List
 
-STAGES = ("start", "verify", "begin-script", "update", "end-script", "done")
+#: stages in the order an install passes them; erasing and updating alternate per record
+STAGES = ("start", "verifying", "begin-script", "erasing", "updating", "end-script", "done")
+STAGE_RANK = {"start": 0, "verifying": 1, "begin-script": 2, "erasing": 3, "updating": 3, "end-script": 4,
+              "done": 5}
+TITLES = {"start": "Start", "verifying": "Verifying", "begin-script": "Begin script", "erasing": "Erasing",
+          "updating": "Updating", "end-script": "End script", "done": "Done"}
 
 
 @dataclass
 class Event:
     stage: str  # one of STAGES
     failed: bool = False
+    percent: float = 0.0  # overall, monotonic; 100 only at the final "done"
     record: int = 0  # 1-based index of the record being handled (0: none)
     records: int = 0  # how many records the package has
     target: str = ""
     label: str = ""
-    done: int = 0  # bytes done in this stage
-    total: int = 0  # bytes this stage will handle
+    done: int = 0  # units done overall
+    total: int = 0  # units of the whole install (may be refined once, after the verify pass)
     message: str = ""
+    final: bool = False  # the last event of the install
 
     def as_dict(self):
         return asdict(self)
 
+    @property
+    def title(self):
+        return TITLES.get(self.stage, self.stage) + (" failed" if self.failed else "")
+
 
 class Progress:
-    """Fans events out to renderers; remembers the last one."""
+    """Accounts the work and fans events out to renderers."""
 
-    def __init__(self, renderers=None):
+    def __init__(self, renderers=None, warn=None):
         self.renderers: List = list(renderers or [])
+        self.warn = warn or (lambda msg: sys.stderr.write("otaunpack: warning: %s\n" % msg))
+        self.total = 1
+        self.done = 0
+        self.percent = 0.0
         self.last = Event("start")
 
-    def emit(self, stage, **fields):
-        event = Event(stage, **fields)
-        self.last = event
-        for r in self.renderers:
-            r(event)
-        return event
+    # ------------------------------------------------------------------ accounting
+    def set_total(self, units):
+        """The units the whole install takes (may be refined; the percentage never goes back)."""
+        self.total = max(int(units), self.done + 1, 1)
 
-    def bytes(self, done, **fields):
-        """A byte-count update within the current stage."""
+    def add(self, units, **context):
+        """Units of work done; emits a byte-progress event in the current stage."""
+        self.done += int(units)
+        self._send(self._event(self.last.stage, self.last.failed, context, message=self.last.message))
+
+    def emit(self, stage, failed=False, final=False, message="", **context):
+        """A stage change (or a new record); carries the record context forward."""
+        self._send(self._event(stage, failed, context, message=message, final=final))
+
+    def _event(self, stage, failed, context, message="", final=False):
         last = self.last
-        event = Event(last.stage, last.failed, fields.get("record", last.record), last.records,
-                      fields.get("target", last.target), fields.get("label", last.label), done,
-                      fields.get("total", last.total))
+        if final and not failed:
+            pct = 100.0
+        else:
+            pct = min(99.9, 100.0 * self.done / self.total)
+        pct = max(pct, self.percent)
+        self.percent = pct
+        return Event(stage, failed, round(pct, 2),
+                     context.get("record", last.record), context.get("records", last.records),
+                     context.get("target", last.target), context.get("label", last.label),
+                     self.done, self.total, message, final)
+
+    def _send(self, event):
         self.last = event
-        for r in self.renderers:
-            r(event)
+        for r in list(self.renderers):
+            try:
+                r(event)
+            except Exception as exc:  # a broken screen or pipe never fails the update
+                self.renderers.remove(r)
+                self.warn("progress display %s stopped: %s" % (type(r).__name__, exc))
 
 
 @dataclass
@@ -70,22 +110,21 @@ class TextRenderer:
         key = (e.stage, e.record, e.failed, e.message)
         if self.tty:
             now = time.monotonic()
-            if key == self._last_key and now - self._last_draw < 0.1 and e.done < e.total:
+            if key == self._last_key and now - self._last_draw < 0.1 and not e.final:
                 return
             self._last_draw = now
-            frac = e.done / e.total if e.total else (1.0 if e.done else 0.0)
-            filled = int(frac * self.width)
-            what = self._describe(e)
-            self.stream.write("\r\x1b[K[%s%s] %3d%% %s" % ("#" * filled, "-" * (self.width - filled), frac * 100, what))
-            if e.stage == "done" or e.failed:
+            filled = int(e.percent / 100 * self.width)
+            self.stream.write("\r\x1b[K[%s%s] %5.1f%% %s" % ("#" * filled, "-" * (self.width - filled), e.percent,
+                                                           self._describe(e)))
+            if e.final:
                 self.stream.write("\n")
             self.stream.flush()
             self._last_key = key
             return
-        if key == self._last_key:
-            return  # plain lines: one per stage/record, not per chunk
+        if key == self._last_key and not e.final:
+            return  # plain lines: one per stage and record, not per block
         self._last_key = key
-        self.stream.write("%s: %s\n" % (self.prog, self._describe(e)))
+        self.stream.write("%s: %3d%% %s\n" % (self.prog, int(e.percent), self._describe(e)))
         self.stream.flush()
 
     @staticmethod
@@ -97,8 +136,16 @@ class TextRenderer:
             text += " %s" % e.target
         if e.label:
             text += " (%s)" % e.label
-        if e.total and not e.record and e.stage in ("verify", "update", "done"):
-            text += " %d bytes" % e.total
         if e.message:
             text += ": " + e.message
         return text
+
+
+class JsonRenderer:
+    """One JSON object per event and line, on a file descriptor (--progress-fd N)."""
+
+    def __init__(self, fd):
+        self.f = os.fdopen(os.dup(fd), "w", buffering=1)
+
+    def __call__(self, e):
+        self.f.write(json.dumps(e.as_dict(), sort_keys=True) + "\n")

@@ -36,6 +36,7 @@ class Context:
     run_scripts: bool = True
     note: Callable[[str], None] = lambda msg: None
     env: Dict[str, str] = field(default_factory=dict)
+    progress: Optional[object] = None  # progress.Progress, for writers whose work is not the data flow
 
     def run_script(self, data, what):
         """Pipe a script into sh; return its exit status."""

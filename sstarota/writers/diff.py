@@ -76,8 +76,16 @@ class DiffWriter(Writer):
         self.patch.seek(0)
         want = delta.patch_new_size(self.patch.read(delta.HEADER))
         sink = _Hashing(out)
+        progress = self.ctx.progress
+        state = {"done": 0}
+
+        def on_bytes(done, total):
+            if progress is not None:
+                progress.add(done - state["done"])
+            state["done"] = done
+
         try:
-            size = delta.patch_stream(old, old_size, self.patch, sink)
+            size = delta.patch_stream(old, old_size, self.patch, sink, on_bytes=on_bytes)
         except delta.WrongSource as exc:
             raise InstallError("%s is not the content this delta was made from (%s); nothing replaced"
                                % (self.target, exc)) from None

@@ -27,7 +27,11 @@ class UbiWriter(Writer):
         self.sha = hashlib.sha256()
         if self.volume:
             self.fd = os.open(self.path, os.O_RDWR)
+            if self.ctx.progress is not None:
+                self.ctx.progress.emit("erasing", message="UBI volume update")
             fcntl.ioctl(self.fd, UBI_IOCVOLUP, struct.pack("<q", self.rec.data_len))
+            if self.ctx.progress is not None:
+                self.ctx.progress.emit("updating")
             self.out = None
         else:
             self.out = AtomicFile(self.path, mode=0o644)
