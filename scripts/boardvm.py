@@ -159,8 +159,8 @@ def _copy_tree(src, dst, exclude):
 
 def python_identity(python=sys.executable):
     exe = os.path.realpath(python)
-    return "%s %s" % (exe, subprocess.run([exe, "-c", "import sys; print(sys.version)"], capture_output=True,
-                                          text=True).stdout.strip())
+    version = subprocess.run([exe, "-c", "import sys; print(sys.version)"], capture_output=True, text=True).stdout
+    return "%s %s %s" % (exe, version.strip(), " ".join(python_paths()))
 
 
 def build_initramfs(kroot, out, python=sys.executable):
@@ -225,8 +225,15 @@ def build_initramfs(kroot, out, python=sys.executable):
     (stage / stdlib.lstrip("/") / "site-packages").mkdir(parents=True, exist_ok=True)
     dyn = [os.path.join(dp, fn) for dp, _, fs in os.walk(stage / stdlib.lstrip("/")) for fn in fs if fn.endswith(".so")]
     bins += [exe] + ["/" + os.path.relpath(p, stage) for p in dyn]
+    # the system libraries the dependencies' C extensions need (they come over 9p themselves)
+    for d in python_paths():
+        for sub in ("PIL", "pillow.libs", "bsdiff4"):
+            for dp, _, fs in os.walk(os.path.join(d, sub)):
+                bins += [os.path.join(dp, fn) for fn in fs if ".so" in fn]
+    shared = tuple(python_paths())
     for lib in sorted(_ldd(bins)):
-        _put(lib, stage)
+        if not lib.startswith(shared):
+            _put(lib, stage)
     if not (stage / "lib64/ld-linux-x86-64.so.2").exists():
         _put("/lib64/ld-linux-x86-64.so.2", stage)
     with open(out, "wb") as f:
