@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import manifest, schema
+from .fsutil import unlink_quietly
 from .errors import InstallError, OtaError, PackageError, UsageError
 from .package import GZIP_MAGIC, PackageReader, expected_size
 from .paths import resolve
@@ -98,10 +99,7 @@ class StdinSource:
 
     def close(self):
         self.spool.close()
-        try:
-            os.unlink(self.spool_path)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(self.spool_path)
 
 
 # ---------------------------------------------------------------------------- plan

@@ -18,6 +18,7 @@ from construct import ConstructError
 
 from . import __version__, checksum, delta, manifest, schema
 from .errors import InputError, PackageError, UsageError
+from .fsutil import fsync_dir, unlink_quietly
 from .package import GZIP_MAGIC, CHUNK, PackageReader, expected_size
 
 DEFAULT_TOOL_ID = "sstarota-%s" % __version__
@@ -252,16 +253,8 @@ def _commit(tmp, path, f, sync=False):
         os.fsync(f.fileno())
     f.close()
     os.replace(tmp, path)
-    if not sync:
-        return
-    try:
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if sync:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False):
@@ -316,7 +309,7 @@ def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_T
             _write_records(f, gen, specs, raws, m, log)
             _commit(tmp, path, f, sync)
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     os.chmod(path, 0o644 & ~_umask())
 
@@ -343,13 +336,6 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def read_existing(path):
@@ -474,7 +460,7 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
         finally:
             f.close()
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     return count
 
@@ -679,7 +665,7 @@ def legacy_create(path, begin=None, end=None):
             f.write(raw)
             _commit(tmp, path, f)
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     os.chmod(path, 0o644 & ~_umask())
 
@@ -730,7 +716,7 @@ def legacy_append(path, src, dst, dst_size, op):
             f.write(new)
             _commit(tmp, path, f)
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     return h.record_count + 1
 
@@ -828,7 +814,7 @@ def gzip_package(path, keep=False):
                     gz.write(piece)
             _commit(tmp, out, raw)
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     shutil.copymode(path, out)
     if not keep:

@@ -163,10 +163,10 @@ def test_text_progress_lines_and_help(tmp_path):
     root.mkdir()
     proc = otaunpack("-x", GOLDEN / "v0.4/p2.bin.gz", "--root", root)
     lines = [l for l in proc.stderr.splitlines() if l.startswith("otaunpack: ")]
-    assert lines[0] == "otaunpack: start"
-    assert any(l.startswith("otaunpack: verify 1/1 /dev/mtdblock0") for l in lines)
-    assert any(l.startswith("otaunpack: update 1/1 /dev/mtdblock0") for l in lines)
-    assert lines[-1].startswith("otaunpack: done")
+    assert lines[0] == "otaunpack:   0% start"
+    assert any(l.endswith("% verifying 1/1 /dev/mtdblock0") for l in lines)
+    assert any(l.endswith("% updating 1/1 /dev/mtdblock0") for l in lines)
+    assert lines[-1] == "otaunpack: 100% done"
     proc = otaunpack("--help")
     assert proc.returncode == 0 and "3  the package was rejected" in proc.stdout
     proc = otaunpack("-r", tmp_path / "missing.bin")

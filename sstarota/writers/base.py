@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from ..errors import InstallError, PackageError
+from ..fsutil import fsync_dir, unlink_quietly
 
 WRITERS: Dict[int, type] = {}
 
@@ -124,23 +125,7 @@ class AtomicFile:
         try:
             self.f.close()
         finally:
-            try:
-                os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
-
-
-def fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            unlink_quietly(self.tmp)
 
 
 def check_device_target(ctx, rec, target, path):

@@ -10,6 +10,7 @@ import os
 from .. import flash, schema
 from ..errors import PackageError
 from .base import AtomicFile, Writer, check_device_target, is_device, register
+from ..fsutil import write_all
 from .mtd import MtdSink
 
 
@@ -61,10 +62,7 @@ class BlockWriter(Writer):
         if self.mtd is not None:
             self.mtd.write(block)
         elif self.device:
-            view = memoryview(block)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            write_all(self.fd, block)
         else:
             self.out.write(block)
 
@@ -76,7 +74,10 @@ class BlockWriter(Writer):
             pad -= n
         if self.mtd is not None:
             counts = self.mtd.close()
-            self.ctx.note(counts.summary(self.mtd.info))
+            summary = counts.summary(self.mtd.info)
+            self.ctx.note(summary)
+            if self.ctx.progress is not None:
+                self.ctx.progress.emit("updating", message=summary)
             return
         if self.device:
             os.fsync(self.fd)

@@ -14,6 +14,7 @@ from .. import delta, schema
 from ..errors import InstallError
 from .base import AtomicFile, Writer, check_device_target, is_partition, register
 from .block import BlockWriter
+from ..fsutil import unlink_quietly
 from .mtd import open_content
 
 
@@ -117,10 +118,7 @@ class DiffWriter(Writer):
 
     def _cleanup(self):
         self.patch.close()
-        try:
-            os.unlink(self.patch_path)
-        except FileNotFoundError:
-            pass
+        unlink_quietly(self.patch_path)
 
     def abort(self):
         self._cleanup()

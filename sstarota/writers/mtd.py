@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from .. import flash
+from ..fsutil import write_all
 from ..errors import InstallError
 
 
@@ -101,10 +102,7 @@ class MtdSink:
                 flash.erase(self.fd, offset, self.eb)
                 if not blank:
                     os.lseek(self.fd, offset, os.SEEK_SET)
-                    view = memoryview(block)[:write_len]
-                    while view:
-                        n = os.write(self.fd, view)
-                        view = view[n:]
+                    write_all(self.fd, memoryview(block)[:write_len])
                 if self._read(offset, self.eb) != block:
                     raise OSError("read-back differs")
             except OSError:

@@ -9,6 +9,7 @@ import struct
 from .. import flash, schema
 from ..errors import InstallError
 from .base import AtomicFile, Writer, check_device_target, register
+from ..fsutil import write_all
 from .block import check_fits
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
@@ -39,10 +40,7 @@ class UbiWriter(Writer):
     def write(self, block):
         self.sha.update(block)
         if self.volume:
-            view = memoryview(block)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            write_all(self.fd, block)
         else:
             self.out.write(block)
 
