@@ -440,10 +440,11 @@ class BoardVM:
 #: the board's flash, as the tests and the benchmark use it
 NAND_PARTS = "8,8,8,8,8,192"  # mtd0-4: 1 MiB each; mtd5: 24 MiB; mtd6: the rest (99 MiB) for UBI
 NAND_BAD_BLOCKS = "42,45"  # both inside mtd5 (PEBs 40..231): its erase blocks 2 and 5
+NAND_WEAK_BLOCKS = "17:1"  # mtd2's erase block 1: its second erase fails (a block going bad)
 
 BOARD_SETUP = """
 set -e
-modprobe nandsim id_bytes=0x2c,0xf1,0x80,0x95 parts={parts} badblocks={bad}
+modprobe nandsim id_bytes=0x2c,0xf1,0x80,0x95 parts={parts} badblocks={bad} weakblocks={weak}
 modprobe mtdblock
 modprobe mtdram total_size=8192 erase_size=64
 modprobe ubi
@@ -456,7 +457,7 @@ mkdir -p /etc /config /customer /mnt/ubi
 printf '#!/bin/sh\\necho "$@" >> /tmp/fw_setenv.log\\n' > /etc/fw_setenv
 chmod 755 /etc/fw_setenv
 cat /proc/mtd
-""".format(parts=NAND_PARTS, bad=NAND_BAD_BLOCKS)
+""".format(parts=NAND_PARTS, bad=NAND_BAD_BLOCKS, weak=NAND_WEAK_BLOCKS)
 
 
 def main(argv=None):

@@ -35,7 +35,7 @@ def test_progress_screen_on_vfb(board, bpp):
     pack.create(str(pkg))
     pack.append(str(pkg), pack.operation_specs("block-update", src=str(d / "a.img"), dst="/dev/mtd1"))
     pack.append(str(pkg), pack.operation_specs("script-add", src=str(d / "snap.sh"), dst="snap.sh"))
-    pack.append(str(pkg), pack.operation_specs("block-update", src=str(d / "b.img"), dst="/dev/mtd2"))
+    pack.append(str(pkg), pack.operation_specs("block-update", src=str(d / "b.img"), dst="/dev/mtd3"))
     r = board.run("python3 -m sstarota.cli.otaunpack -q -r %s -p %s --progress-fd 3 3>%s/events.jsonl"
                   % (board.path(pkg), board.path(pic), board.path(d)))
     assert r.rc == 0, r.err

@@ -65,6 +65,24 @@ def test_nand_block_update_skips_bad_blocks_and_is_idempotent(board, target):
     assert read_back(board, 5, size, d / "dump") == bytes(data)
 
 
+def test_a_block_failing_to_erase_is_marked_bad_and_skipped(board):
+    """mtd2's erase block 1 fails its second erase (nandsim weakblocks): the writer marks it
+    bad and carries the data on to the next block, as nandwrite would."""
+    d = board.fresh("weak")
+    board.sh("flash_erase -q /dev/mtd2 0 0")  # the weak block's one good erase
+    size = 4 * EB_NAND
+    image = d / "image.bin"
+    image.write_bytes(os.urandom(size))
+    r = board.otaunpack("-r", board.path(block_package(d, image, "/dev/mtd2")), "-q")
+    assert r.rc == 0, r.err
+    assert summary(r.err, 2) == (4, 0, 0, 1)
+    assert board.sh("cat /sys/class/mtd/mtd2/bad_blocks").strip() == "1"
+    assert read_back(board, 2, size, d / "dump") == image.read_bytes()
+    # from now on the block is a known bad block: skipped, not erased again
+    r = board.otaunpack("-r", board.path(block_package(d, image, "/dev/mtd2", "p2.bin")), "-q")
+    assert r.rc == 0 and summary(r.err, 2) == (0, 4, 1, 0)
+
+
 def test_mtdblock_alone_cannot_do_this(board):
     """Why the writer goes through /dev/mtdN: plain writes to mtdblock hit the bad block."""
     d = board.fresh("raw-mtdblock")
