@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from . import manifest, schema
+from . import delta, manifest, schema
 from .fsutil import unlink_quietly
 from .errors import InstallError, OtaError, PackageError, UsageError
 from .package import GZIP_MAGIC, PackageReader, expected_size
@@ -126,6 +126,8 @@ class Planned:
     @property
     def units(self):
         """Apply-pass work: the data to every selected target (deltas: also the result)."""
+        if self.is_manifest:
+            return 0
         n = sum(1 for t in self.targets if t.selected)
         return n * (self.rec.data_len + self.new_size) + 4096 * n
 
@@ -291,8 +293,6 @@ class Installer:
 
     @staticmethod
     def _patch_new_size(rec, head):
-        from . import delta
-
         try:
             return delta.patch_new_size(head)
         except PackageError as exc:
