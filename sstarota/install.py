@@ -179,30 +179,31 @@ class Options:
 
 
 class _BlockDigests:
-    """SHA-256 of every BLOCK-sized block of a byte stream fed in arbitrary pieces."""
+    """A running SHA-256 over a record's data, its digest taken at every BLOCK boundary.
+
+    The digest at the end of block k commits to blocks 0..k, so pass 2, running the same
+    hash, can check each block before releasing it; the final digest is the SHA-256 of the
+    whole data (what the manifest lists). One hash pass serves both."""
 
     def __init__(self):
         self.digests = []
-        self.h = hashlib.sha256()
         self.whole = hashlib.sha256()
         self.fill = 0
 
     def update(self, piece):
-        self.whole.update(piece)
         view = memoryview(piece)
         while view:
             n = min(len(view), BLOCK - self.fill)
-            self.h.update(view[:n])
+            self.whole.update(view[:n])
             self.fill += n
             view = view[n:]
             if self.fill == BLOCK:
-                self.digests.append(self.h.digest())
-                self.h = hashlib.sha256()
+                self.digests.append(self.whole.copy().digest())
                 self.fill = 0
 
     def finish(self):
         if self.fill:
-            self.digests.append(self.h.digest())
+            self.digests.append(self.whole.copy().digest())
         return self.digests
 
 
@@ -210,10 +211,12 @@ def _verified_blocks(chunks, digests, what):
     """Re-block the pass-2 stream and yield each block only once its digest matches pass 1."""
     buf = bytearray()
     index = 0
+    running = hashlib.sha256()
 
     def check(block):
         nonlocal index
-        if index >= len(digests) or hashlib.sha256(block).digest() != digests[index]:
+        running.update(block)
+        if index >= len(digests) or running.copy().digest() != digests[index]:
             raise InstallError("%s changed after it was verified (block %d): stopped before writing it"
                                % (what, index))
         index += 1
@@ -371,7 +374,8 @@ class Installer:
         n = len(plan.records)
         stream = self.source.stream()
         with stream:
-            reader = PackageReader(stream, os.path.basename(self.source.name), strict=True)
+            # the pass-1 digests check every byte here; the vendor checksums need no second pass
+            reader = PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=False)
             try:
                 header = reader.open()
             except PackageError as exc:

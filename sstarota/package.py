@@ -60,7 +60,6 @@ class Record:
     offset: int = 0  # offset of the record header (legacy: of the data) in the stream
     legacy_op: Optional[int] = None
     ok: Optional[bool] = None  # checksum verdict once the data has been read
-    sha256: Optional[str] = None  # of raw_header + data, once read
 
     @property
     def op_name(self):
@@ -141,15 +140,14 @@ class PackageReader:
 
     A record's checksum is checked when its last chunk has been read; with strict=True a
     mismatch raises PackageError, otherwise it is recorded in rec.ok. Records not consumed
-    by the caller are read (and checked) before the next one. ``with_sha256`` also hashes
-    every record (header and data) for the manifest.
+    by the caller are read (and checked) before the next one.
     """
 
-    def __init__(self, stream, name="package", strict=True, with_sha256=False, chunk=CHUNK):
+    def __init__(self, stream, name="package", strict=True, chunk=CHUNK, checksums=True):
         self.stream = stream
         self.name = name
         self.strict = strict
-        self.with_sha256 = with_sha256
+        self.checksums = checksums  # False: record data is not checksummed (headers and scripts still are)
         self.chunk = chunk
         self.offset = 0
         self._pending = b""
@@ -330,19 +328,19 @@ class PackageReader:
                 raise PackageError("%s has a mask other than 0 or 1: %s" % (what, list(rec.masks)))
 
     def _with_data(self, rec, hasher):
-        sha = hashlib.sha256(rec.raw_header) if self.with_sha256 else None
         gen_done = [False]
+
+        check = self.checksums
 
         def chunks():
             for piece in self._stream_exact(rec.data_len, "record %d data (%s)" % (rec.index, rec.dst)):
-                hasher.update(piece)
-                if sha is not None:
-                    sha.update(piece)
+                if check:
+                    hasher.update(piece)
                 yield piece
             gen_done[0] = True
+            if not check:
+                return
             rec.ok = hasher.digest() == rec.checksum
-            if sha is not None:
-                rec.sha256 = sha.hexdigest()
             if not rec.ok and self.strict:
                 raise PackageError(
                     "%s: record %d (%s %s) checksum mismatch: stored %s, data gives %s"
@@ -388,12 +386,12 @@ def open_stream(path, gz=None):
     return f
 
 
-def scan(path, strict=False, with_sha256=False):
+def scan(path, strict=False):
     """Read a whole package; return (reader, records). Used by --info and -a."""
     name = os.path.basename(path)
     stream = open_stream(path)
     with stream:
-        reader = PackageReader(stream, name, strict=strict, with_sha256=with_sha256)
+        reader = PackageReader(stream, name, strict=strict)
         reader.open()
         records = []
         for rec, chunks in reader.records():
