@@ -6,6 +6,9 @@ import click
 
 from ..errors import OtaError
 
+#: the click settings every command shares
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 the update failed after writing began; 2 usage or bad input; "
     "3 the package was rejected and nothing was written."

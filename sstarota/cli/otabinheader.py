@@ -5,7 +5,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import EXIT_CODES_HELP, VendorInt, run
+from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, run
 
 HELP = """Write the legacy single-header package header (32 slots, 2584 bytes).
 
@@ -21,7 +21,7 @@ append the scripts and each slot's data with cat, in that order.
 _OPS = {"raw": 0, "ubi": 1, "file": 2}  # schema.LEGACY_RAW, LEGACY_UBI, LEGACY_FILE
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "create", metavar="PKG", help="Create the header.")
 @click.option("-a", "append", metavar="PKG", help="Fill the next slot of PKG's header.")
 @click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")

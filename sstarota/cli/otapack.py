@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import EXIT_CODES_HELP, VendorInt, run
+from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, run
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
@@ -32,7 +32,7 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 """ + EXIT_CODES_HELP
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "create", metavar="PKG", help="Create a package (header and scripts).")
 @click.option("-a", "append", metavar="PKG", help="Append a record to PKG (its own format).")
 @click.option("-r", "read", metavar="PKG", help="Read PKG (with --out-layout; alone: like --info).")

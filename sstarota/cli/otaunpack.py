@@ -5,7 +5,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import run
+from .common import CONTEXT_SETTINGS, run
 
 HELP = """Install a SigmaStar OTA package (legacy, 0.3, 0.4, 1.6; raw or gzip).
 
@@ -28,7 +28,7 @@ Exit codes:
 """
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-x", "gz_path", metavar="PKG.gz", help="A gzip-compressed package ('-' for stdin).")
 @click.option("-r", "raw_path", metavar="PKG", help="A raw package ('-' for stdin).")
 @click.option("-t", "tmpdir", metavar="DIR", help="Work directory (patches, stdin spool). Default: $TMPDIR or /tmp.")
