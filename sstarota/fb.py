@@ -397,5 +397,32 @@ def parse_mode(text):
     return Geometry.make(int(w), int(h), kind)
 
 
+def main(argv=None):
+    """python -m sstarota.fb SOURCE OUT.png [--mode WxH-LAYOUT]: save what a framebuffer shows.
+
+    SOURCE is a device (/dev/fb0: geometry from the kernel) or a file drawn with
+    otaunpack --fb-file (give its --mode)."""
+    import argparse
+    import stat as stat_mod
+
+    ap = argparse.ArgumentParser(prog="python -m sstarota.fb", description=main.__doc__)
+    ap.add_argument("source")
+    ap.add_argument("out")
+    ap.add_argument("--mode", default="1280x720-32", help="geometry of a file source (default %(default)s)")
+    a = ap.parse_args(argv)
+    try:
+        if stat_mod.S_ISCHR(os.stat(a.source).st_mode):
+            frame = Framebuffer(a.source)
+        else:
+            frame = FileFramebuffer(a.source, parse_mode(a.mode))
+        screenshot(frame).save(a.out)
+    except (OSError, LayoutError, ValueError) as exc:
+        ap.exit(2, "python -m sstarota.fb: error: %s\n" % exc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
 __all__ = ["Framebuffer", "FileFramebuffer", "FramebufferRenderer", "Geometry", "LayoutError", "Packer", "Screen",
            "open_screen", "screenshot", "parse_mode", "replace"]

@@ -241,3 +241,21 @@ def test_jpg_screen_through_the_cli(pkg, tmp_path):
     assert close(img.getpixel((480, 90)), QUADRANTS[1], 24)
     screen = fb.Screen(f)
     assert bar_fraction(img, screen.box) == 1.0
+
+
+def test_screenshot_command_saves_a_png(pkg, tmp_path):
+    root = tmp_path / "root"
+    shutil_copy_old(root)
+    raw = tmp_path / "fb.raw"
+    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q", "-p", quadrant_picture(tmp_path / "p.png"),
+                     "--fb-file", raw, "--fb-mode", "320x180-bgr565").returncode == 0
+    out = tmp_path / "shot.png"
+    proc = subprocess.run([sys.executable, "-m", "sstarota.fb", raw, out, "--mode", "320x180-bgr565"],
+                          capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as im:
+        assert im.size == (320, 180)
+        assert close(im.convert("RGB").getpixel((80, 45)), QUADRANTS[0], 8)
+    proc = subprocess.run([sys.executable, "-m", "sstarota.fb", tmp_path / "none.raw", out, "--mode", "1x1-9"],
+                          capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
