@@ -58,9 +58,6 @@ class Context:
 class Writer:
     """Base writer: override check/write/commit/abort as needed."""
 
-    #: True when the writer needs the target to exist before the update (checked in pass 1)
-    needs_existing = False
-
     def __init__(self, ctx, rec, target, path, expect=None):
         self.ctx = ctx
         self.rec = rec

@@ -34,8 +34,6 @@ class _Hashing:
 
 @register(schema.OP_FILE_DIFF)
 class DiffWriter(Writer):
-    needs_existing = True
-
     @classmethod
     def check(cls, ctx, rec, target, path):
         check_device_target(ctx, rec, target, path)

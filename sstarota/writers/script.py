@@ -8,8 +8,6 @@ from .base import Writer, register
 
 @register(schema.OP_SCRIPT)
 class ScriptWriter(Writer):
-    resolves_target = False
-
     @classmethod
     def check(cls, ctx, rec, target, path):
         if rec.data_len > MAX_SCRIPT:
