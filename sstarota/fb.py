@@ -356,7 +356,7 @@ class FramebufferRenderer:
         if e.failed and e.final:
             self.screen.full(e.percent / 100, "Update failed: %s" % (e.message or e.title)[:120], failed=True)
             return
-        key = (e.stage, e.record, e.failed)
+        key = (e.stage if e.stage not in ("erasing", "updating") else "apply", e.record, e.failed)
         now = self.clock()
         if not self._drawn:
             self.screen.full(e.percent / 100, text)

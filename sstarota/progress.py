@@ -107,7 +107,8 @@ class TextRenderer:
         self._last_key = None
 
     def __call__(self, e):
-        key = (e.stage, e.record, e.failed, e.message)
+        # erasing and updating alternate per erase block: one line per record for both
+        key = (STAGE_RANK.get(e.stage, e.stage), e.record, e.failed, e.message)
         if self.tty:
             now = time.monotonic()
             if key == self._last_key and now - self._last_draw < 0.1 and not e.final:

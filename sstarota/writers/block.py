@@ -49,7 +49,7 @@ class BlockWriter(Writer):
         index = flash.mtd_index_of(self.path)
         self.device = is_device(self.path)
         if index is not None:
-            self.mtd = MtdSink(flash.mtd_info(index))
+            self.mtd = MtdSink(flash.mtd_info(index), on_stage=self._stage)
         elif self.device:
             self.fd = os.open(self.path, os.O_WRONLY)
             self.out = None
@@ -57,6 +57,12 @@ class BlockWriter(Writer):
             # a staging partition image: the image replaces its first bytes, the rest stays
             self.out = AtomicFile(self.path, mode=0o644)
             self.fd = None
+
+    def _stage(self, stage):
+        """Erasing and updating alternate per erase block: tell the progress when it changes."""
+        progress = self.ctx.progress
+        if progress is not None and progress.last.stage != stage:
+            progress.emit(stage)
 
     def write(self, block):
         if self.mtd is not None:

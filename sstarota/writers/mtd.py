@@ -34,7 +34,7 @@ class Counts:
 class MtdSink:
     """Streams an image onto /dev/mtdN from offset 0, one erase block at a time."""
 
-    def __init__(self, info, on_block=None):
+    def __init__(self, info, on_block=None, on_stage=None):
         self.info = info
         self.eb = info.erasesize
         self.page = max(info.writesize, 1)
@@ -43,6 +43,7 @@ class MtdSink:
         self.buf = bytearray()
         self.counts = Counts()
         self.on_block = on_block
+        self.on_stage = on_stage or (lambda stage: None)
 
     def write(self, data):
         self.buf += data
@@ -99,7 +100,9 @@ class MtdSink:
                 self._notify()
                 return
             try:
+                self.on_stage("erasing")
                 flash.erase(self.fd, offset, self.eb)
+                self.on_stage("updating")
                 if not blank:
                     os.lseek(self.fd, offset, os.SEEK_SET)
                     write_all(self.fd, memoryview(block)[:write_len])

@@ -48,13 +48,15 @@ def test_nand_block_update_skips_bad_blocks_and_is_idempotent(board, target):
     image.write_bytes(os.urandom(size))
     board.sh("flash_erase -q /dev/mtd5 0 0")
     pkg = block_package(d, image, target)
-    r = board.otaunpack("-r", board.path(pkg), "-q")
+    r = board.otaunpack("-r", board.path(pkg), "-q", "--progress-fd", "3", "3>%s" % board.path(d / "ev1"))
     assert r.rc == 0, r.err
     assert summary(r.err, 5) == (8, 0, 2, 0)
     assert read_back(board, 5, size, d / "dump") == image.read_bytes()
+    assert "erasing" in (d / "ev1").read_text()  # the progress says when blocks are erased
     # the same package again: nothing erased, nothing written
-    r = board.otaunpack("-r", board.path(pkg), "-q")
+    r = board.otaunpack("-r", board.path(pkg), "-q", "--progress-fd", "3", "3>%s" % board.path(d / "ev2"))
     assert r.rc == 0 and summary(r.err, 5) == (0, 8, 2, 0)
+    assert "erasing" not in (d / "ev2").read_text()
     # one byte changed: exactly one block rewritten
     data = bytearray(image.read_bytes())
     data[3 * EB_NAND + 77] ^= 0xFF
