@@ -69,11 +69,3 @@ class Md5:
     def hexdigest(self):
         return self._h.hexdigest()
 
-
-def new(kind, data=b""):
-    """A fresh hasher for a Generation.checksum kind ("bytesum" or "md5")."""
-    if kind == "bytesum":
-        return ByteSum(data)
-    if kind == "md5":
-        return Md5(data)
-    raise ValueError("unknown checksum kind %r" % kind)

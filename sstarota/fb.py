@@ -425,4 +425,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 __all__ = ["Framebuffer", "FileFramebuffer", "FramebufferRenderer", "Geometry", "LayoutError", "Packer", "Screen",
-           "open_screen", "screenshot", "parse_mode", "replace"]
+           "open_screen", "screenshot", "parse_mode"]

@@ -148,10 +148,6 @@ class Plan:
     checked_manifest: Optional[manifest.Manifest] = None
 
     @property
-    def write_bytes(self):
-        return sum(p.rec.data_len for p in self.records if p.writes)
-
-    @property
     def script_records(self):
         return sum(1 for p in self.records if p.rec.op == schema.OP_SCRIPT and not p.is_manifest)
 

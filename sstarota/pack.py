@@ -19,7 +19,7 @@ from construct import ConstructError
 from . import __version__, checksum, delta, manifest, schema
 from .errors import InputError, PackageError, UsageError
 from .fsutil import fsync_dir, unlink_quietly
-from .package import GZIP_MAGIC, CHUNK, PackageReader, expected_size
+from .package import CHUNK, GZIP_MAGIC, PackageReader, construct_message, expected_size, record_hasher
 
 DEFAULT_TOOL_ID = "sstarota-%s" % __version__
 
@@ -117,8 +117,7 @@ def _build(struct_, fields, what):
     try:
         return struct_.build(fields)
     except ConstructError as exc:
-        msg = str(exc).strip().splitlines()[-1]
-        raise InputError("%s: %s" % (what, msg)) from None
+        raise InputError("%s: %s" % (what, construct_message(exc))) from None
 
 
 def validate(gen, spec):
@@ -159,7 +158,7 @@ def validate(gen, spec):
     try:
         return gen.record.build(_fields(gen, spec, None))
     except ConstructError as exc:
-        msg = str(exc).strip().splitlines()[-1]
+        msg = construct_message(exc)
         field_name = msg.split("->")[-1].split(":")[0].strip() if "->" in msg else "a field"
         raise InputError("%s: %s is too long for the %s format (%s)" % (what, field_name, gen.name, msg)) from None
 
@@ -170,7 +169,7 @@ def _write_record(f, gen, spec, raw, hashes=False):
     SHA-256 of the final record header and of the data (for the manifest)."""
     start = f.tell()
     f.write(raw)
-    hasher = checksum.Md5(raw[16:]) if gen.checksum == "md5" else checksum.ByteSum()
+    hasher = record_hasher(gen, raw)
     data_sha = hashlib.sha256() if hashes else None
     written = 0
     if spec.source is not None:
@@ -393,8 +392,6 @@ def _copy(src, dst, size=None):
 
 def _records_on_disk(path, header):
     """(offset, Record) of every record of a raw package, found by seeking over the data."""
-    from .package import PackageReader as _Reader
-
     gen = header.gen
     out = []
     with open(path, "rb") as f:
@@ -406,7 +403,7 @@ def _records_on_disk(path, header):
                 r = gen.record.parse(raw)
             except ConstructError as exc:
                 raise PackageError("%s: record %d header at offset %d is malformed: %s"
-                                   % (path, i, offset, str(exc).strip().splitlines()[-1])) from None
+                                   % (path, i, offset, construct_message(exc))) from None
             out.append((offset, r))
             offset += gen.record_size + r.data_len
         last = None
@@ -684,7 +681,7 @@ def legacy_append(path, src, dst, dst_size, op):
     try:
         h = schema.LegacyHeader.parse(raw)
     except ConstructError as exc:
-        raise PackageError("%s: malformed legacy header: %s" % (path, str(exc).strip().splitlines()[-1])) from None
+        raise PackageError("%s: malformed legacy header: %s" % (path, construct_message(exc))) from None
     if h.record_count >= schema.LEGACY_SLOTS:
         raise InputError("%s already holds %d records: the legacy header has only %d slots"
                          % (path, h.record_count, schema.LEGACY_SLOTS))

@@ -95,12 +95,21 @@ def _parse(struct_, raw, what, offset):
     try:
         return struct_.parse(raw)
     except ConstructError as exc:
-        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, _construct_msg(exc))) from None
+        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, construct_message(exc))) from None
 
 
-def _construct_msg(exc):
+def construct_message(exc):
+    """The last line of a construct error: the field path and what was wrong."""
     text = str(exc).strip().splitlines()
     return text[-1] if text else exc.__class__.__name__
+
+
+def record_hasher(gen, raw_header):
+    """The hasher a record's checksum is computed with: 1.6's MD5 starts with the record
+    header (bytes 16..), the byte-sum covers the data alone."""
+    if gen.checksum == "md5":
+        return checksum.Md5(raw_header[16:])
+    return checksum.ByteSum()
 
 
 def detect_generation(prefix):
@@ -296,11 +305,7 @@ class PackageReader:
                          raw_header=raw, offset=where)
             self._check_record(rec, remaining, where)
             remaining -= rec.data_len
-            if gen.checksum == "md5":
-                hasher = checksum.Md5(raw[16:])
-            else:
-                hasher = checksum.ByteSum()
-            yield from self._with_data(rec, hasher)
+            yield from self._with_data(rec, record_hasher(gen, raw))
         if remaining:
             raise PackageError(
                 "%s: the header declares %d data bytes but the records hold %d"

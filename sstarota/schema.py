@@ -201,7 +201,6 @@ class Generation:
     checksum: str  # "bytesum" or "md5"
     max_data: int  # largest data length a record can declare
     max_total: int  # largest total_data the header can hold
-    dst_field: int  # bytes of the dst field, NUL included
 
     @property
     def header_size(self):
@@ -219,9 +218,9 @@ class Generation:
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 
-GEN03 = Generation("0.3", Header03, Record03, "bytesum", U32_MAX, U32_MAX, 256)
-GEN04 = Generation("0.4", Header04, Record04, "bytesum", U64_MAX, U64_MAX, 256)
-GEN16 = Generation("1.6", Header16, Record16, "md5", U64_MAX, U64_MAX, 512)
+GEN03 = Generation("0.3", Header03, Record03, "bytesum", U32_MAX, U32_MAX)
+GEN04 = Generation("0.4", Header04, Record04, "bytesum", U64_MAX, U64_MAX)
+GEN16 = Generation("1.6", Header16, Record16, "md5", U64_MAX, U64_MAX)
 
 GENERATIONS = {g.name: g for g in (GEN03, GEN04, GEN16)}
 

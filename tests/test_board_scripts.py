@@ -1,7 +1,6 @@
 """What goes onto the board: the update wrapper and the example begin/end scripts."""
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sstarota import checksum, manifest, pack, package, schema
+from sstarota import manifest, pack, package, schema
 
-from helpers import GOLDEN, copy_inputs
+from helpers import copy_inputs
 from test_install_golden import tree
 
 PROJECT = Path(__file__).parent.parent

@@ -1,6 +1,5 @@
 """Scripts, failures mid-way, dry runs, stdin, masks, modes: the installer's contract."""
 
-import json
 import os
 import stat
 import subprocess

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sstarota import package, schema
+from sstarota import checksum, package, schema
 from sstarota.cli import otaunpack as otaunpack_cli
 from sstarota.writers import base as writers_base
 
@@ -121,7 +121,6 @@ def _record04(data_len, dst, op=schema.OP_FILE_UPDATE, data_sum=0, mode=0, dst_s
 
 
 def _package04(records, total=None, begin=b"", end=b""):
-    from sstarota import checksum
     from sstarota.pack import build_header, script_checksum
 
     body = b"".join(h + d for h, d in records)
@@ -156,8 +155,6 @@ def test_path_escapes_are_refused(capfd, tmp_path, scripts_run, dst, why):
     root = tmp_path / "root"
     root.mkdir()
     data = b"pwned\n"
-    from sstarota import checksum
-
     raw = _package04([(_record04(len(data), dst, data_sum=checksum.bytesum(data)), data)], begin=b"touch m\n")
     outside = tree(tmp_path)
     pkg = tmp_path / "bad.bin"
@@ -176,7 +173,6 @@ def test_symlink_leading_out_of_the_root_is_refused(capfd, tmp_path, scripts_run
     victim.mkdir()
     os.symlink(str(victim), root / "config" / "link")
     os.symlink("/etc/passwd", root / "config" / "passwd")
-    from sstarota import checksum
 
     for dst in ("/config/link/x", "/config/passwd"):
         data = b"pwned\n"

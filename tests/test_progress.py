@@ -3,7 +3,6 @@ framebuffers of every supported pixel layout."""
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 import hashlib
 
-from construct import Container
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

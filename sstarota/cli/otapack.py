@@ -1,7 +1,6 @@
 """otapack: the host packer, with the vendor's command line (and a few additions)."""
 
 import json
-import os
 import sys
 
 import click

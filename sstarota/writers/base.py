@@ -36,7 +36,6 @@ class Context:
     tmpdir: str = field(default_factory=tempfile.gettempdir)
     run_scripts: bool = True
     note: Callable[[str], None] = lambda msg: None
-    env: Dict[str, str] = field(default_factory=dict)
     progress: Optional[object] = None  # progress.Progress, for writers whose work is not the data flow
 
     def run_script(self, data, what):
@@ -45,7 +44,6 @@ class Context:
             self.note("%s skipped (--no-scripts)" % what)
             return 0
         env = dict(os.environ)
-        env.update(self.env)
         if self.root is not None:
             env["OTA_ROOT"] = os.path.realpath(self.root)
         try:

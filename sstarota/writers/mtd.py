@@ -34,7 +34,7 @@ class Counts:
 class MtdSink:
     """Streams an image onto /dev/mtdN from offset 0, one erase block at a time."""
 
-    def __init__(self, info, on_block=None, on_stage=None):
+    def __init__(self, info, on_stage=None):
         self.info = info
         self.eb = info.erasesize
         self.page = max(info.writesize, 1)
@@ -42,7 +42,6 @@ class MtdSink:
         self.pos = 0  # next physical erase-block offset in the partition
         self.buf = bytearray()
         self.counts = Counts()
-        self.on_block = on_block
         self.on_stage = on_stage or (lambda stage: None)
 
     def write(self, data):
@@ -97,7 +96,6 @@ class MtdSink:
                 current = None  # unreadable (ECC failure): rewrite it
             if current == block:
                 self.counts.equal += 1
-                self._notify()
                 return
             try:
                 self.on_stage("erasing")
@@ -116,12 +114,7 @@ class MtdSink:
                 self.counts.erased_only += 1
             else:
                 self.counts.written += 1
-            self._notify()
             return
-
-    def _notify(self):
-        if self.on_block:
-            self.on_block(self.counts)
 
 
 class MtdReader(io.RawIOBase):
