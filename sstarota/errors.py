@@ -9,9 +9,24 @@ Exit codes (documented in the README and in each command's --help):
 
 
 class OtaError(Exception):
-    """Root of every error sstarota raises on purpose. Message: one line, what/where/fix."""
+    """Root of every error sstarota raises on purpose. Message: one line, what/where/fix.
+
+    record: the package record the error concerns (a package.Record), of: how many records
+    the package has; str() then names it first ("record 2/3 (file-update /etc/x): ...")."""
 
     exit_code = 2
+
+    def __init__(self, message, record=None, of=None):
+        super().__init__(message)
+        self.message = message
+        self.record = record
+        self.of = of
+
+    def __str__(self):
+        if self.record is None:
+            return self.message
+        rec = self.record
+        return "record %d/%d (%s %s): %s" % (rec.index + 1, self.of, rec.op_name, rec.dst, self.message)
 
 
 class UsageError(OtaError):

@@ -1,6 +1,8 @@
-"""Small filesystem helpers shared by the packer and the writers."""
+"""Small filesystem helpers shared by the packer and the writers: full writes, quiet
+unlinks, directory fsync, and the one atomic-replace helper (AtomicFile)."""
 
 import os
+import tempfile
 
 
 def write_all(fd, data):
@@ -31,3 +33,61 @@ def fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+class AtomicFile:
+    """A temp file beside dest, renamed over it on commit: dest is never half-written.
+
+    sync: fsync the file before the rename and its directory after (power-loss safe).
+    Used as a context manager, an exception before commit() removes the temp file.
+    """
+
+    def __init__(self, dest, suffix=".tmp", sync=True, makedirs=False):
+        self.dest = dest
+        self.sync = sync
+        d = os.path.dirname(os.path.abspath(dest))
+        if makedirs:
+            os.makedirs(d, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=suffix, dir=d)
+        self.f = os.fdopen(fd, "w+b")
+
+    def write(self, data):
+        self.f.write(data)
+
+    def commit(self, mode=None, owner=None):
+        """Rename the finished file over dest, with mode (permission bits) and owner (uid, gid)
+        set first when given (a failed chown is ignored)."""
+        self.f.flush()
+        if self.sync:
+            os.fsync(self.f.fileno())
+        if mode is not None:
+            os.fchmod(self.f.fileno(), mode)
+        if owner is not None:
+            try:
+                os.fchown(self.f.fileno(), *owner)
+            except OSError:
+                pass
+        self.f.close()
+        os.replace(self.tmp, self.dest)
+        if self.sync:
+            fsync_dir(os.path.dirname(os.path.abspath(self.dest)))
+
+    def abort(self):
+        try:
+            self.f.close()
+        finally:
+            unlink_quietly(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+
+
+def umask():
+    """The process umask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -32,7 +32,7 @@ _DIFF = re.compile(r"^# diff (\d+) old (\d+) ([0-9a-f]{64}) new (\d+) ([0-9a-f]{
 
 
 @dataclass
-class DiffInfo:
+class DeltaInfo:
     old_len: int
     old_sha256: str
     new_len: int
@@ -42,7 +42,7 @@ class DiffInfo:
 @dataclass
 class Manifest:
     records: List[Tuple[str, str]] = field(default_factory=list)  # (header sha256, data sha256)
-    diffs: Dict[int, DiffInfo] = field(default_factory=dict)
+    diffs: Dict[int, DeltaInfo] = field(default_factory=dict)
 
     def to_bytes(self):
         lines = ["# sstarota-manifest %d" % VERSION,
@@ -90,5 +90,5 @@ def parse(data):
             continue
         d = _DIFF.match(line)
         if d:
-            m.diffs[int(d.group(1))] = DiffInfo(int(d.group(2)), d.group(3), int(d.group(4)), d.group(5))
+            m.diffs[int(d.group(1))] = DeltaInfo(int(d.group(2)), d.group(3), int(d.group(4)), d.group(5))
     return m

@@ -7,23 +7,16 @@ checked, and so is the end of the stream: a truncated or overlong package never 
 complete.
 """
 
-import gzip
-import hashlib
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from typing import Optional
 
-from construct import ConstructError
-
 from . import checksum, schema
-from .errors import InputError, PackageError
+from .errors import PackageError
+from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
 
 CHUNK = 1 << 20
-#: the largest script we hold in memory (scripts are piped into sh whole)
-MAX_SCRIPT = 16 << 20
-GZIP_MAGIC = b"\x1f\x8b"
 #: what reading a (possibly gzip) stream can raise besides our own errors
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -40,8 +33,15 @@ class Header:
     parsed: object = None
 
     @property
-    def gen(self) -> Optional[schema.Generation]:
+    def format(self) -> Optional[schema.Generation]:
+        """The byte layouts and checksum rules of a 0.3/0.4/1.6 header (None for legacy)."""
         return schema.GENERATIONS.get(self.generation)
+
+    def package_size(self):
+        """The exact size of a raw package with this header."""
+        if self.format is None:
+            return schema.legacy_package_size(self.begin_len, self.end_len, self.total_data)
+        return self.format.package_size(self.record_count, self.begin_len, self.end_len, self.total_data)
 
 
 @dataclass
@@ -85,59 +85,6 @@ class Record:
         if isinstance(self.checksum, bytes):
             return self.checksum.hex()
         return "0x%08x" % self.checksum
-
-
-def _u32(buf, off):
-    return struct.unpack_from("<I", buf, off)[0]
-
-
-def _parse(struct_, raw, what, offset):
-    try:
-        return struct_.parse(raw)
-    except ConstructError as exc:
-        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, construct_message(exc))) from None
-
-
-def construct_message(exc):
-    """The last line of a construct error: the field path and what was wrong."""
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else exc.__class__.__name__
-
-
-def record_hasher(gen, raw_header):
-    """The hasher a record's checksum is computed with: 1.6's MD5 starts with the record
-    header (bytes 16..), the byte-sum covers the data alone."""
-    if gen.checksum == "md5":
-        return checksum.Md5(raw_header[16:])
-    return checksum.ByteSum()
-
-
-def detect_generation(prefix):
-    """Tell the generation from the first bytes of a package (up to 2584 of them).
-
-    There is no magic number. 1.6 is recognised by its version words (1, 6) at offset 32
-    and its header MD5; legacy by its byte-sum over bytes 8..2583 and a record count of at
-    most 32; 0.3 and 0.4 by the version words (0, 3) / (0, 4) at offset 4 (their sum also
-    covers the scripts, which the reader checks next).
-    """
-    if len(prefix) >= 128 and prefix[32:40] == struct.pack("<II", 1, 6):
-        if hashlib.md5(prefix[16:128]).digest() != prefix[:16]:
-            raise PackageError("1.6 header checksum mismatch (MD5 of bytes 16..127): the header is corrupt")
-        return "1.6"
-    if len(prefix) >= schema.LegacyHeader.sizeof():
-        if _u32(prefix, 4) <= schema.LEGACY_SLOTS and _u32(prefix, 0) == checksum.bytesum(prefix[8:2584]):
-            return "legacy"
-    if len(prefix) >= 28 and prefix[4:12] == struct.pack("<II", 0, 3):
-        return "0.3"
-    if len(prefix) >= 32 and prefix[4:12] == struct.pack("<II", 0, 4):
-        return "0.4"
-    if prefix[:2] == GZIP_MAGIC:
-        raise PackageError("gzip data where a raw package was expected: use -x (or gunzip it first)")
-    if len(prefix) < 28:
-        raise PackageError("too short for any package header (%d bytes)" % len(prefix))
-    raise PackageError(
-        "not a SigmaStar OTA package: no known version words (0.3, 0.4, 1.6) and no valid legacy header"
-    )
 
 
 class PackageReader:
@@ -236,25 +183,18 @@ class PackageReader:
 
     def _open_stream_header(self, gen):
         raw = self._read_exact(gen.header_size, "the %s header" % gen.name)
-        h = _parse(gen.header, raw, "the %s header" % gen.name, 0)
+        h = schema.parse(gen.header, raw, "the %s header" % gen.name, 0)
         self.header = Header(gen.name, h.record_count, h.total_data, h.begin_len, h.end_len, raw,
                              getattr(h, "tool_id", ""), h)
         self.begin_script = self._read_script(h.begin_len, "begin script")
         self.end_script = self._read_script(h.end_len, "end script")
-        scripts = self.begin_script + self.end_script
-        if gen.checksum == "md5":
-            if hashlib.md5(scripts).digest() != h.script_md5:
-                raise PackageError("%s: script checksum mismatch (MD5 of begin+end scripts)" % self.name)
-        else:
-            if checksum.bytesum(scripts, checksum.bytesum(raw[4:])) != h.header_sum:
-                raise PackageError(
-                    "%s: header checksum mismatch (byte-sum of header bytes 4..%d and the scripts)"
-                    % (self.name, gen.header_size - 1)
-                )
+        mismatch = gen.scripts_mismatch(raw, h, self.begin_script + self.end_script)
+        if mismatch:
+            raise PackageError("%s: %s" % (self.name, mismatch))
 
     def _open_legacy(self):
         raw = self._read_exact(schema.LegacyHeader.sizeof(), "the legacy header")
-        h = _parse(schema.LegacyHeader, raw, "the legacy header", 0)
+        h = schema.parse(schema.LegacyHeader, raw, "the legacy header", 0)
         count = h.record_count
         for i, slot in enumerate(h.slots):
             if i >= count:
@@ -292,20 +232,18 @@ class PackageReader:
             yield from self._with_data(rec, checksum.ByteSum())
 
     def _stream_records(self):
-        gen = self.header.gen
+        gen = self.header.format
         remaining = self.header.total_data
         for i in range(self.header.record_count):
             where = self.offset
             raw = self._read_exact(gen.record_size, "record %d header" % i)
-            r = _parse(gen.record, raw, "record %d header" % i, where)
-            rec = Record(i, r.op, r.dst, r.data_len, r.dst_size, r.mode,
-                         src_name=getattr(r, "src_name", ""), label=getattr(r, "label", ""),
-                         masks=tuple(getattr(r, "mask", ())),
-                         checksum=r.md5 if gen.checksum == "md5" else r.data_sum,
-                         raw_header=raw, offset=where)
+            r = schema.parse(gen.record, raw, "record %d header" % i, where)
+            src_name, label, masks = gen.record_extras(r)
+            rec = Record(i, r.op, r.dst, r.data_len, r.dst_size, r.mode, src_name=src_name, label=label,
+                         masks=masks, checksum=gen.stored_checksum(r), raw_header=raw, offset=where)
             self._check_record(rec, remaining, where)
             remaining -= rec.data_len
-            yield from self._with_data(rec, record_hasher(gen, raw))
+            yield from self._with_data(rec, gen.record_hasher(raw))
         if remaining:
             raise PackageError(
                 "%s: the header declares %d data bytes but the records hold %d"
@@ -349,8 +287,7 @@ class PackageReader:
             if not rec.ok and self.strict:
                 raise PackageError(
                     "%s: record %d (%s %s) checksum mismatch: stored %s, data gives %s"
-                    % (self.name, rec.index, rec.op_name, rec.dst, rec.checksum_text(),
-                       hasher.hexdigest() if hasher.name == "md5" else "0x%08x" % hasher.digest())
+                    % (self.name, rec.index, rec.op_name, rec.dst, rec.checksum_text(), hasher.hexdigest())
                 )
 
         it = chunks()
@@ -372,78 +309,21 @@ class PackageReader:
             )
 
 
-def is_gzip_path(path):
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
-
-
-def open_stream(path, gz=None):
-    """Open a package file for reading; gz=None sniffs the gzip magic."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise InputError("cannot open package %s: %s" % (path, exc.strerror or exc)) from None
-    if gz is None:
-        gz = f.read(2) == GZIP_MAGIC
-        f.seek(0)
-    if gz:
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    return f
+def read_all(reader):
+    """Read every record of an opened-or-not reader to the end; return the records."""
+    records = []
+    for rec, chunks in reader.records():
+        for _ in chunks:
+            pass
+        records.append(rec)
+    reader.finish()
+    return records
 
 
 def scan(path, strict=False):
-    """Read a whole package; return (reader, records). Used by --info and -a."""
-    name = os.path.basename(path)
-    stream = open_stream(path)
-    with stream:
-        reader = PackageReader(stream, name, strict=strict)
-        reader.open()
-        records = []
-        for rec, chunks in reader.records():
-            for _ in chunks:
-                pass
-            records.append(rec)
-        reader.finish()
-    return reader, records
+    """Read a whole package (raw or gzip); return (reader, records). Used by --info and -r."""
+    from .sources import FileSource
 
-
-def expected_size(header):
-    """The exact size of a raw package with this header (0.3/0.4/1.6 and legacy)."""
-    gen = header.gen
-    if gen is None:
-        return schema.LegacyHeader.sizeof() + header.begin_len + header.end_len + header.total_data
-    return gen.header_size + header.begin_len + header.end_len + header.record_count * gen.record_size + header.total_data
-
-
-def describe(path):
-    """Everything --info shows about a package, as plain data (JSON-ready)."""
-    compressed = is_gzip_path(path)
-    reader, records = scan(path, strict=False)
-    h = reader.header
-    return {
-        "package": path,
-        "compressed": compressed,
-        "generation": h.generation,
-        "header_checksum": "ok",
-        "record_count": h.record_count,
-        "total_data": h.total_data,
-        "tool_id": h.tool_id,
-        "scripts": {"begin": h.begin_len, "end": h.end_len},
-        "records": [
-            {
-                "index": r.index,
-                "op": r.op_name,
-                "op_code": r.legacy_op if r.legacy_op is not None else r.op,
-                "targets": r.targets,
-                "masks": [m for _, m in r.target_masks()] if r.masks else None,
-                "src_name": r.src_name,
-                "label": r.label,
-                "data_len": r.data_len,
-                "dst_size": r.dst_size,
-                "mode": "%o" % r.mode,
-                "checksum": r.checksum_text(),
-                "verdict": "ok" if r.ok else "BAD",
-            }
-            for r in records
-        ],
-    }
+    with FileSource(path) as source, source.stream() as stream:
+        reader = PackageReader(stream, os.path.basename(path), strict=strict)
+        return reader, read_all(reader)

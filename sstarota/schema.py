@@ -1,11 +1,15 @@
-"""Every byte layout of the SigmaStar OTA package generations, declared once.
+"""Every byte rule of the SigmaStar OTA package generations, declared once.
 
-No I/O here: the packer (pack.py) and the reader (package.py) both build and parse
-through these structs, so they cannot drift. See docs/FORMAT.md for the prose.
-All integers are little-endian. There is no magic number: generations are told apart
-by their version words and checksums (package.detect_generation).
+The layouts, what each checksum covers (for building and for verifying), how the
+generations are told apart, the legacy header's validity, op names, size limits and the
+gzip magic. No I/O here: the packer and the reader both build, seal and check through
+these, so they cannot drift; no other module slices a header by offset. See
+docs/FORMAT.md for the prose. All integers are little-endian. There is no magic number:
+generations are told apart by their version words and checksums (detect_generation).
 """
 
+import hashlib
+import struct
 from dataclasses import dataclass
 
 from construct import (
@@ -13,12 +17,16 @@ from construct import (
     Array,
     Bytes,
     Const,
+    ConstructError,
     Int32sl,
     Int32ul,
     Int64ul,
     Struct,
     ValidationError,
 )
+
+from . import checksum
+from .errors import InputError, PackageError
 
 
 class CString(Adapter):
@@ -92,48 +100,39 @@ LegacyHeader = Struct(
     "slots" / Array(LEGACY_SLOTS, LegacySlot),
 )
 
-# ---------------------------------------------------------------------------- 0.3
+# ---------------------------------------------------------------------------- 0.3 and 0.4
 
-Header03 = Struct(
-    "header_sum" / Int32ul,  # byte-sum of bytes 4..27 plus both scripts
-    "major" / Const(0, Int32ul),
-    "minor" / Const(3, Int32ul),
-    "record_count" / Int32ul,
-    "total_data" / Int32ul,
-    "begin_len" / Int32ul,
-    "end_len" / Int32ul,
-)
 
-Record03 = Struct(
-    "data_len" / Int32ul,
-    "dst" / CString(256),
-    "dst_size" / Int32ul,
-    "mode" / Int32ul,
-    "data_sum" / Int32ul,  # byte-sum of this record's data
-    "op" / Int32ul,
-)
+def _bytesum_header(minor, size_field):
+    """The 0.3/0.4 header: one byte-sum covers bytes 4.. and both scripts."""
+    return Struct(
+        "header_sum" / Int32ul,  # byte-sum of the header bytes 4.. plus both scripts
+        "major" / Const(0, Int32ul),
+        "minor" / Const(minor, Int32ul),
+        "record_count" / Int32ul,
+        "total_data" / size_field,
+        "begin_len" / Int32ul,
+        "end_len" / Int32ul,
+    )
 
-# ---------------------------------------------------------------------------- 0.4
 
-Header04 = Struct(
-    "header_sum" / Int32ul,  # byte-sum of bytes 4..31 plus both scripts
-    "major" / Const(0, Int32ul),
-    "minor" / Const(4, Int32ul),
-    "record_count" / Int32ul,
-    "total_data" / Int64ul,
-    "begin_len" / Int32ul,
-    "end_len" / Int32ul,
-)
+def _bytesum_record(size_field, *tail):
+    """The 0.3/0.4 record header; only data_sum (over the data alone) protects a record."""
+    return Struct(
+        "data_len" / size_field,
+        "dst" / CString(256),
+        "dst_size" / size_field,
+        "mode" / Int32ul,
+        "data_sum" / Int32ul,  # byte-sum of this record's data
+        "op" / Int32ul,
+        *tail,
+    )
 
-Record04 = Struct(
-    "data_len" / Int64ul,
-    "dst" / CString(256),
-    "dst_size" / Int64ul,
-    "mode" / Int32ul,
-    "data_sum" / Int32ul,
-    "op" / Int32ul,
-    "pad" / Const(bytes(4)),
-)
+
+Header03 = _bytesum_header(3, Int32ul)
+Record03 = _bytesum_record(Int32ul)
+Header04 = _bytesum_header(4, Int64ul)
+Record04 = _bytesum_record(Int64ul, "pad" / Const(bytes(4)))
 
 # ---------------------------------------------------------------------------- 1.6
 
@@ -164,14 +163,9 @@ Record16 = Struct(
     "op" / Int32ul,
 )
 
-assert LegacySlot.sizeof() == 80
-assert LegacyHeader.sizeof() == 2584
-assert Header03.sizeof() == 28
-assert Record03.sizeof() == 276
-assert Header04.sizeof() == 32
-assert Record04.sizeof() == 288
-assert Header16.sizeof() == 128
-assert Record16.sizeof() == 1640
+for _struct, _size in ((LegacySlot, 80), (LegacyHeader, 2584), (Header03, 28), (Record03, 276), (Header04, 32),
+                      (Record04, 288), (Header16, 128), (Record16, 1640)):
+    assert _struct.sizeof() == _size
 
 
 def field_offset(struct_, name):
@@ -184,23 +178,65 @@ def field_offset(struct_, name):
     raise KeyError(name)
 
 
-assert field_offset(Record04, "data_sum") == 276
-assert field_offset(Record03, "data_sum") == 268
-assert field_offset(Record16, "md5") == 0
+assert (field_offset(Record04, "data_sum"), field_offset(Record03, "data_sum"), field_offset(Record16, "md5")) == (
+    276, 268, 0)
+
+# ---------------------------------------------------------------------------- building and parsing
+
+
+def construct_message(exc):
+    """The last line of a construct error: the field path and what was wrong."""
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else exc.__class__.__name__
+
+
+def build(struct_, fields, what):
+    """struct_.build(fields); a value that does not fit is an InputError naming what."""
+    try:
+        return struct_.build(fields)
+    except ConstructError as exc:
+        raise InputError("%s: %s" % (what, construct_message(exc))) from None
+
+
+def parse(struct_, raw, what, offset):
+    """struct_.parse(raw); malformed bytes are a PackageError naming what and where."""
+    try:
+        return struct_.parse(raw)
+    except ConstructError as exc:
+        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, construct_message(exc))) from None
+
 
 # ---------------------------------------------------------------------------- generations
+
+U32_MAX = 0xFFFFFFFF
+U64_MAX = 0xFFFFFFFFFFFFFFFF
+GZIP_MAGIC = b"\x1f\x8b"
+#: the largest script a reader holds in memory (scripts are piped into sh whole)
+MAX_SCRIPT = 16 << 20
+
+
+def is_gzip(head):
+    """Do these first bytes of a file start a gzip stream?"""
+    return head[:2] == GZIP_MAGIC
 
 
 @dataclass(frozen=True)
 class Generation:
-    """What differs between the record-stream generations (0.3, 0.4, 1.6)."""
+    """A record-stream generation (0.3, 0.4, 1.6): its layouts, limits and checksum rules.
+
+    Everything that differs between generations is a field or a method here; callers never
+    ask which generation they hold."""
 
     name: str
     header: Struct
     record: Struct
-    checksum: str  # "bytesum" or "md5"
+    version: tuple  # the (major, minor) words
     max_data: int  # largest data length a record can declare
     max_total: int  # largest total_data the header can hold
+
+    multi_target = False  # several targets, masks and labels per record (1.6)
+    version_at = 4  # offset of the version words in the header
+    checksum_field = "data_sum"  # the record header field holding the record's checksum
 
     @property
     def header_size(self):
@@ -210,19 +246,158 @@ class Generation:
     def record_size(self):
         return self.record.sizeof()
 
-    @property
-    def multi_target(self):
-        return self is GEN16
+    def has_version(self, prefix):
+        """Do these first bytes carry this generation's version words (at full header length)?"""
+        at = self.version_at
+        return len(prefix) >= self.header_size and prefix[at:at + 8] == struct.pack("<II", *self.version)
+
+    def package_size(self, record_count, begin_len, end_len, total_data):
+        """The exact size of a raw package with these header values."""
+        return self.header_size + begin_len + end_len + record_count * self.record_size + total_data
+
+    # ------------------------------------------------------------------ checksum coverage
+    def record_hasher(self, raw_header):
+        """The hasher a record's checksum is computed with (0.3/0.4: the data alone)."""
+        return checksum.ByteSum()
+
+    def seal_record(self, raw_header, digest):
+        """The record header with its checksum field set to digest."""
+        at = field_offset(self.record, self.checksum_field)
+        value = digest.to_bytes(4, "little") if isinstance(digest, int) else digest
+        return raw_header[:at] + value + raw_header[at + len(value):]
+
+    def script_checksum(self, begin, end):
+        """What the header holds for the scripts (0.3/0.4: their byte-sum)."""
+        return checksum.bytesum(begin + end)
+
+    def build_header(self, record_count, total_data, begin_len, end_len, script_sum, tool_id=""):
+        """The header bytes, checksums filled in (script_sum: script_checksum() of the scripts)."""
+        if total_data > self.max_total:
+            raise InputError("the package would hold %d data bytes, more than the %s format's limit %d"
+                             % (total_data, self.name, self.max_total))
+        fields = dict(record_count=record_count, total_data=total_data, begin_len=begin_len, end_len=end_len)
+        return self._seal_header(fields, script_sum, tool_id)
+
+    def _seal_header(self, fields, script_sum, tool_id):
+        raw = build(self.header, dict(fields, header_sum=0), "the header")
+        return checksum.bytesum(raw[4:], script_sum).to_bytes(4, "little") + raw[4:]
+
+    def header_digest_ok(self, prefix):
+        """The checks on the header bytes alone (0.3/0.4 have none: their sum covers the scripts)."""
+        return True
+
+    def scripts_mismatch(self, raw_header, parsed, scripts):
+        """None when the header's checksum covers these scripts, else what failed."""
+        if checksum.bytesum(scripts, checksum.bytesum(raw_header[4:])) == parsed.header_sum:
+            return None
+        return "header checksum mismatch (byte-sum of header bytes 4..%d and the scripts)" % (self.header_size - 1)
+
+    # ------------------------------------------------------------------ record fields
+    def record_fields(self, fields, digest=None, src_name="", label="", masks=None):
+        """The record header's field values: fields (data_len, dst, dst_size, mode, op) and
+        the generation's own (checksum; 1.6: source name, label, masks)."""
+        return dict(fields, data_sum=digest or 0)
+
+    def stored_checksum(self, parsed):
+        return parsed[self.checksum_field]
+
+    def record_extras(self, parsed):
+        """(src_name, label, masks) of a parsed record header (0.3/0.4: none)."""
+        return "", "", ()
 
 
-U32_MAX = 0xFFFFFFFF
-U64_MAX = 0xFFFFFFFFFFFFFFFF
+@dataclass(frozen=True)
+class Md5Generation(Generation):
+    """1.6: MD5s over the header, the scripts and each record (its header bytes 16.. and data)."""
 
-GEN03 = Generation("0.3", Header03, Record03, "bytesum", U32_MAX, U32_MAX)
-GEN04 = Generation("0.4", Header04, Record04, "bytesum", U64_MAX, U64_MAX)
-GEN16 = Generation("1.6", Header16, Record16, "md5", U64_MAX, U64_MAX)
+    multi_target = True
+    version_at = 32
+    checksum_field = "md5"
+
+    def record_hasher(self, raw_header):
+        return checksum.Md5(raw_header[16:])
+
+    def script_checksum(self, begin, end):
+        return hashlib.md5(begin + end).digest()
+
+    def _seal_header(self, fields, script_sum, tool_id):
+        raw = build(self.header, dict(fields, header_md5=bytes(16), script_md5=script_sum, tool_id=tool_id),
+                    "the 1.6 header (--tool-id)")
+        return hashlib.md5(raw[16:]).digest() + raw[16:]
+
+    def header_digest_ok(self, prefix):
+        return hashlib.md5(prefix[16:self.header_size]).digest() == prefix[:16]
+
+    def scripts_mismatch(self, raw_header, parsed, scripts):
+        if hashlib.md5(scripts).digest() == parsed.script_md5:
+            return None
+        return "script checksum mismatch (MD5 of begin+end scripts)"
+
+    def record_fields(self, fields, digest=None, src_name="", label="", masks=None):
+        masks = list(masks or [])
+        masks += [1] * (MAX_TARGETS - len(masks))
+        return dict(fields, md5=digest or bytes(16), src_name=src_name, label=label, mask=masks)
+
+    def record_extras(self, parsed):
+        return parsed.src_name, parsed.label, tuple(parsed.mask)
+
+
+GEN03 = Generation("0.3", Header03, Record03, (0, 3), U32_MAX, U32_MAX)
+GEN04 = Generation("0.4", Header04, Record04, (0, 4), U64_MAX, U64_MAX)
+GEN16 = Md5Generation("1.6", Header16, Record16, (1, 6), U64_MAX, U64_MAX)
 
 GENERATIONS = {g.name: g for g in (GEN03, GEN04, GEN16)}
 
+# ---------------------------------------------------------------------------- legacy rules
+
 #: the name used for the single-header generation (it has no Generation record stream)
 LEGACY = "legacy"
+LEGACY_SIZE = LegacyHeader.sizeof()
+
+
+def _u32(buf, off):
+    return struct.unpack_from("<I", buf, off)[0]
+
+
+def legacy_sum_ok(raw):
+    """The legacy header's one checksum: the byte-sum of bytes 8..2583 in its first word."""
+    return len(raw) >= LEGACY_SIZE and _u32(raw, 0) == checksum.bytesum(raw[8:LEGACY_SIZE])
+
+
+def build_legacy_header(fields):
+    """The 2584-byte legacy header for fields (record_count, scripts' lengths and sums, slots)."""
+    raw = build(LegacyHeader, dict(fields, header_sum=0), "the legacy header")
+    return checksum.bytesum(raw[8:]).to_bytes(4, "little") + raw[4:]
+
+
+def legacy_package_size(begin_len, end_len, total_data):
+    return LEGACY_SIZE + begin_len + end_len + total_data
+
+
+# ---------------------------------------------------------------------------- detection
+
+
+def detect_generation(prefix):
+    """Tell the generation's name from the first bytes of a package (up to 2584 of them).
+
+    There is no magic number. 1.6 is recognised by its version words (1, 6) at offset 32
+    and its header MD5; legacy by its byte-sum over bytes 8..2583 and a record count of at
+    most 32; 0.3 and 0.4 by the version words (0, 3) / (0, 4) at offset 4 (their sum also
+    covers the scripts, which the reader checks next).
+    """
+    if GEN16.has_version(prefix):
+        if not GEN16.header_digest_ok(prefix):
+            raise PackageError("1.6 header checksum mismatch (MD5 of bytes 16..127): the header is corrupt")
+        return GEN16.name
+    if legacy_sum_ok(prefix) and _u32(prefix, 4) <= LEGACY_SLOTS:
+        return LEGACY
+    for gen in (GEN03, GEN04):
+        if gen.has_version(prefix):
+            return gen.name
+    if is_gzip(prefix):
+        raise PackageError("gzip data where a raw package was expected: use -x (or gunzip it first)")
+    if len(prefix) < GEN03.header_size:
+        raise PackageError("too short for any package header (%d bytes)" % len(prefix))
+    raise PackageError(
+        "not a SigmaStar OTA package: no known version words (0.3, 0.4, 1.6) and no valid legacy header"
+    )

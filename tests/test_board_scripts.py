@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sstarota import pack
+from sstarota import packer
 
 from helpers import GOLDEN
 
@@ -37,10 +37,10 @@ def alive(pid):
 
 def package(tmp_path, begin=None):
     pkg = tmp_path / "SStarOta.bin"
-    pack.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(EXAMPLES / "end.sh"))
-    pack.append(str(pkg), pack.operation_specs("file-update", src=str(GOLDEN / "v0.4/in/files/app.conf"),
+    packer.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(EXAMPLES / "end.sh"))
+    packer.append(str(pkg), packer.operation_specs("file-update", src=str(GOLDEN / "v0.4/in/files/app.conf"),
                                                dst="/mnt/data/app.conf", mode=0o644))
-    return pack.gzip_package(str(pkg))
+    return packer.gzip_package(str(pkg))
 
 
 def wrapper_env(tmp_path, root, **extra):

@@ -71,21 +71,21 @@ def test_info_reports_a_bad_record_checksum(cli, tmp_path):
 
 
 def test_build_equals_create_plus_appends(tmp_path):
-    from sstarota import pack
+    from sstarota import packer
 
     inp = GOLDEN / "v1.6" / "in"
-    specs = lambda: (pack.operation_specs("block-update", src=str(inp / "images/kernel"), dst="/dev/mtd3 /dev/mtd4",
+    specs = lambda: (packer.operation_specs("block-update", src=str(inp / "images/kernel"), dst="/dev/mtd3 /dev/mtd4",
                                           size=0x500000, masks=[1, 0], label="kernel")
-                     + pack.operation_specs("dir-update-diff", old=str(inp / "old"), new=str(inp / "new"), dst="/c"))
+                     + packer.operation_specs("dir-update-diff", old=str(inp / "old"), new=str(inp / "new"), dst="/c"))
     for fmt in ("0.4", "1.6"):
         if fmt == "0.4":
-            one = pack.operation_specs("file-add", src=str(inp / "files/new.bin"), dst="/x")
-            two = pack.operation_specs("dir-update", old=str(inp / "old"), new=str(inp / "new"), dst="/c")
+            one = packer.operation_specs("file-add", src=str(inp / "files/new.bin"), dst="/x")
+            two = packer.operation_specs("dir-update", old=str(inp / "old"), new=str(inp / "new"), dst="/c")
         else:
             one, two = specs()[:1], specs()[1:]
         a, b = tmp_path / ("a%s" % fmt), tmp_path / ("b%s" % fmt)
-        pack.build(str(a), one + two, fmt, str(inp / "begin.sh"), None)
-        pack.create(str(b), fmt, str(inp / "begin.sh"), None)
-        pack.append(str(b), one)
-        pack.append(str(b), two)
+        packer.build(str(a), one + two, fmt, str(inp / "begin.sh"), None)
+        packer.create(str(b), fmt, str(inp / "begin.sh"), None)
+        packer.append(str(b), one)
+        packer.append(str(b), two)
         assert a.read_bytes() == b.read_bytes()

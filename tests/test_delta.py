@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sstarota import manifest, pack, package, schema
+from sstarota import manifest, packer, package, schema
 
 from helpers import copy_inputs
 from test_install_golden import tree
@@ -133,10 +133,10 @@ def test_stock_bsdiff_patch_installs_through_otaunpack(tmp_path, program_pair):
     patch = tmp_path / "stock.patch"
     subprocess.run(["bsdiff", str(old), str(new), str(patch)], check=True)
     data = patch.read_bytes()
-    spec = pack.RecordSpec(schema.OP_FILE_DIFF, "/bin/app", pack.BytesSource(data, "app.diff"), src_name="app.diff")
+    spec = packer.RecordSpec(schema.OP_FILE_DIFF, "/bin/app", packer.BytesData(data, "app.diff"), src_name="app.diff")
     for fmt in ("0.3", "0.4", "1.6"):
         pkg = tmp_path / ("stock%s.bin" % fmt)
-        pack.build(str(pkg), [spec], fmt)
+        packer.build(str(pkg), [spec], fmt)
         root = tmp_path / ("root" + fmt)
         (root / "bin").mkdir(parents=True)
         shutil.copy(old, root / "bin/app")

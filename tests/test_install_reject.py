@@ -37,7 +37,7 @@ def layout(raw):
 
     reader = package.PackageReader(io.BytesIO(raw))
     reader.open()
-    gen = reader.header.gen
+    gen = reader.header.format
     spans = []
     for rec, chunks in reader.records():
         start = rec.offset
@@ -121,13 +121,11 @@ def _record04(data_len, dst, op=schema.OP_FILE_UPDATE, data_sum=0, mode=0, dst_s
 
 
 def _package04(records, total=None, begin=b"", end=b""):
-    from sstarota.pack import build_header, script_checksum
-
     body = b"".join(h + d for h, d in records)
     if total is None:
         total = sum(len(d) for _, d in records)
-    head = build_header(schema.GEN04, len(records), total, len(begin), len(end),
-                        script_checksum(schema.GEN04, begin, end))
+    head = schema.GEN04.build_header(len(records), total, len(begin), len(end),
+                                     schema.GEN04.script_checksum(begin, end))
     return head + begin + end + body
 
 

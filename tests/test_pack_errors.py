@@ -215,7 +215,7 @@ def test_gzip_is_reproducible_and_streams(cli, tmp_path):
 
 def test_failed_append_leaves_package_and_no_temp(cli, work, monkeypatch):
     tmp, inp, pkg = work
-    from sstarota import pack
+    from sstarota import packer
 
     before = pkg.read_bytes()
 
@@ -223,7 +223,7 @@ def test_failed_append_leaves_package_and_no_temp(cli, work, monkeypatch):
         yield b"x" * 100
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pack.FileSource, "chunks", boom)
+    monkeypatch.setattr(packer.FileData, "chunks", boom)
     code, out, err = cli.otapack("-a", pkg, "-s", inp / "images/kernel", "-d", "/dev/mtdblock4", "--block-update")
     assert code == 130
     assert pkg.read_bytes() == before
@@ -237,13 +237,13 @@ def test_sigkill_during_append_leaves_previous_package_valid(tmp_path):
     pkg.write_bytes(src.read_bytes())
     code = (
         "import os, signal, sys\n"
-        "from sstarota import pack\n"
-        "orig = pack.FileSource.chunks\n"
+        "from sstarota import packer\n"
+        "orig = packer.FileData.chunks\n"
         "def chunks(self):\n"
         "    for i, piece in enumerate(orig(self)):\n"
         "        yield piece\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "pack.FileSource.chunks = chunks\n"
+        "packer.FileData.chunks = chunks\n"
         "from sstarota.cli.otapack import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

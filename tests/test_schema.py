@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sstarota import checksum, package, schema
-from sstarota.pack import build_header, script_checksum
 
 u32 = st.integers(0, schema.U32_MAX)
 u64 = st.integers(0, schema.U64_MAX)
@@ -113,7 +112,7 @@ def test_built_headers_are_detected_and_verify(name, count, begin, end):
 
     gen = schema.GENERATIONS[name]
     total = count
-    raw = build_header(gen, count, total, len(begin), len(end), script_checksum(gen, begin, end), "t")
+    raw = gen.build_header(count, total, len(begin), len(end), gen.script_checksum(begin, end), "t")
     assert package.detect_generation(raw + begin + end) == name
     reader = package.PackageReader(io.BytesIO(raw + begin + end))
     header = reader.open()

@@ -18,7 +18,6 @@ append the scripts and each slot's data with cat, in that order.
 
 """ + EXIT_CODES_HELP
 
-_OPS = {"raw": 0, "ubi": 1, "file": 2}  # schema.LEGACY_RAW, LEGACY_UBI, LEGACY_FILE
 
 
 @click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
@@ -32,20 +31,21 @@ _OPS = {"raw": 0, "ubi": 1, "file": 2}  # schema.LEGACY_RAW, LEGACY_UBI, LEGACY_
 @click.option("-p", "op", metavar="OP", help="0 raw, 1 ubi, 2 file.")
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, begin, end, src, dst, size, op, debug):
-    from .. import pack
+    from .. import packer, schema
 
     if bool(create) == bool(append):
         raise UsageError("give exactly one of -c PKG, -a PKG")
     if create:
-        pack.legacy_create(create, begin, end)
+        packer.legacy_create(create, begin, end)
         return 0
     missing = [flag for flag, value in (("-s", src), ("-d", dst), ("-p", op)) if value is None]
     if missing:
         raise UsageError("-a needs %s" % " ".join(missing))
-    code = _OPS.get(op.lower()) if not op.isdigit() else int(op)
+    names = {name: code for code, name in schema.LEGACY_OP_NAMES.items()}
+    code = names.get(op.lower()) if not op.isdigit() else int(op)
     if code is None:
         raise UsageError("-p %r: use 0 (raw), 1 (ubi) or 2 (file)" % op)
-    pack.legacy_append(append, src, dst, size, code)
+    packer.legacy_append(append, src, dst, size, code)
     return 0
 
 

@@ -75,7 +75,7 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
-    from .. import pack, package
+    from .. import info as pkginfo, packer, package
 
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
                                         ("--gzip", gzip_path)) if value]
@@ -90,24 +90,24 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if with_manifest and not create:
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
     if create:
-        pack.create(create, fmt or "0.4", begin, end, tool_id or pack.DEFAULT_TOOL_ID, with_manifest=with_manifest)
+        packer.create(create, fmt or "0.4", begin, end, tool_id or packer.DEFAULT_TOOL_ID, with_manifest=with_manifest)
         return 0
     if append:
         if not ops:
             raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
-        masks = pack.parse_masks(default_mask) if default_mask is not None else None
+        masks = packer.parse_masks(default_mask) if default_mask is not None else None
         log = (lambda m: click.echo("otapack: %s" % m, err=True))
-        specs = pack.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
+        specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
                                      threshold=_ratio(threshold), jobs=jobs)
-        pack.append(append, specs, tool_id, log=log if debug else None, sync=sync)
+        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync)
         return 0
     if gzip_path:
-        pack.gzip_package(gzip_path, keep)
+        packer.gzip_package(gzip_path, keep)
         return 0
     if read and out_layout:
         _, records = package.scan(read, strict=True)
         with open(out_layout, "w") as f:
-            f.write("".join(line + "\n" for line in pack.layout_lines(records)))
+            f.write("".join(line + "\n" for line in pkginfo.layout_lines(records)))
         return 0
     return _info(info or read, as_json)
 
@@ -125,9 +125,9 @@ def _ratio(text):
 
 
 def _info(path, as_json):
-    from .. import package
+    from .. import info
 
-    data = package.describe(path)
+    data = info.describe(path)
     bad = [r for r in data["records"] if r["verdict"] != "ok"]
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -6,4 +6,4 @@ registers itself; the installer's loop does not change.
 """
 
 from .base import WRITERS, Context, Writer, writer_for  # noqa: F401
-from . import block, diff, files, script, ubi  # noqa: F401,E402  (registration)
+from . import block, delta, files, script, ubi  # noqa: F401,E402  (registration)

@@ -1,4 +1,4 @@
-"""The writer interface, the registry, and the atomic-file helper the writers share."""
+"""The writer interface, the registry, and the checks the writers share."""
 
 import os
 import stat
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from ..errors import InstallError, PackageError
-from ..fsutil import fsync_dir, unlink_quietly
+from ..fsutil import AtomicFile, write_all
 
 WRITERS: Dict[int, type] = {}
 
@@ -54,7 +54,10 @@ class Context:
 
 
 class Writer:
-    """Base writer: override check/write/commit/abort as needed."""
+    """Base writer: override check/open/commit as needed. write/commit/abort go to self.out
+    when open() sets one (an AtomicFile or a DeviceFile)."""
+
+    out = None
 
     def __init__(self, ctx, rec, target, path, expect=None):
         self.ctx = ctx
@@ -71,72 +74,56 @@ class Writer:
         pass
 
     def write(self, block):
-        pass
+        if self.out is not None:
+            self.out.write(block)
 
     def commit(self):
-        pass
+        if self.out is not None:
+            self.out.commit()
 
     def abort(self):
-        pass
+        if self.out is not None:
+            self.out.abort()
 
 
-class AtomicFile:
-    """A temp file beside the destination, renamed over it on commit (never half-written)."""
+class DeviceFile:
+    """A device node written in place from offset 0, fsynced on commit."""
 
-    def __init__(self, dest, mode=None, keep_from=None):
-        self.dest = dest
-        d = os.path.dirname(dest) or "."
-        os.makedirs(d, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".ota", dir=d)
-        self.f = os.fdopen(fd, "w+b")
-        self.mode = mode
-        self.keep_from = keep_from
+    def __init__(self, path, flags=os.O_WRONLY):
+        self.fd = os.open(path, flags)
 
-    def write(self, data):
-        self.f.write(data)
+    def write(self, block):
+        write_all(self.fd, block)
 
     def commit(self):
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        st = None
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+    def abort(self):
+        os.close(self.fd)
+
+
+class ReplacedFile(AtomicFile):
+    """A file target replaced atomically, keeping its owner; mode 0 keeps the existing
+    mode (0644 for a new file), otherwise the permission bits of mode are applied."""
+
+    def __init__(self, path, mode):
+        super().__init__(path, suffix=".ota", makedirs=True)
+        self.mode = mode
+
+    def commit(self):
         try:
             st = os.stat(self.dest)
         except FileNotFoundError:
-            pass
+            st = None
         mode = self.mode
         if not mode:
             mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
-        os.fchmod(self.f.fileno(), mode & 0o7777)
-        if st is not None and os.geteuid() == 0:
-            try:
-                os.fchown(self.f.fileno(), st.st_uid, st.st_gid)
-            except OSError:
-                pass
-        self.f.close()
-        os.replace(self.tmp, self.dest)
-        fsync_dir(os.path.dirname(self.dest) or ".")
-
-    def abort(self):
-        try:
-            self.f.close()
-        finally:
-            unlink_quietly(self.tmp)
+        owner = (st.st_uid, st.st_gid) if st is not None and os.geteuid() == 0 else None
+        super().commit(mode=mode & 0o7777, owner=owner)
 
 
 def check_device_target(ctx, rec, target, path):
     """On a board (no --root) a /dev target must exist: never create a file in /dev."""
     if ctx.root is None and target.startswith("/dev/") and not os.path.exists(path):
         raise PackageError("record %d: target %s does not exist on this board" % (rec.index, target))
-
-
-def is_partition(target, path):
-    """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
-    return is_device(path) or target.startswith("/dev/")
-
-
-def is_device(path):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)

@@ -5,13 +5,10 @@ staging under --root) a partition image file.
 (mtdblock cannot skip bad blocks); other block devices are written in place and fsynced.
 """
 
-import os
-
 from .. import flash, schema
 from ..errors import PackageError
-from .base import AtomicFile, Writer, check_device_target, is_device, register
-from ..fsutil import write_all
-from .mtd import MtdSink
+from ..flashio import MtdSink, is_device
+from .base import DeviceFile, ReplacedFile, Writer, check_device_target, register
 
 
 def pad_len(rec):
@@ -51,12 +48,10 @@ class BlockWriter(Writer):
         if index is not None:
             self.mtd = MtdSink(flash.mtd_info(index), on_stage=self._stage)
         elif self.device:
-            self.fd = os.open(self.path, os.O_WRONLY)
-            self.out = None
+            self.out = DeviceFile(self.path)
         else:
             # a staging partition image: the image replaces its first bytes, the rest stays
-            self.out = AtomicFile(self.path, mode=0o644)
-            self.fd = None
+            self.out = ReplacedFile(self.path, 0o644)
 
     def _stage(self, stage):
         """Erasing and updating alternate per erase block: tell the progress when it changes."""
@@ -65,12 +60,7 @@ class BlockWriter(Writer):
             progress.emit(stage)
 
     def write(self, block):
-        if self.mtd is not None:
-            self.mtd.write(block)
-        elif self.device:
-            write_all(self.fd, block)
-        else:
-            self.out.write(block)
+        (self.mtd or self.out).write(block)
 
     def commit(self):
         pad = pad_len(self.rec)
@@ -86,8 +76,7 @@ class BlockWriter(Writer):
                 self.ctx.progress.emit("updating", message=summary)
             return
         if self.device:
-            os.fsync(self.fd)
-            os.close(self.fd)
+            self.out.commit()
             return
         written = self.out.f.tell()
         try:
@@ -103,9 +92,4 @@ class BlockWriter(Writer):
         self.out.commit()
 
     def abort(self):
-        if self.mtd is not None:
-            self.mtd.abort()
-        elif self.device:
-            os.close(self.fd)
-        else:
-            self.out.abort()
+        (self.mtd or self.out).abort()

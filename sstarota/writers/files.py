@@ -4,7 +4,7 @@ import os
 
 from .. import schema
 from ..errors import InstallError, PackageError
-from .base import AtomicFile, Writer, register
+from .base import ReplacedFile, Writer, register
 
 
 @register(schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
@@ -21,16 +21,7 @@ class FileWriter(Writer):
             raise PackageError("record %d: target %s is a directory" % (rec.index, target))
 
     def open(self):
-        self.out = AtomicFile(self.path, mode=self.rec.mode & 0o7777)
-
-    def write(self, block):
-        self.out.write(block)
-
-    def commit(self):
-        self.out.commit()
-
-    def abort(self):
-        self.out.abort()
+        self.out = ReplacedFile(self.path, self.rec.mode & 0o7777)
 
 
 @register(schema.OP_FILE_DELETE)

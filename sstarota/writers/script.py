@@ -2,7 +2,7 @@
 
 from .. import schema
 from ..errors import InstallError, PackageError
-from ..package import MAX_SCRIPT
+from ..schema import MAX_SCRIPT
 from .base import Writer, register
 
 

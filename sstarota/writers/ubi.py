@@ -8,8 +8,7 @@ import struct
 
 from .. import flash, schema
 from ..errors import InstallError
-from .base import AtomicFile, Writer, check_device_target, register
-from ..fsutil import write_all
+from .base import DeviceFile, ReplacedFile, Writer, check_device_target, register
 from .block import check_fits
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
@@ -27,30 +26,23 @@ class UbiWriter(Writer):
         self.volume = flash.ubi_volume(self.path) is not None
         self.sha = hashlib.sha256()
         if self.volume:
-            self.fd = os.open(self.path, os.O_RDWR)
+            self.out = DeviceFile(self.path, os.O_RDWR)
             if self.ctx.progress is not None:
                 self.ctx.progress.emit("erasing", message="UBI volume update")
-            fcntl.ioctl(self.fd, UBI_IOCVOLUP, struct.pack("<q", self.rec.data_len))
+            fcntl.ioctl(self.out.fd, UBI_IOCVOLUP, struct.pack("<q", self.rec.data_len))
             if self.ctx.progress is not None:
                 self.ctx.progress.emit("updating")
-            self.out = None
         else:
-            self.out = AtomicFile(self.path, mode=0o644)
+            self.out = ReplacedFile(self.path, 0o644)
 
     def write(self, block):
         self.sha.update(block)
-        if self.volume:
-            write_all(self.fd, block)
-        else:
-            self.out.write(block)
+        self.out.write(block)
 
     def commit(self):
-        if not self.volume:
-            self.out.commit()
-            return
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self._read_back()
+        self.out.commit()
+        if self.volume:
+            self._read_back()
 
     def _read_back(self):
         """Static volumes report the exact size, dynamic ones their reserved size: compare
@@ -73,9 +65,3 @@ class UbiWriter(Writer):
         self.ctx.note("%s (%s volume %s): %d bytes written and read back" % (self.target, vol.type if vol else "?",
                                                                            vol.vol_name if vol else "?",
                                                                            self.rec.data_len))
-
-    def abort(self):
-        if self.volume:
-            os.close(self.fd)
-        else:
-            self.out.abort()

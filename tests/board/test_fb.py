@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sstarota import fb, pack
+from sstarota import fb, packer
 
 pytestmark = pytest.mark.board
 
@@ -32,10 +32,10 @@ def test_progress_screen_on_vfb(board, bpp):
     (d / "b.img").write_bytes(os.urandom(512 << 10))
     (d / "snap.sh").write_text("cat /dev/fb0 > %s/mid.raw\n" % board.path(d))
     pkg = d / "p.bin"
-    pack.create(str(pkg))
-    pack.append(str(pkg), pack.operation_specs("block-update", src=str(d / "a.img"), dst="/dev/mtd1"))
-    pack.append(str(pkg), pack.operation_specs("script-add", src=str(d / "snap.sh"), dst="snap.sh"))
-    pack.append(str(pkg), pack.operation_specs("block-update", src=str(d / "b.img"), dst="/dev/mtd3"))
+    packer.create(str(pkg))
+    packer.append(str(pkg), packer.operation_specs("block-update", src=str(d / "a.img"), dst="/dev/mtd1"))
+    packer.append(str(pkg), packer.operation_specs("script-add", src=str(d / "snap.sh"), dst="snap.sh"))
+    packer.append(str(pkg), packer.operation_specs("block-update", src=str(d / "b.img"), dst="/dev/mtd3"))
     r = board.run("python3 -m sstarota.cli.otaunpack -q -r %s -p %s --progress-fd 3 3>%s/events.jsonl"
                   % (board.path(pkg), board.path(pic), board.path(d)))
     assert r.rc == 0, r.err

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from sstarota import pack
+from sstarota import packer
 
 pytestmark = pytest.mark.board
 
@@ -26,8 +26,8 @@ def summary(err, mtd):
 
 def block_package(d, image, target, name="p.bin", begin=None):
     pkg = d / name
-    pack.create(str(pkg), "0.4", begin=begin)
-    pack.append(str(pkg), pack.operation_specs("block-update", src=str(image), dst=target))
+    packer.create(str(pkg), "0.4", begin=begin)
+    packer.append(str(pkg), packer.operation_specs("block-update", src=str(image), dst=target))
     return pkg
 
 
@@ -139,8 +139,8 @@ def test_image_bigger_than_its_partition_is_rejected_before_the_begin_script(boa
     with open(image, "wb") as f:
         f.truncate(9 << 20)
     pkg = d / "u.bin"
-    pack.create(str(pkg), begin=str(begin))
-    pack.append(str(pkg), pack.operation_specs("ubi-update", src=str(image), dst="/dev/ubi0_1"))
+    packer.create(str(pkg), begin=str(begin))
+    packer.append(str(pkg), packer.operation_specs("ubi-update", src=str(image), dst="/dev/ubi0_1"))
     r = board.otaunpack("-r", board.path(pkg), "-q")
     assert r.rc == 3 and "larger than /dev/ubi0_1 can hold" in r.err
     assert board.run("test -e /tmp/begin-ran").rc != 0
@@ -165,8 +165,8 @@ def test_ubifs_image_into_a_volume_then_a_dir_update_on_the_mounted_fs(board):
     subprocess.run(["mkfs.ubifs", "-m", str(min_io), "-e", str(leb), "-c", "300", "-r", str(d / "old"),
                     "-o", str(img)], check=True)
     pkg = d / "ubi.bin"
-    pack.create(str(pkg))
-    pack.append(str(pkg), pack.operation_specs("ubi-update", src=str(img), dst="/dev/ubi0_0"))
+    packer.create(str(pkg))
+    packer.append(str(pkg), packer.operation_specs("ubi-update", src=str(img), dst="/dev/ubi0_0"))
     board.sh("umount /mnt/ubi 2>/dev/null; true")
     r = board.otaunpack("-r", board.path(pkg), "-q")
     assert r.rc == 0, r.err
@@ -177,8 +177,8 @@ def test_ubifs_image_into_a_volume_then_a_dir_update_on_the_mounted_fs(board):
             assert board.sh("sha256sum /mnt/ubi/%s" % rel).split()[0] == hashlib.sha256(content).hexdigest()
         # a dir update onto the mounted UBIFS
         pkg2 = d / "dir.bin"
-        pack.create(str(pkg2))
-        pack.append(str(pkg2), pack.operation_specs("dir-update", old=str(d / "old"), new=str(d / "new"),
+        packer.create(str(pkg2))
+        packer.append(str(pkg2), packer.operation_specs("dir-update", old=str(d / "old"), new=str(d / "new"),
                                                     dst="/mnt/ubi"))
         r = board.otaunpack("-r", board.path(pkg2), "-q")
         assert r.rc == 0, r.err

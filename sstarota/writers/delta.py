@@ -1,4 +1,4 @@
-"""file-diff: a BSDIFF40 patch applied to the target's current content, streamed.
+"""file-diff (a delta): a BSDIFF40 patch applied to the target's current content, streamed.
 
 The patch is spooled under the work directory (-t). The new content goes to a temp file
 beside a file target (renamed over it once complete and of the declared size), or, for a
@@ -12,10 +12,10 @@ import tempfile
 
 from .. import delta, schema
 from ..errors import InstallError
-from .base import AtomicFile, Writer, check_device_target, is_partition, register
-from .block import BlockWriter
+from ..flashio import is_partition, open_content
 from ..fsutil import unlink_quietly
-from .mtd import open_content
+from .base import ReplacedFile, Writer, check_device_target, register
+from .block import BlockWriter
 
 
 class _Hashing:
@@ -33,7 +33,7 @@ class _Hashing:
 
 
 @register(schema.OP_FILE_DIFF)
-class DiffWriter(Writer):
+class DeltaWriter(Writer):
     @classmethod
     def check(cls, ctx, rec, target, path):
         check_device_target(ctx, rec, target, path)
@@ -60,7 +60,7 @@ class DiffWriter(Writer):
             if is_partition(self.target, self.path):
                 self._to_device(old, old_size)
             else:
-                out = AtomicFile(self.path, mode=self.rec.mode & 0o7777)
+                out = ReplacedFile(self.path, self.rec.mode & 0o7777)
                 try:
                     self._patch(old, old_size, out.f)
                 except BaseException:

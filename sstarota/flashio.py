@@ -1,4 +1,6 @@
-"""Bad-block-aware, idempotent writes to an MTD partition, as nandwrite does and more.
+"""Flash I/O: streaming onto and reading from MTD partitions, telling device targets apart.
+
+MtdSink writes bad-block-aware and idempotent, as nandwrite does and more.
 
 Per erase block: a bad block is skipped and the data carried on to the next good one; a
 block that already holds the data (followed by erased 0xFF) is left alone; otherwise the
@@ -10,11 +12,12 @@ same path (they report no bad blocks).
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 
-from .. import flash
-from ..fsutil import write_all
-from ..errors import InstallError
+from . import flash
+from .errors import InstallError
+from .fsutil import write_all
 
 
 @dataclass
@@ -170,3 +173,16 @@ def open_content(path):
     if index is not None:
         return io.BufferedReader(MtdReader(flash.mtd_info(index)), 1 << 20)
     return open(path, "rb")
+
+
+def is_partition(target, path):
+    """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
+    return is_device(path) or target.startswith("/dev/")
+
+
+def is_device(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)

@@ -1,0 +1,9 @@
+"""The installer: the pipeline (verify -> begin script -> apply -> end script), the plan
+the verify pass makes, and the block digests that tie the two passes together.
+
+Package sources (file, stdin) are in sources.py; the writers in writers/.
+"""
+
+from ..sources import FileSource, StdinSource, open_source  # noqa: F401
+from .pipeline import Installer, Options  # noqa: F401
+from .plan import Plan, Planned, Target  # noqa: F401

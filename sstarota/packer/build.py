@@ -1,0 +1,247 @@
+"""Laying records down: create, build and append packages, streamed and crash-safe.
+
+Appends never touch the package in place: the package is copied next to itself (the
+kernel copies it; no bytes pass through Python), the new records are streamed onto the
+copy, the header is rewritten, and the copy is renamed over the original
+(fsutil.AtomicFile). A failed or interrupted append leaves the previous package as it was.
+"""
+
+import hashlib
+import os
+import stat
+from typing import Callable, Optional
+
+from .. import __version__, manifest, schema
+from ..errors import InputError, PackageError, UsageError
+from ..fsutil import AtomicFile, umask
+from ..package import PackageReader
+from ..sources import FileSource
+from .data import CHUNK, BytesData
+from .records import RecordSpec, validate
+
+DEFAULT_TOOL_ID = "sstarota-%s" % __version__
+
+
+def _write_record(f, gen, spec, raw, hashes=False):
+    """Write one record at f's position: its header (raw, checksum zero), the streamed data,
+    then the header again with its checksum. With hashes=True, returns the SHA-256 of the
+    final record header and of the data (for the manifest)."""
+    start = f.tell()
+    f.write(raw)
+    hasher = gen.record_hasher(raw)
+    data_sha = hashlib.sha256() if hashes else None
+    written = 0
+    if spec.source is not None:
+        for piece in spec.source.chunks():
+            hasher.update(piece)
+            if data_sha is not None:
+                data_sha.update(piece)
+            f.write(piece)
+            written += len(piece)
+    if written != spec.data_len:
+        raise InputError("%s record for %s: expected %d data bytes, got %d"
+                         % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len, written))
+    end = f.tell()
+    final = gen.seal_record(raw, hasher.digest())
+    f.seek(start)
+    f.write(final)
+    f.seek(end)
+    if not hashes:
+        return None
+    return hashlib.sha256(final).hexdigest(), data_sha.hexdigest()
+
+
+def read_script(path, what):
+    if path is None:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InputError("cannot read %s script %s: %s" % (what, path, exc.strerror)) from None
+
+
+def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False):
+    """Create an empty package (header and scripts) at path, replacing it atomically."""
+    build(path, [], generation, begin, end, tool_id, with_manifest=with_manifest)
+
+
+def _manifest_spec(m):
+    data = m.to_bytes()
+    return RecordSpec(schema.OP_SCRIPT, manifest.NAME, BytesData(data, manifest.NAME), dst_size=len(data),
+                      mode=0o100644, src_name=manifest.NAME)
+
+
+def _write_records(f, gen, specs, raws, m, log):
+    """Write specs (and, when m is a Manifest, the updated manifest record last)."""
+    for spec, raw in zip(specs, raws):
+        hashes = _write_record(f, gen, spec, raw, hashes=m is not None)
+        if m is not None:
+            if spec.delta is not None:
+                m.diffs[len(m.records)] = spec.delta
+            m.records.append(hashes)
+        if log:
+            log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
+    if m is not None:
+        spec = _manifest_spec(m)
+        _write_record(f, gen, spec, validate(gen, spec))
+
+
+def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
+          with_manifest=False):
+    """Write a whole package in one pass: header, scripts, then every record.
+
+    The same bytes as create() followed by one append() per record, without the copy each
+    append makes for its crash safety. with_manifest adds the sstarota manifest as the last
+    record (see manifest.py).
+    """
+    gen = schema.GENERATIONS.get(generation)
+    if gen is None:
+        raise UsageError("unknown --format %r (choose 0.3, 0.4 or 1.6)" % generation)
+    begin_b = read_script(begin, "begin")
+    end_b = read_script(end, "end")
+    raws = [validate(gen, spec) for spec in specs]
+    m = manifest.Manifest() if with_manifest else None
+    count, total = _totals(specs, m)
+    header = gen.build_header(count, total, len(begin_b), len(end_b), gen.script_checksum(begin_b, end_b), tool_id)
+    with AtomicFile(path, sync=sync) as out:
+        out.write(header)
+        out.write(begin_b)
+        out.write(end_b)
+        _write_records(out.f, gen, specs, raws, m, log)
+        out.commit(mode=0o644 & ~umask())
+
+
+def _totals(specs, m, count=0, total=0):
+    """Record count and data total after adding specs (and the manifest, when m is given).
+
+    The manifest's final size depends on the hashes, not their values: it is computed from
+    a manifest of the same shape filled with placeholder digests."""
+    count += len(specs)
+    total += sum(s.data_len for s in specs)
+    if m is not None:
+        shape = manifest.Manifest(list(m.records), dict(m.diffs))
+        for spec in specs:
+            if spec.delta is not None:
+                shape.diffs[len(shape.records)] = spec.delta
+            shape.records.append(("0" * 64, "0" * 64))
+        count += 1
+        total += len(shape.to_bytes())
+    return count, total
+
+
+def read_existing(path):
+    """Open an existing raw package for appending: header and scripts verified, size checked."""
+    with FileSource(path, gz=False, raw_hint="otapack appends to the raw package (gunzip it first)") as source:
+        with source.stream() as f:
+            reader = PackageReader(f, path)
+            header = reader.open()
+        size = source.size
+    if header.generation == schema.LEGACY:
+        raise PackageError("%s is a legacy single-header package; add slots with otabinheader -a" % path)
+    want = header.package_size()
+    if size != want:
+        raise PackageError(
+            "%s is %d bytes but its header describes %d: truncated or with trailing bytes, refusing to append"
+            % (path, size, want)
+        )
+    return reader
+
+
+def _copy(src, fout, size):
+    """Copy the first size bytes of a package into the file fout, in the kernel
+    (copy_file_range; reflinks where the filesystem can)."""
+    with open(src, "rb") as fin:
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except (AttributeError, OSError):
+            done = 0
+        if done != size:
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            left = size
+            while left:
+                piece = fin.read(min(left, CHUNK))
+                if not piece:
+                    raise InputError("%s shrank while it was copied" % src)
+                fout.write(piece)
+                left -= len(piece)
+
+
+def rewrite(path, keep, sync=False):
+    """An AtomicFile beside path holding path's first keep bytes (the file position at
+    their end), to be extended and committed with commit_copy()."""
+    out = AtomicFile(path, sync=sync)
+    try:
+        _copy(path, out.f, keep)
+        out.f.seek(0, os.SEEK_END)
+    except BaseException:
+        out.abort()
+        raise
+    return out
+
+
+def commit_copy(out, path):
+    """Rename a rewrite() of path over it, with path's permission bits."""
+    out.commit(mode=stat.S_IMODE(os.stat(path).st_mode))
+
+
+def _records_on_disk(path, header):
+    """(offset, Record) of every record of a raw package, found by seeking over the data."""
+    gen = header.format
+    out = []
+    with open(path, "rb") as f:
+        offset = gen.header_size + header.begin_len + header.end_len
+        for i in range(header.record_count):
+            f.seek(offset)
+            r = schema.parse(gen.record, f.read(gen.record_size), "%s: record %d header" % (path, i), offset)
+            out.append((offset, r))
+            offset += gen.record_size + r.data_len
+        last = None
+        if out and manifest.is_manifest(out[-1][1]):
+            f.seek(out[-1][0] + gen.record_size)
+            last = f.read(out[-1][1].data_len)
+    return out, last
+
+
+def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False):
+    """Append records to an existing package in its own generation, atomically.
+
+    The package is copied next to itself, extended and renamed over the original: an
+    interrupted append leaves the previous package. sync=True also fsyncs before the
+    rename (durability across power loss, at the cost of writing the package to disk).
+    A package with a manifest keeps it as its last record, updated.
+    """
+    reader = read_existing(path)
+    header = reader.header
+    gen = header.format
+    raws = [validate(gen, spec) for spec in specs]
+    keep = os.path.getsize(path)
+    count, total = header.record_count, header.total_data
+    m = None
+    records, last = _records_on_disk(path, header)
+    if last is not None and last.startswith(manifest.MAGIC):
+        m = manifest.parse(last)
+        if len(m.records) != count - 1:
+            raise PackageError("%s: its manifest lists %d records, the package has %d before it"
+                               % (path, len(m.records), count - 1))
+        keep = records[-1][0]  # the old manifest record is dropped and written anew
+        count -= 1
+        total -= records[-1][1].data_len
+    count, total = _totals(specs, m, count, total)
+    new_header = gen.build_header(count, total, header.begin_len, header.end_len,
+                                  gen.script_checksum(reader.begin_script, reader.end_script),
+                                  tool_id or header.tool_id)
+    with rewrite(path, keep, sync) as out:
+        _write_records(out.f, gen, specs, raws, m, log)
+        out.f.seek(0)
+        out.write(new_header)
+        commit_copy(out, path)
+    return count
+

@@ -1,0 +1,66 @@
+"""The otapack operation flags (--block-update, --file-add, ...) and the records each makes."""
+
+from .. import schema
+from ..errors import UsageError
+from .data import FileData
+from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delete_spec, delta_spec
+from .trees import dir_specs
+
+
+def parse_masks(text):
+    """--default-mask "1 0": one 0/1 per target, the rest default to 1."""
+    masks = []
+    for word in text.split():
+        if word not in ("0", "1"):
+            raise UsageError("--default-mask %r: each mask is 0 or 1, separated by spaces" % text)
+        masks.append(int(word))
+    if len(masks) > schema.MAX_TARGETS:
+        raise UsageError("--default-mask gives %d masks, at most %d" % (len(masks), schema.MAX_TARGETS))
+    return masks
+
+
+#: the otapack operation flags and what each needs on the command line
+OPERATIONS = {
+    "block-update": ("s", "d"),
+    "ubi-update": ("s", "d"),
+    "file-update": ("s", "d"),
+    "file-add": ("s", "d"),
+    "file-delete": ("d",),
+    "file-update-diff": ("o", "n", "d"),
+    "dir-update": ("o", "n", "d"),
+    "dir-update-diff": ("o", "n", "d"),
+    "script-add": ("s", "d"),
+}
+
+
+_FLAG = {"s": "-s SOURCE", "d": "-d TARGET", "o": "-o OLD", "n": "-n NEW"}
+
+
+def operation_specs(operation, src=None, dst=None, size=0, mode=0, old=None, new=None, label="",
+                    masks=None, skip_special=False, log=None, patch_fn=None, threshold=DEFAULT_THRESHOLD,
+                    jobs=None):
+    """The records one otapack -a call adds, from the vendor's options."""
+    given = {"s": src, "d": dst, "o": old, "n": new}
+    missing = [_FLAG[k] for k in OPERATIONS[operation] if not given[k]]
+    if missing:
+        raise UsageError("--%s needs %s" % (operation, " and ".join(missing)))
+    if operation in ("block-update", "ubi-update", "file-update"):
+        op = {"block-update": schema.OP_BLOCK, "ubi-update": schema.OP_UBI, "file-update": schema.OP_FILE_UPDATE}[operation]
+        source = FileData(src)
+        specs = [RecordSpec(op, dst, source, dst_size=size, mode=mode, src_name=source.name, label=label)]
+    elif operation in ("file-add", "script-add"):
+        op = schema.OP_FILE_ADD if operation == "file-add" else schema.OP_SCRIPT
+        specs = [add_spec(src, dst, op, label)]
+    elif operation == "file-delete":
+        specs = [delete_spec(dst, mode, size, label)]
+    elif operation == "file-update-diff":
+        specs = [delta_spec(old, new, dst, size, mode, label, patch_fn=patch_fn, threshold=threshold, log=log)]
+    else:
+        specs = dir_specs(old, new, dst, as_deltas=operation == "dir-update-diff", skip_special=skip_special,
+                          log=log, patch_fn=patch_fn, threshold=threshold, jobs=jobs)
+        for spec in specs:
+            spec.label = label
+    for spec in specs:
+        spec.masks = masks
+    return specs
+
