@@ -1,78 +1,29 @@
 """The framebuffer progress screen: a picture (jpg/png) with a progress bar over it.
 
-The only module that imports Pillow. Geometry and pixel layout come from the kernel
-(FBIOGET_VSCREENINFO / FBIOGET_FSCREENINFO): bits per pixel, the red/green/blue/alpha
-bitfields and the line length, so RGB565, RGB888, XRGB/ARGB8888 and the BGR orders all
+The only module that imports Pillow; the devices (geometry and pixel layout from the
+kernel, FileFramebuffer for tests and previews) are fbdev.py's. Pixels are packed for the
+layout the framebuffer reports, so RGB565, RGB888, XRGB/ARGB8888 and the BGR orders all
 draw right. After the first full draw only the bar's band is repainted, at most 20 times
 a second (stage and record changes at once). A failed update leaves a failure screen.
-For tests and docs, FileFramebuffer is a framebuffer backed by a plain file.
 """
 
-import fcntl
-import os
-import struct
 import time
 from dataclasses import dataclass, replace
 
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFont
 
-FBIOGET_VSCREENINFO = 0x4600
-FBIOGET_FSCREENINFO = 0x4602
-FB_VISUAL_TRUECOLOR = 2
-FB_VISUAL_DIRECTCOLOR = 4
-
-# struct fb_var_screeninfo: 8 u32, then 4 x struct fb_bitfield {offset, length, msb_right}, ...
-_VAR = struct.Struct("=8I12I")
-# struct fb_fix_screeninfo: char id[16]; unsigned long smem_start; u32 smem_len, type, type_aux,
-# visual; u16 xpanstep, ypanstep, ywrapstep; u32 line_length; ... (native alignment: 32/64-bit)
-_FIX = struct.Struct("@16sLIIIIHHHI")
-
-
-class LayoutError(Exception):
-    """The framebuffer's pixel format is not one this screen can draw."""
-
-
-@dataclass(frozen=True)
-class Bitfield:
-    offset: int
-    length: int
-
-
-@dataclass(frozen=True)
-class Geometry:
-    xres: int
-    yres: int
-    bpp: int
-    line_length: int
-    red: Bitfield
-    green: Bitfield
-    blue: Bitfield
-    transp: Bitfield = Bitfield(0, 0)
-    xoffset: int = 0
-    yoffset: int = 0
-    visual: int = FB_VISUAL_TRUECOLOR
-
-    @classmethod
-    def make(cls, xres, yres, layout):
-        """A geometry by layout name: rgb565, bgr565, rgb888, bgr888, xrgb8888, argb8888,
-        xbgr8888, rgbx8888 (names give the channels from the most significant bits)."""
-        bpp, fields = LAYOUTS[layout]
-        red, green, blue, transp = (Bitfield(*f) for f in fields)
-        return cls(xres, yres, bpp, xres * bpp // 8, red, green, blue, transp)
-
-
-#: layout name -> (bits per pixel, ((offset, length) of red, green, blue, alpha))
-LAYOUTS = {
-    "rgb565": (16, ((11, 5), (5, 6), (0, 5), (0, 0))),
-    "bgr565": (16, ((0, 5), (5, 6), (11, 5), (0, 0))),
-    "rgb888": (24, ((16, 8), (8, 8), (0, 8), (0, 0))),
-    "bgr888": (24, ((0, 8), (8, 8), (16, 8), (0, 0))),
-    "xrgb8888": (32, ((16, 8), (8, 8), (0, 8), (0, 0))),
-    "argb8888": (32, ((16, 8), (8, 8), (0, 8), (24, 8))),
-    "xbgr8888": (32, ((0, 8), (8, 8), (16, 8), (0, 0))),
-    "abgr8888": (32, ((0, 8), (8, 8), (16, 8), (24, 8))),
-    "rgbx8888": (32, ((24, 8), (16, 8), (8, 8), (0, 0))),
-}
+from .fbdev import (  # noqa: F401  (the device layer, re-exported for callers of fb)
+    FB_VISUAL_DIRECTCOLOR,
+    FB_VISUAL_TRUECOLOR,
+    LAYOUTS,
+    Bitfield,
+    FileFramebuffer,
+    Framebuffer,
+    Geometry,
+    LayoutError,
+    open_framebuffer,
+    parse_mode,
+)
 
 # Pillow raw modes that pack RGB(A) exactly as a layout wants (little-endian memory order)
 _RAWMODES = {
@@ -88,8 +39,8 @@ _RAWMODES = {
 }
 
 
-class Packer:
-    """RGB images -> framebuffer bytes for one geometry."""
+class PixelPacker:
+    """RGB images -> framebuffer pixel bytes for one geometry, and back."""
 
     def __init__(self, g):
         if g.visual not in (FB_VISUAL_TRUECOLOR, FB_VISUAL_DIRECTCOLOR):
@@ -157,64 +108,10 @@ class Packer:
         return Image.frombytes("RGB", (width, height), bytes(out))
 
 
-# ---------------------------------------------------------------------------- devices
-
-
-class Framebuffer:
-    """A /dev/fbN device: geometry from the kernel, pixels written with pwrite."""
-
-    def __init__(self, path="/dev/fb0"):
-        self.path = path
-        self.fd = os.open(path, os.O_RDWR)
-        try:
-            var = bytearray(160)
-            fcntl.ioctl(self.fd, FBIOGET_VSCREENINFO, var, True)
-            fix = bytearray(80)
-            fcntl.ioctl(self.fd, FBIOGET_FSCREENINFO, fix, True)
-        except OSError:
-            os.close(self.fd)
-            raise
-        v = _VAR.unpack_from(var)
-        xres, yres, _, _, xoffset, yoffset, bpp, _gray = v[:8]
-        bf = [Bitfield(v[8 + 3 * i], v[9 + 3 * i]) for i in range(4)]
-        f = _FIX.unpack_from(fix)
-        visual, line_length = f[5], f[9]
-        self.geometry = Geometry(xres, yres, bpp, line_length, bf[0], bf[1], bf[2], bf[3], xoffset, yoffset, visual)
-
-    def write_rect(self, x, y, w, h, data):
-        g = self.geometry
-        bpp = g.bpp // 8
-        row = w * bpp
-        base = (g.yoffset + y) * g.line_length + (g.xoffset + x) * bpp
-        for r in range(h):
-            os.pwrite(self.fd, data[r * row:(r + 1) * row], base + r * g.line_length)
-
-    def read_rect(self, x, y, w, h):
-        g = self.geometry
-        bpp = g.bpp // 8
-        base = (g.yoffset + y) * g.line_length + (g.xoffset + x) * bpp
-        return b"".join(os.pread(self.fd, w * bpp, base + r * g.line_length) for r in range(h))
-
-    def close(self):
-        os.close(self.fd)
-
-
-class FileFramebuffer(Framebuffer):
-    """A framebuffer backed by a plain file with a given geometry (tests, docs)."""
-
-    def __init__(self, path, geometry):
-        self.path = path
-        self.geometry = geometry
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        size = geometry.line_length * (geometry.yres + geometry.yoffset)
-        if os.fstat(self.fd).st_size < size:
-            os.ftruncate(self.fd, size)
-
-
 def screenshot(fb):
     """What the framebuffer shows, as an RGB image."""
     g = fb.geometry
-    return Packer(g).unpack(fb.read_rect(0, 0, g.xres, g.yres), g.xres, g.yres)
+    return PixelPacker(g).unpack(fb.read_rect(0, 0, g.xres, g.yres), g.xres, g.yres)
 
 
 # ---------------------------------------------------------------------------- the screen
@@ -282,7 +179,7 @@ class Screen:
         self.fb = fb
         g = fb.geometry
         self.g = g
-        self.packer = Packer(g)
+        self.pixels = PixelPacker(g)
         self.font = _font(max(12, g.yres // 30))
         text_h = self.font.getbbox("Ag%")[3] + 2
         self.box = BarBox.for_screen(g.xres, g.yres, text_h)
@@ -302,7 +199,7 @@ class Screen:
         self.base = base
         frame = base.copy()
         self._draw_bar(frame, 0, fraction, text, failed)
-        self.fb.write_rect(0, 0, g.xres, g.yres, self.packer.pack(frame))
+        self.fb.write_rect(0, 0, g.xres, g.yres, self.pixels.pack(frame))
 
     def bar(self, fraction, text, failed=False):
         """Repaint only the bar's band over the picture."""
@@ -311,7 +208,7 @@ class Screen:
         b = self.box
         band = self.base.crop((b.x, b.band_y, b.x + b.w, b.band_y + b.band_h))
         self._draw_bar(band, b.band_y, fraction, text, failed, left=b.x)
-        self.fb.write_rect(b.x, b.band_y, b.w, b.band_h, self.packer.pack(band))
+        self.fb.write_rect(b.x, b.band_y, b.w, b.band_h, self.pixels.pack(band))
 
     def _draw_bar(self, img, top, fraction, text, failed, left=0):
         """Draw the bar (and its text line) onto img, whose origin is (left, top) on screen."""
@@ -387,42 +284,5 @@ def open_screen(picture_path, device="/dev/fb0"):
         raise
 
 
-def parse_mode(text):
-    """'1280x720-32' or '640x480-rgb565' -> a Geometry (FileFramebuffer)."""
-    size, _, kind = text.partition("-")
-    w, _, h = size.partition("x")
-    kind = {"16": "rgb565", "24": "rgb888", "32": "xrgb8888"}.get(kind, kind or "xrgb8888")
-    if kind not in LAYOUTS:
-        raise LayoutError("unknown layout %r (known: %s)" % (kind, ", ".join(sorted(LAYOUTS))))
-    return Geometry.make(int(w), int(h), kind)
-
-
-def main(argv=None):
-    """python -m sstarota.fb SOURCE OUT.png [--mode WxH-LAYOUT]: save what a framebuffer shows.
-
-    SOURCE is a device (/dev/fb0: geometry from the kernel) or a file drawn with
-    otaunpack --fb-file (give its --mode)."""
-    import argparse
-    import stat as stat_mod
-
-    ap = argparse.ArgumentParser(prog="python -m sstarota.fb", description=main.__doc__)
-    ap.add_argument("source")
-    ap.add_argument("out")
-    ap.add_argument("--mode", default="1280x720-32", help="geometry of a file source (default %(default)s)")
-    a = ap.parse_args(argv)
-    try:
-        if stat_mod.S_ISCHR(os.stat(a.source).st_mode):
-            frame = Framebuffer(a.source)
-        else:
-            frame = FileFramebuffer(a.source, parse_mode(a.mode))
-        screenshot(frame).save(a.out)
-    except (OSError, LayoutError, ValueError) as exc:
-        ap.exit(2, "python -m sstarota.fb: error: %s\n" % exc)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-__all__ = ["Framebuffer", "FileFramebuffer", "FramebufferRenderer", "Geometry", "LayoutError", "Packer", "Screen",
-           "open_screen", "screenshot", "parse_mode"]
+__all__ = ["Framebuffer", "FileFramebuffer", "FramebufferRenderer", "Geometry", "LayoutError", "PixelPacker", "Screen",
+           "open_framebuffer", "open_screen", "screenshot", "parse_mode"]

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
-from . import checksum, schema
+from . import schema
 from .errors import PackageError
 from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
 
@@ -208,10 +208,10 @@ class PackageReader:
         total = sum(s.data_len for s in h.slots[:count])
         self.header = Header(schema.LEGACY, count, total, h.begin_len, h.end_len, raw, "", h)
         self.begin_script = self._read_script(h.begin_len, "begin script")
-        if checksum.bytesum(self.begin_script) != h.begin_sum:
+        if schema.legacy_sum(self.begin_script).digest() != h.begin_sum:
             raise PackageError("%s: begin script checksum mismatch (legacy byte-sum)" % self.name)
         self.end_script = self._read_script(h.end_len, "end script")
-        if checksum.bytesum(self.end_script) != h.end_sum:
+        if schema.legacy_sum(self.end_script).digest() != h.end_sum:
             raise PackageError("%s: end script checksum mismatch (legacy byte-sum)" % self.name)
         self._slots = list(h.slots[:count])
 
@@ -229,7 +229,7 @@ class PackageReader:
         for i, slot in enumerate(self._slots):
             rec = Record(i, schema.LEGACY_OPS[slot.op], slot.dst, slot.data_len, slot.dst_size, 0,
                          checksum=slot.data_sum, offset=self.offset, legacy_op=slot.op)
-            yield from self._with_data(rec, checksum.ByteSum())
+            yield from self._with_data(rec, schema.legacy_sum())
 
     def _stream_records(self):
         gen = self.header.format

@@ -63,15 +63,7 @@ class CString(Adapter):
 OP_BLOCK, OP_UBI, OP_FILE_UPDATE, OP_FILE_ADD, OP_FILE_DELETE, OP_FILE_DIFF, OP_SCRIPT = range(7)
 
 #: op code -> name used by --info, the CLI and the writers' registry
-OP_NAMES = {
-    OP_BLOCK: "block",
-    OP_UBI: "ubi",
-    OP_FILE_UPDATE: "file-update",
-    OP_FILE_ADD: "file-add",
-    OP_FILE_DELETE: "file-delete",
-    OP_FILE_DIFF: "file-diff",
-    OP_SCRIPT: "script",
-}
+OP_NAMES = dict(enumerate(("block", "ubi", "file-update", "file-add", "file-delete", "file-diff", "script")))
 
 #: legacy single-header op codes -> the equivalent 0.3/0.4/1.6 op
 LEGACY_RAW, LEGACY_UBI, LEGACY_FILE = 0, 1, 2
@@ -362,6 +354,12 @@ def _u32(buf, off):
 def legacy_sum_ok(raw):
     """The legacy header's one checksum: the byte-sum of bytes 8..2583 in its first word."""
     return len(raw) >= LEGACY_SIZE and _u32(raw, 0) == checksum.bytesum(raw[8:LEGACY_SIZE])
+
+
+def legacy_sum(data=b""):
+    """The checksum a legacy header holds for each script and each slot's data: their
+    byte-sum, as an incremental hasher (update(), digest())."""
+    return checksum.ByteSum(data)
 
 
 def build_legacy_header(fields):

@@ -179,10 +179,10 @@ def test_pixel_bytes_for_pure_colours(tmp_path):
               "abgr8888": b"\xff\x00\x00\xff", "rgbx8888": b"\x00\x00\x00\xff"}
     red = Image.new("RGB", (1, 1), (255, 0, 0))
     for layout, want in expect.items():
-        data = fb.Packer(fb.Geometry.make(1, 1, layout)).pack(red)
+        data = fb.PixelPacker(fb.Geometry.make(1, 1, layout)).pack(red)
         assert data[:len(want)] == want, layout
     green = Image.new("RGB", (1, 1), (0, 255, 0))
-    assert fb.Packer(fb.Geometry.make(1, 1, "rgb565")).pack(green) == b"\xe0\x07"
+    assert fb.PixelPacker(fb.Geometry.make(1, 1, "rgb565")).pack(green) == b"\xe0\x07"
 
 
 def test_renderer_rate_limit_and_failure_screen(tmp_path):
@@ -249,12 +249,12 @@ def test_screenshot_command_saves_a_png(pkg, tmp_path):
     assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q", "-p", quadrant_picture(tmp_path / "p.png"),
                      "--fb-file", raw, "--fb-mode", "320x180-bgr565").returncode == 0
     out = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, "-m", "sstarota.fb", raw, out, "--mode", "320x180-bgr565"],
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.fbshot", raw, out, "--mode", "320x180-bgr565"],
                           capture_output=True, text=True, cwd=PROJECT)
     assert proc.returncode == 0, proc.stderr
     with Image.open(out) as im:
         assert im.size == (320, 180)
         assert close(im.convert("RGB").getpixel((80, 45)), QUADRANTS[0], 8)
-    proc = subprocess.run([sys.executable, "-m", "sstarota.fb", tmp_path / "none.raw", out, "--mode", "1x1-9"],
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.fbshot", tmp_path / "none.raw", out, "--mode", "1x1-9"],
                           capture_output=True, text=True, cwd=PROJECT)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

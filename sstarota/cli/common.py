@@ -15,6 +15,28 @@ EXIT_CODES_HELP = (
 )
 
 
+def script_options(f):
+    """-b and -e: the begin and end scripts a package is created with."""
+    f = click.option("-e", "end", metavar="FILE", help="End script (with -c).")(f)
+    return click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")(f)
+
+
+def target_options(src_help, dst_metavar, dst_help, size_bits):
+    """-s, -d and -t: a record's (or legacy slot's) data, target and target size."""
+
+    def deco(f):
+        f = click.option("-t", "size", type=VendorInt(size_bits), default=0, metavar="SIZE",
+                         help="Target size (hex with 0x).")(f)
+        f = click.option("-d", "dst", metavar=dst_metavar, help=dst_help)(f)
+        return click.option("-s", "src", metavar="FILE", help=src_help)(f)
+
+    return deco
+
+
+#: --debug, as every command takes it
+debug_option = click.option("--debug", is_flag=True, help="Tracebacks and details.")
+
+
 class VendorInt(click.ParamType):
     """A number as the vendor tools read it: hex only with 0x, decimal otherwise."""
 

@@ -5,7 +5,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, run
+from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, debug_option, run, script_options, target_options
 
 HELP = """Write the legacy single-header package header (32 slots, 2584 bytes).
 
@@ -23,13 +23,10 @@ append the scripts and each slot's data with cat, in that order.
 @click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "create", metavar="PKG", help="Create the header.")
 @click.option("-a", "append", metavar="PKG", help="Fill the next slot of PKG's header.")
-@click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")
-@click.option("-e", "end", metavar="FILE", help="End script (with -c).")
-@click.option("-s", "src", metavar="FILE", help="The slot's data (with -a).")
-@click.option("-d", "dst", metavar="DEV", help="The slot's target (at most 63 bytes).")
-@click.option("-t", "size", type=VendorInt(32), default=0, metavar="SIZE", help="Target size (hex with 0x).")
+@script_options
+@target_options("The slot's data (with -a).", "DEV", "The slot's target (at most 63 bytes).", 32)
 @click.option("-p", "op", metavar="OP", help="0 raw, 1 ubi, 2 file.")
-@click.option("--debug", is_flag=True, help="Tracebacks and details.")
+@debug_option
 def cli(create, append, begin, end, src, dst, size, op, debug):
     from .. import packer, schema
 

@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, run
+from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, debug_option, run, script_options, target_options
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
@@ -30,33 +30,40 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 
 """ + EXIT_CODES_HELP
 
+#: the operation flags of -a (what each needs: packer.OPERATIONS), in --help order
+OPERATION_HELP = (
+    ("block-update", "Raw image to a block/MTD device."),
+    ("ubi-update", "UBI volume image."),
+    ("file-update", "Replace one file."),
+    ("file-add", "Add one file (keeps its mode)."),
+    ("file-delete", "Delete one file."),
+    ("file-update-diff", "bsdiff delta of -o OLD to -n NEW."),
+    ("dir-update", "Tree -o OLD to -n NEW, full files."),
+    ("dir-update-diff", "Tree -o OLD to -n NEW, changed files as deltas."),
+    ("script-add", "A script run on the board."),
+)
+
+
+def operation_flags(f):
+    """One --NAME flag per operation, all collected into ops."""
+    for name, text in reversed(OPERATION_HELP):
+        f = click.option("--" + name, "ops", flag_value=name, multiple=True, help=text)(f)
+    return f
+
 
 @click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "create", metavar="PKG", help="Create a package (header and scripts).")
 @click.option("-a", "append", metavar="PKG", help="Append a record to PKG (its own format).")
 @click.option("-r", "read", metavar="PKG", help="Read PKG (with --out-layout; alone: like --info).")
-@click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")
-@click.option("-e", "end", metavar="FILE", help="End script (with -c).")
-@click.option("-s", "src", metavar="FILE", help="Source image or file.")
-@click.option("-d", "dst", metavar="TARGET", help="Target path or device (1.6: several, space separated).")
-@click.option("-t", "size", type=VendorInt(64), default=0, metavar="SIZE", help="Target size (hex with 0x).")
+@script_options
+@target_options("Source image or file.", "TARGET", "Target path or device (1.6: several, space separated).", 64)
 @click.option("-m", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
               help="Mode stored in the record (hex with 0x, decimal otherwise).")
 @click.option("-o", "old", metavar="PATH", help="Old file or tree (diffs, dir updates).")
 @click.option("-n", "new", metavar="PATH", help="New file or tree (diffs, dir updates).")
 @click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board.")
 @click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
-@click.option("--block-update", "ops", flag_value="block-update", multiple=True, help="Raw image to a block/MTD device.")
-@click.option("--ubi-update", "ops", flag_value="ubi-update", multiple=True, help="UBI volume image.")
-@click.option("--file-update", "ops", flag_value="file-update", multiple=True, help="Replace one file.")
-@click.option("--file-add", "ops", flag_value="file-add", multiple=True, help="Add one file (keeps its mode).")
-@click.option("--file-delete", "ops", flag_value="file-delete", multiple=True, help="Delete one file.")
-@click.option("--file-update-diff", "ops", flag_value="file-update-diff", multiple=True,
-              help="bsdiff delta of -o OLD to -n NEW.")
-@click.option("--dir-update", "ops", flag_value="dir-update", multiple=True, help="Tree -o OLD to -n NEW, full files.")
-@click.option("--dir-update-diff", "ops", flag_value="dir-update-diff", multiple=True,
-              help="Tree -o OLD to -n NEW, changed files as deltas.")
-@click.option("--script-add", "ops", flag_value="script-add", multiple=True, help="A script run on the board.")
+@operation_flags
 @click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default 0.4).")
 @click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the tool id, up to 63 bytes (default: sstarota-VERSION).")
@@ -72,7 +79,7 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("-j", "--jobs", type=int, default=None, metavar="N",
               help="--dir-update-diff: make patches in N processes (default: one per core).")
 @click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
-@click.option("--debug", is_flag=True, help="Tracebacks and details.")
+@debug_option
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
     from .. import info as pkginfo, packer, package

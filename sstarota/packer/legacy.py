@@ -3,7 +3,7 @@ scripts and every slot's data are appended after it with cat."""
 
 import os
 
-from .. import checksum, schema
+from .. import schema
 from ..errors import InputError, PackageError, UsageError
 from ..fsutil import AtomicFile, umask
 from .build import read_script, commit_copy, rewrite
@@ -18,9 +18,9 @@ def legacy_create(path, begin=None, end=None):
     """Write a legacy single header (scripts' lengths and sums; the scripts go after it with cat)."""
     begin_b = read_script(begin, "begin")
     end_b = read_script(end, "end")
-    raw = schema.build_legacy_header(dict(record_count=0, begin_len=len(begin_b), begin_sum=checksum.bytesum(begin_b),
-                             end_len=len(end_b), end_sum=checksum.bytesum(end_b),
-                             slots=[_empty_slot() for _ in range(schema.LEGACY_SLOTS)]))
+    raw = schema.build_legacy_header(dict(
+        record_count=0, begin_len=len(begin_b), begin_sum=schema.legacy_sum(begin_b).digest(), end_len=len(end_b),
+        end_sum=schema.legacy_sum(end_b).digest(), slots=[_empty_slot() for _ in range(schema.LEGACY_SLOTS)]))
     with AtomicFile(path, sync=False) as out:
         out.write(raw)
         out.commit(mode=0o644 & ~umask())
@@ -48,7 +48,7 @@ def legacy_append(path, src, dst, dst_size, op):
         raise InputError("%s is %d bytes, larger than its target size -t %d (0x%x)" % (src, source.length, dst_size, dst_size))
     if dst_size > schema.U32_MAX:
         raise InputError("-t %d does not fit the legacy 32-bit size field" % dst_size)
-    total = checksum.ByteSum()
+    total = schema.legacy_sum()
     for piece in source.chunks():
         total.update(piece)
     slots = [dict(s) for s in h.slots]
