@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from .errors import PackageError
+from .schema import OP_SCRIPT
 
 NAME = "sstarota-manifest.sh"
 MAGIC = b"# sstarota-manifest "
@@ -58,8 +59,6 @@ class Manifest:
 
 def is_manifest(rec):
     """Is this record (by its header) a manifest candidate?"""
-    from .schema import OP_SCRIPT
-
     return rec.op == OP_SCRIPT and rec.dst == NAME and rec.data_len <= MAX_SIZE
 
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 from . import schema
 from .errors import PackageError
+from .sources import FileSource
 from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
 
 CHUNK = 1 << 20
@@ -322,8 +323,6 @@ def read_all(reader):
 
 def scan(path, strict=False):
     """Read a whole package (raw or gzip); return (reader, records). Used by --info and -r."""
-    from .sources import FileSource
-
     with FileSource(path) as source, source.stream() as stream:
         reader = PackageReader(stream, os.path.basename(path), strict=strict)
         return reader, read_all(reader)

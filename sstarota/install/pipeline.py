@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import manifest, schema
+from .. import delta, manifest, schema
 from ..errors import InstallError, OtaError, PackageError
 from ..package import PackageReader
 from ..paths import resolve
@@ -91,8 +91,8 @@ class Installer:
             digests.update(piece)
             if keep is not None:
                 keep.append(bytes(piece))
-            if len(head) < 32:
-                head += bytes(piece[:32 - len(head)])
+            if len(head) < delta.HEADER:
+                head += bytes(piece[:delta.HEADER - len(head)])
             p.add(reader.offset - self._seen)
             self._seen = reader.offset
         item = Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest(),

@@ -86,7 +86,7 @@ def plan_targets(ctx, rec, root=None, all_targets=False):
             raise PackageError("record %d: %s" % (rec.index, exc)) from None
         writer_for(rec.op).check(ctx, rec, name, path)
         targets.append(Target(name, path, bool(mask) or all_targets))
-    if rec.op == schema.OP_FILE_DIFF and rec.data_len < 32:
+    if rec.op == schema.OP_FILE_DIFF and rec.data_len < delta.HEADER:
         raise PackageError("record %d: file-diff data is %d bytes, too short for a BSDIFF40 patch"
                            % (rec.index, rec.data_len))
     return targets
