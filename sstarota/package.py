@@ -24,6 +24,8 @@ _READ_ERRORS = (OSError, EOFError, zlib.error)
 
 @dataclass
 class Header:
+    """A verified package header. generation names it; format is its schema.Generation."""
+
     generation: str  # "legacy", "0.3", "0.4" or "1.6"
     record_count: int
     total_data: int

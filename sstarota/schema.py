@@ -347,13 +347,9 @@ LEGACY = "legacy"
 LEGACY_SIZE = LegacyHeader.sizeof()
 
 
-def _u32(buf, off):
-    return struct.unpack_from("<I", buf, off)[0]
-
-
 def legacy_sum_ok(raw):
     """The legacy header's one checksum: the byte-sum of bytes 8..2583 in its first word."""
-    return len(raw) >= LEGACY_SIZE and _u32(raw, 0) == checksum.bytesum(raw[8:LEGACY_SIZE])
+    return len(raw) >= LEGACY_SIZE and int.from_bytes(raw[:4], "little") == checksum.bytesum(raw[8:LEGACY_SIZE])
 
 
 def legacy_sum(data=b""):
@@ -387,7 +383,7 @@ def detect_generation(prefix):
         if not GEN16.header_digest_ok(prefix):
             raise PackageError("1.6 header checksum mismatch (MD5 of bytes 16..127): the header is corrupt")
         return GEN16.name
-    if legacy_sum_ok(prefix) and _u32(prefix, 4) <= LEGACY_SLOTS:
+    if legacy_sum_ok(prefix) and int.from_bytes(prefix[4:8], "little") <= LEGACY_SLOTS:
         return LEGACY
     for gen in (GEN03, GEN04):
         if gen.has_version(prefix):
