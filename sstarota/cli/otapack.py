@@ -84,6 +84,32 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
     from .. import info as pkginfo, packer, package
 
+    _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest)
+    if create:
+        packer.create(create, fmt or "0.4", begin, end, tool_id or packer.DEFAULT_TOOL_ID, with_manifest=with_manifest)
+        return 0
+    if append:
+        if not ops:
+            raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
+        masks = packer.parse_masks(default_mask) if default_mask is not None else None
+        log = (lambda m: click.echo("otapack: %s" % m, err=True))
+        specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
+                                       threshold=_ratio(threshold), jobs=jobs)
+        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync)
+        return 0
+    if gzip_path:
+        packer.gzip_package(gzip_path, keep)
+        return 0
+    if read and out_layout:
+        _, records = package.scan(read, strict=True)
+        with open(out_layout, "w") as f:
+            f.write("".join(line + "\n" for line in pkginfo.layout_lines(records)))
+        return 0
+    return _info(info or read, as_json)
+
+
+def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest):
+    """Exactly one action, and the options that go with -c or -a only with it."""
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
                                         ("--gzip", gzip_path)) if value]
     if len(actions) != 1:
@@ -96,27 +122,6 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         raise UsageError("--format goes with -c (appends keep the package's own format)")
     if with_manifest and not create:
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
-    if create:
-        packer.create(create, fmt or "0.4", begin, end, tool_id or packer.DEFAULT_TOOL_ID, with_manifest=with_manifest)
-        return 0
-    if append:
-        if not ops:
-            raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
-        masks = packer.parse_masks(default_mask) if default_mask is not None else None
-        log = (lambda m: click.echo("otapack: %s" % m, err=True))
-        specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
-                                     threshold=_ratio(threshold), jobs=jobs)
-        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync)
-        return 0
-    if gzip_path:
-        packer.gzip_package(gzip_path, keep)
-        return 0
-    if read and out_layout:
-        _, records = package.scan(read, strict=True)
-        with open(out_layout, "w") as f:
-            f.write("".join(line + "\n" for line in pkginfo.layout_lines(records)))
-        return 0
-    return _info(info or read, as_json)
 
 
 def _ratio(text):
