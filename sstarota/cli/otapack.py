@@ -23,10 +23,12 @@ HELP = """Create and extend SigmaStar OTA packages, byte-compatible with the ven
   otapack -a PKG -o OLDDIR -n NEWDIR -d PREFIX --dir-update|--dir-update-diff
   otapack --out-layout FILE -r PKG       otapack --info PKG [--json]
   otapack --gzip PKG [-k]
+  otapack --install-dropin SDK [--format F] [--tool-id ID]    otapack --uninstall-dropin SDK
 
 Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them:
 -m 644 stores 644 (octal 1204); write -m 0x1a4 for rw-r--r--.
 1.6 only: several targets in -d ("/dev/mtd3 /dev/mtd4"), --default-mask "1 0", -l LABEL.
+-c without --format/--tool-id takes SSTAROTA_FORMAT and SSTAROTA_TOOL_ID from the environment.
 
 """ + EXIT_CODES_HELP
 
@@ -72,25 +74,46 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 @click.option("-j", "--jobs", type=int, default=None, metavar="N",
               help="--dir-update-diff: make patches in N processes (default: one per core).")
 @click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
+@click.option("--install-dropin", "install_dropin", metavar="SDK",
+              help="Put a launcher for this otapack in place of the SDK's vendor binary (kept as otapack.vendor); "
+                   "-c then defaults to the vendor's format and tool id.")
+@click.option("--uninstall-dropin", "uninstall_dropin", metavar="SDK", help="Restore the SDK's vendor otapack.")
+@click.option("--version", "version", is_flag=True, help="Print the version and the -c defaults in effect.")
 @click.option("--debug", is_flag=True, help="Tracebacks and details.")
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
-    from .. import pack, package
+        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
+        install_dropin, uninstall_dropin, version, debug):
+    from .. import __version__, dropin, pack, package
 
+    if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
+        env_fmt, env_id = dropin.env_defaults()
+        click.echo("otapack (sstarota) %s\ndefaults: format=%s tool-id=%s"
+                   % (__version__, env_fmt or "0.4", env_id or pack.DEFAULT_TOOL_ID))
+        return 0
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
-                                        ("--gzip", gzip_path)) if value]
+                                        ("--gzip", gzip_path), ("--install-dropin", install_dropin),
+                                        ("--uninstall-dropin", uninstall_dropin)) if value]
     if len(actions) != 1:
         raise UsageError("give exactly one of -c, -a, -r, --info, --gzip (got %s)" % (", ".join(actions) or "none"))
     if len(set(ops)) > 1:
         raise UsageError("one operation per call, got --%s" % ", --".join(ops))
     if ops and not append:
         raise UsageError("--%s goes with -a PKG" % ops[0])
+    if install_dropin or uninstall_dropin:
+        log = (lambda m: click.echo(m, err=True))
+        if install_dropin:
+            dropin.install(install_dropin, fmt, tool_id, log=log)
+        else:
+            dropin.uninstall(uninstall_dropin, log=log)
+        return 0
     if fmt and not create:
         raise UsageError("--format goes with -c (appends keep the package's own format)")
     if with_manifest and not create:
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
     if create:
-        pack.create(create, fmt or "0.4", begin, end, tool_id or pack.DEFAULT_TOOL_ID, with_manifest=with_manifest)
+        env_fmt, env_id = dropin.env_defaults()
+        pack.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or pack.DEFAULT_TOOL_ID,
+                    with_manifest=with_manifest)
         return 0
     if append:
         if not ops:
