@@ -53,6 +53,8 @@ vendor_banner() { # file -> "version commit" from the vendor binary's --help, or
     "$1" --help 2>&1 </dev/null | sed -n 's/.*Ota pack internal version \([0-9][0-9.]*\)\( commit: \([0-9A-Za-z]*\)\)\{0,1\}.*/\1 \3/p' | head -n 1
 }
 
+SSTAROTA_LIST=$(echo $SSTAROTA_LIST)
+FLASH_TYPE=$(echo $FLASH_TYPE)
 [ -n "$IMAGEDIR" ] || die "IMAGEDIR is not set"
 [ -d "$IMAGEDIR" ] || die "IMAGEDIR $IMAGEDIR is not a directory"
 
@@ -68,7 +70,10 @@ elif is_ours "$(command -v otapack || true)"; then
 else
     die "no sstarota otapack: $sdk_tool is not sstarota's and neither is otapack on PATH ($(command -v otapack || echo none)); pip install sstarota, or set OTAPACK"
 fi
-defaults=$("${ota[@]}" --version | sed -n 's/^defaults: format=\([^ ]*\) tool-id=\(.*\)$/\1 \2/p')
+# What -c does without --format/--tool-id: SSTAROTA_FORMAT/SSTAROTA_TOOL_ID, or a drop-in launcher's.
+version=$("${ota[@]}" --version)
+packer_format=$(sed -n 's/^-c format: \([0-9.]*\) (SSTAROTA_FORMAT)$/\1/p' <<< "$version")
+packer_tool_id=$(sed -n 's/^-c tool id: \(.*\) (SSTAROTA_TOOL_ID)$/\1/p' <<< "$version")
 # What the SDK's vendor binary is (or was, before a drop-in): its version and commit.
 banner=$(vendor_banner "$sdk_tool")
 [ -n "$banner" ] || banner=$(vendor_banner "$sdk_tool.vendor")
@@ -76,14 +81,15 @@ vendor_version=${banner%% *}
 vendor_commit=${banner#* }
 
 fmt=$OTA_FORMAT
-[ -n "$fmt" ] || fmt=$SSTAROTA_FORMAT
+[ -n "$fmt" ] || fmt=$packer_format
 [ -n "$fmt" ] || fmt=$vendor_version
 [ -n "$fmt" ] || fmt=0.4
 case "$fmt" in 0.3|0.4|1.6) ;; *) die "OTA_FORMAT=$fmt: use 0.4 (2021 trees) or 1.6 (2025 trees), or 0.3" ;; esac
 tool_id=$OTA_TOOL_ID
-if [ -z "$tool_id" ] && [ -z "$SSTAROTA_TOOL_ID" ] && [ "$vendor_version" = 1.6 ] && [ -n "$vendor_commit" ]; then
+if [ -z "$tool_id" ] && [ -z "$packer_tool_id" ] && [ "$vendor_version" = 1.6 ] && [ -n "$vendor_commit" ]; then
     tool_id=$vendor_commit
 fi
+[ -n "$SSTAROTA_LIST" ] || die "OTA_IMAGE_LIST is empty: no partition to pack (it comes from the partition config)"
 
 PKG=$IMAGEDIR/SStarOta.bin
 [ "$fmt" = 1.6 ] && LAYOUT=$IMAGEDIR/SStarOtaLayout.txt

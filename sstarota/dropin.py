@@ -72,9 +72,10 @@ def _sha256(path):
 
 def _our_command():
     """The command the launcher runs: this installation's otapack."""
-    script = Path(sys.executable).parent / "otapack"
-    if script.is_file() and not is_launcher(script):
-        return shlex.quote(str(script))
+    running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    for script in (running, Path(sys.executable).parent / "otapack"):
+        if script and script.name == "otapack" and script.is_file() and not is_launcher(script):
+            return shlex.quote(str(script))
     return "%s -m sstarota.cli.otapack" % shlex.quote(sys.executable)
 
 
@@ -85,11 +86,10 @@ def launcher_text(fmt, tool_id, version, commit, digest, sdk_root):
         "# (internal version %s%s)." % (version or "unknown", " commit %s" % commit if commit else ""),
         "# The vendor's binary is beside this file as otapack%s (sha256 %s)." % (BACKUP_SUFFIX, digest),
         "# Undo: otapack --uninstall-dropin %s" % shlex.quote(str(sdk_root)),
-        ': "${%s:=%s}"' % (ENV_FORMAT, fmt),
+        '[ -n "$%s" ] || %s=%s' % (ENV_FORMAT, ENV_FORMAT, shlex.quote(fmt)),
     ]
     if tool_id:
-        lines.append(': "${%s:=%s}"' % (ENV_TOOL_ID, tool_id.replace("\\", "\\\\").replace('"', '\\"')
-                                          .replace("$", "\\$").replace("`", "\\`")))
+        lines.append('[ -n "$%s" ] || %s=%s' % (ENV_TOOL_ID, ENV_TOOL_ID, shlex.quote(tool_id)))
         lines.append("export %s %s" % (ENV_FORMAT, ENV_TOOL_ID))
     else:
         lines.append("export %s" % ENV_FORMAT)

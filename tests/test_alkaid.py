@@ -323,6 +323,16 @@ def test_2025_flow_kernel_env_script_even_without_the_kernel(tmp_path):
         "0,kernel_otaenv.sh,kernel_otaenv.sh,0x1\n1,rootfs.sqfs,/dev/mtdblock5,0x1\n")
 
 
+def test_format_from_the_environment_variable(tmp_path):
+    """SSTAROTA_FORMAT (the drop-in's variable) picks the flow when OTA_FORMAT is not given."""
+    root, out = make_tree(tmp_path, CONFIG_2025)
+    proc = run_make(root, OTA_PARTS="ipl", SSTAROTA_FORMAT="1.6")
+    assert proc.returncode == 0, proc.stderr
+    assert "(1.6)" in proc.stdout
+    assert (out / "SStarOtaLayout.txt").read_text().splitlines() == [
+        "0,ipl_s.bin,/dev/mtdblock0,0x1", "1,kernel_otaenv.sh,kernel_otaenv.sh,0x1"]
+
+
 def test_2025_flow_sdmmc_has_no_kernel_env_script(tmp_path):
     root, out = make_tree(tmp_path, CONFIG_SDMMC, flash="sdmmc", images=IMAGES_SDMMC)
     proc = run_make(root, OTA_FORMAT="1.6", OTA_PARTS="ipl kernel")

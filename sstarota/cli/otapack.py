@@ -87,8 +87,9 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
 
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         env_fmt, env_id = dropin.env_defaults()
-        click.echo("otapack (sstarota) %s\ndefaults: format=%s tool-id=%s"
-                   % (__version__, env_fmt or "0.4", env_id or pack.DEFAULT_TOOL_ID))
+        click.echo("otapack (sstarota) %s\n-c format: %s\n-c tool id: %s"
+                   % (__version__, "%s (%s)" % (env_fmt, dropin.ENV_FORMAT) if env_fmt else "0.4 (built in)",
+                      "%s (%s)" % (env_id, dropin.ENV_TOOL_ID) if env_id else "%s (built in)" % pack.DEFAULT_TOOL_ID))
         return 0
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
                                         ("--gzip", gzip_path), ("--install-dropin", install_dropin),
