@@ -90,6 +90,7 @@ if [ -z "$tool_id" ] && [ -z "$packer_tool_id" ] && [ "$vendor_version" = 1.6 ] 
     tool_id=$vendor_commit
 fi
 [ -n "$SSTAROTA_LIST" ] || die "OTA_IMAGE_LIST is empty: no partition to pack (it comes from the partition config)"
+[ "$SSTAROTA_LIST" = "$(echo $SSTAROTA_LIST_AT_INCLUDE)" ] || die "OTA_IMAGE_LIST was '$SSTAROTA_LIST_AT_INCLUDE' where ota.mk was included and is '$SSTAROTA_LIST' now: include ota.mk after the partition config"
 
 PKG=$IMAGEDIR/SStarOta.bin
 [ "$fmt" = 1.6 ] && LAYOUT=$IMAGEDIR/SStarOtaLayout.txt
@@ -237,6 +238,7 @@ $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otaimg =
 .PHONY: ota_images
 ota_images: export SSTAROTA_OTA_IMAGES_SH = $(value sstarota_ota_images_sh)
 ota_images: export SSTAROTA_LIST = $(OTA_IMAGE_LIST)
+ota_images: export SSTAROTA_LIST_AT_INCLUDE := $(OTA_IMAGE_LIST)
 ota_images: export IMAGEDIR := $(IMAGEDIR)
 ota_images: export PROJ_ROOT := $(PROJ_ROOT)
 ota_images: export FLASH_TYPE := $(FLASH_TYPE)

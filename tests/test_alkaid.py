@@ -359,6 +359,7 @@ def test_all_partitions_and_manifest(tmp_path):
     ("unknown-part", "OTA_PARTS names 'nope', which is not in OTA_IMAGE_LIST"),
     ("no-answers", "no answers on stdin"),
     ("bad-format", "OTA_FORMAT=2.0"),
+    ("late-list", "include ota.mk after the partition config"),
 ])
 def test_clear_errors(tmp_path, case, needle):
     config = CONFIG_2021
@@ -367,6 +368,9 @@ def test_clear_errors(tmp_path, case, needle):
         if case == "no-rule":
             config += "extra$(OTABLK) = /dev/mtdblock9\nextra$(PATSIZE) = 0x1000\n"
     root, out = make_tree(tmp_path, config)
+    if case == "late-list":  # the list set after ota.mk is included: its settings were never seen
+        mk = root / "image" / "makefile"
+        mk.write_text(mk.read_text() + "OTA_IMAGE_LIST += rootfs\n")
     if case == "missing-image":
         (out / "customer.ubifs").unlink()
     env = {"no-answers": {}, "unknown-part": {"OTA_PARTS": "nope"}, "bad-format": {"OTA_PARTS": "all",
