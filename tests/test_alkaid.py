@@ -131,8 +131,9 @@ def make_tree(tmp_path, config, flash="spinand", copy_mk=False, images=IMAGES_SP
     return root, out
 
 
-def run_make(root, stdin=None, path_first=str(BIN), **env):
-    e = dict(os.environ, PATH="%s:%s" % (path_first, os.environ["PATH"]))
+def run_make(root, stdin=None, path=None, **env):
+    """make image-ota with our otapack first on PATH (path: the whole PATH instead)."""
+    e = dict(os.environ, PATH=path or "%s:%s" % (BIN, os.environ["PATH"]))
     for k in ("SSTAROTA_FORMAT", "SSTAROTA_TOOL_ID", "OTA_FORMAT", "OTA_PARTS", "OTAPACK"):
         e.pop(k, None)
     e.update(env)
@@ -398,6 +399,15 @@ ota_images:
 """
 
 
+def path_without_otapack(tmp_path):
+    """A PATH holding only the tools the make flows use (no otapack anywhere on it)."""
+    d = tmp_path / "sysbin"
+    d.mkdir()
+    for tool in ("make", "sh", "bash", "sed", "grep", "head", "wc", "rm", "stat", "gzip", "printf", "cat"):
+        os.symlink(shutil.which(tool), d / tool)
+    return str(d)
+
+
 def stand_in(root, banner):
     """makefiletools/bin/otapack as a script printing the vendor's --help banner (exit 0)."""
     tool = root / "image" / "makefiletools" / "bin" / "otapack"
@@ -438,7 +448,7 @@ def test_dropin_launcher_makes_the_vendor_1_6_package_and_undoes(tmp_path):
     assert run_cli("--install-dropin", sdk).returncode == 2  # once only
 
     # the SDK's own ota.mk, unchanged: plain `otapack -c` now writes 1.6 with the vendor's tool id
-    proc = run_make(root, "\nyes\n", path_first="/nonexistent")
+    proc = run_make(root, "\nyes\n", path=path_without_otapack(tmp_path))  # no otapack on PATH: the SDK's is the launcher
     assert proc.returncode == 0, proc.stderr
     raw = made(out)
     env = ("script", env_script(tmp_path, ENV_2025), "kernel_otaenv.sh", "kernel_otaenv.sh")
@@ -452,7 +462,7 @@ def test_dropin_launcher_makes_the_vendor_1_6_package_and_undoes(tmp_path):
     # our ota.mk in the same tree finds the launcher and takes its format and tool id
     (out / "SStarOta.bin.gz").unlink()
     (root / "image" / "makefile").write_text(IMAGE_MAKEFILE.format(flash="spinand", ota_mk=OTA_MK))
-    proc = run_make(root, OTA_PARTS="kernel", path_first="/nonexistent")
+    proc = run_make(root, OTA_PARTS="kernel", path=str(tmp_path / "sysbin"))
     assert proc.returncode == 0, proc.stderr
     assert made(out) == raw
 
