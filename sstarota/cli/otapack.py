@@ -79,14 +79,32 @@ def operation_flags(f):
 @click.option("-j", "--jobs", type=int, default=None, metavar="N",
               help="--dir-update-diff: make patches in N processes (default: one per core).")
 @click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
+@click.option("--install-dropin", "install_dropin", metavar="SDK",
+              help="Put a launcher for this otapack in place of the SDK's vendor binary (kept as otapack.vendor); "
+                   "-c then defaults to the vendor's format and tool id.")
+@click.option("--uninstall-dropin", "uninstall_dropin", metavar="SDK", help="Restore the SDK's vendor otapack.")
+@click.option("--version", "version", is_flag=True, help="Print the version and the -c defaults in effect.")
 @debug_option
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync, debug):
-    from .. import info as pkginfo, packer, package
+        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
+        install_dropin, uninstall_dropin, version, debug):
+    from .. import dropin, info as pkginfo, packer, package
 
-    _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest)
+    if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
+        click.echo(dropin.version_text())
+        return 0
+    _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin, uninstall_dropin)
+    if install_dropin or uninstall_dropin:
+        log = (lambda m: click.echo(m, err=True))
+        if install_dropin:
+            dropin.install(install_dropin, fmt, tool_id, log=log)
+        else:
+            dropin.uninstall(uninstall_dropin, log=log)
+        return 0
     if create:
-        packer.create(create, fmt or "0.4", begin, end, tool_id or packer.DEFAULT_TOOL_ID, with_manifest=with_manifest)
+        env_fmt, env_id = dropin.env_defaults()
+        packer.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
+                      with_manifest=with_manifest)
         return 0
     if append:
         if not ops:
@@ -108,17 +126,19 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     return _info(info or read, as_json)
 
 
-def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest):
+def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin=None,
+                   uninstall_dropin=None):
     """Exactly one action, and the options that go with -c or -a only with it."""
     actions = [name for name, value in (("-c", create), ("-a", append), ("-r", read), ("--info", info),
-                                        ("--gzip", gzip_path)) if value]
+                                        ("--gzip", gzip_path), ("--install-dropin", install_dropin),
+                                        ("--uninstall-dropin", uninstall_dropin)) if value]
     if len(actions) != 1:
         raise UsageError("give exactly one of -c, -a, -r, --info, --gzip (got %s)" % (", ".join(actions) or "none"))
     if len(set(ops)) > 1:
         raise UsageError("one operation per call, got --%s" % ", --".join(ops))
     if ops and not append:
         raise UsageError("--%s goes with -a PKG" % ops[0])
-    if fmt and not create:
+    if fmt and not (create or install_dropin):
         raise UsageError("--format goes with -c (appends keep the package's own format)")
     if with_manifest and not create:
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
