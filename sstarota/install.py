@@ -28,7 +28,7 @@ from .writers import Context, writer_for
 from .writers.base import is_partition
 from .writers.mtd import open_content
 
-BLOCK = 1 << 20
+BLOCK = 256 << 10  # verify/write granularity: a few of these in flight at once on a 64 MB board
 
 END_PREAMBLE = 'OTA_STATUS=%d\necho "OTA UPDATA STATUS: ${OTA_STATUS}"\n'
 

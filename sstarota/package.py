@@ -20,7 +20,7 @@ from construct import ConstructError
 from . import checksum, schema
 from .errors import InputError, PackageError
 
-CHUNK = 1 << 20
+CHUNK = 256 << 10  # read size: small enough for a 64 MB board, large enough for speed
 #: the largest script we hold in memory (scripts are piped into sh whole)
 MAX_SCRIPT = 16 << 20
 GZIP_MAGIC = b"\x1f\x8b"

@@ -240,22 +240,32 @@ def _screen(picture, device, fb_file, mode, warn):
         return None
 
 
-def _lazy_modules(names):
-    """Import these modules only when first used. construct imports pdb and pickle for its
-    debugging helpers, which an install never calls: 2-3 MB of RAM on a board."""
-    import importlib.util
+#: standard modules an install rarely or never calls but that its imports import: construct
+#: imports pdb and pickle for its debugging helpers, shutil (through tempfile) bz2 and lzma
+#: for archives, progress json for --progress-fd. Loaded on first use: 3 MB less on a board.
+LAZY = ("pdb", "pickle", "bz2", "lzma", "json")
+
+
+def _lazy_modules(names=LAZY):
+    """Put a stand-in for each module in sys.modules that imports the real one the first
+    time one of its attributes is used. (importlib.util.LazyLoader does not do: every
+    `import x` of a module already imported looks at x.__spec__, which loads it.)"""
+    import types
+
+    class Deferred(types.ModuleType):
+        def __getattr__(self, attr):  # only for attributes not already here
+            import importlib
+
+            name = self.__name__
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            real = importlib.import_module(name)
+            self.__dict__.update(real.__dict__)
+            return getattr(real, attr)
 
     for name in names:
-        if name in sys.modules:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            continue
-        loader = importlib.util.LazyLoader(spec.loader)
-        spec.loader = loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        loader.exec_module(module)
+        if name not in sys.modules:
+            sys.modules[name] = Deferred(name)
 
 
 def main(argv=None):
@@ -270,7 +280,7 @@ def main(argv=None):
         sys.stdout.write(HELP)
         sys.stdout.flush()
         return 0
-    _lazy_modules(("pdb", "pickle"))
+    _lazy_modules()
     from ..errors import OtaError
 
     try:
