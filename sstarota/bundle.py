@@ -67,6 +67,8 @@ def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3")
             z.writestr(info, data)
 
         put("__main__.py", MAIN)
+        if bytecode:
+            put("__main__.pyc", _pyc(MAIN, "__main__.py"))  # runpy takes it: no compile at every start
         for arcname, path in bundle_files():
             with open(path, "rb") as f:
                 source = f.read()
