@@ -355,8 +355,9 @@ class ArmBoardVM:
     """One booted armhf board; run() shell commands in it; stop() powers it off."""
 
     def __init__(self, rig=DEFAULT_RIG, work=None, mem=64, boot_timeout=300, data_size=512 << 20,
-                 blk_size=8 << 20):
+                 blk_size=8 << 20, usr_image=None):
         self.rig = Path(rig)
+        self.usr_image = Path(usr_image) if usr_image else self.rig / "usr.sqfs"
         self.work = Path(work)
         self.mem = mem
         self.boot_timeout = boot_timeout
@@ -391,7 +392,7 @@ class ArmBoardVM:
                "-serial", "file:%s" % (w / "console.log"),
                "-kernel", str(self.rig / "vmlinuz"), "-initrd", str(self.rig / "initramfs.cpio.gz"),
                "-append", "console=ttyAMA0 panic=-1 rdinit=/init quiet loglevel=4 cma=0"]
-        for serial, path, ro in (("usr", self.rig / "usr.sqfs", True), ("data", data, False), ("blk", blk, False)):
+        for serial, path, ro in (("usr", self.usr_image, True), ("data", data, False), ("blk", blk, False)):
             cmd += ["-drive", "if=none,id=%s,file=%s,format=raw%s" % (serial, path, ",readonly=on" if ro else ""),
                     "-device", "virtio-blk-device,drive=%s,serial=%s" % (serial, serial)]
         cmd += ["-fsdev", "local,id=work,path=%s,security_model=none" % w,
