@@ -47,7 +47,7 @@ PILLOW_PACKAGES = [
     "python3-pil", "libfreetype6", "libimagequant0", "libjpeg62-turbo", "liblcms2-2", "libopenjp2-7", "libraqm0",
     "libtiff6", "libwebp7", "libwebpdemux2", "libwebpmux3", "libxcb1", "libpng16-16", "libbrotli1", "libdeflate0",
     "libjbig0", "liblerc4", "liblzma5", "libxau6", "libxdmcp6", "libbsd0", "libmd0", "libfribidi0", "libharfbuzz0b",
-    "libglib2.0-0", "libgraphite2-3", "libstdc++6", "libffi8", "libmount1", "libblkid1",
+    "libglib2.0-0", "libgraphite2-3", "libstdc++6", "libffi8", "libmount1", "libblkid1", "libgomp1",
 ]
 
 #: loaded by /init; nandsim later, by the flash set-up (its cache file lives on the data disk)
