@@ -69,3 +69,29 @@ def test_the_bundle_is_one_reproducible_executable_with_otaunpacks_exit_codes(tm
     assert r.returncode == 3 and "Traceback" not in r.stderr
     r = run("-r", GOLDEN / "v0.4/p2.bin", "--root", root, "-q")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_hand_parsed_command_line_reads_what_click_read():
+    from sstarota.cli.otaunpack import _Usage, parse_args
+
+    o = parse_args(["-xPKG.gz", "-t", "/tmp", "--fb=/dev/fb1", "--fb-mode", "640x480-16", "-q", "--progress-fd", "3"])
+    assert (o["gz_path"], o["tmpdir"], o["fb_device"], o["fb_mode"], o["quiet"], o["progress_fd"]) == \
+        ("PKG.gz", "/tmp", "/dev/fb1", "640x480-16", True, 3)
+    o = parse_args(["-qr", "-", "-t", "a", "-t", "b", "--dry-run", "--all-targets", "--no-scripts", "--debug"])
+    assert (o["raw_path"], o["tmpdir"], o["quiet"], o["dry_run"], o["all_targets"], o["no_scripts"], o["debug"]) == \
+        ("-", "b", True, True, True, True, True)
+    o = parse_args(["-x", "p.gz"])
+    assert (o["fb_device"], o["fb_mode"], o["picture"], o["root"], o["progress_fd"]) == \
+        ("/dev/fb0", "1280x720-32", None, None, None)
+    assert parse_args(["-x", "a", "b", "--progress-fd", "x", "-h"])["help"]  # as click: --help before those checks
+    for argv, message in ((["--bogus"], "No such option: --bogus"), (["-h", "--bogus"], "No such option: --bogus"), (["-x"], "Option '-x' requires an argument."),
+                          (["-x", "a", "b"], "Got unexpected extra argument (b)"),
+                          (["-x", "a", "--", "-q"], "Got unexpected extra argument (-q)"),
+                          (["--quiet=1"], "Option '--quiet' does not take a value."),
+                          (["--progress-fd", "x"], "Invalid value for '--progress-fd': 'x' is not a valid integer.")):
+        try:
+            parse_args(argv)
+        except _Usage as exc:
+            assert str(exc) == message
+        else:
+            raise AssertionError(argv)

@@ -74,7 +74,7 @@ class _Usage(Exception):
 def parse_args(argv):
     """The options as a dict, parsed as click parsed them: `-xPKG`, `-x PKG`, `--fb=DEV`,
     `--fb DEV`, grouped short flags (`-qx PKG`), the last of a repeated option wins, `--`
-    ends the options. Raises _Usage."""
+    ends the options; an unknown option is an error even with --help. Raises _Usage."""
     opts = {dest: DEFAULTS.get(dest) for dest in VALUE_OPTIONS.values()}
     opts.update({dest: False for dest in FLAG_OPTIONS.values()})
     args = list(argv)
@@ -118,8 +118,8 @@ def parse_args(argv):
                     raise _Usage("No such option: %s" % name)
         else:
             extra.append(arg)
-        if opts["help"]:
-            return opts
+    if opts["help"]:  # as click: after a parse error, before extra arguments and values
+        return opts
     if extra:
         raise _Usage("Got unexpected extra argument%s (%s)" % ("s" if len(extra) > 1 else "", " ".join(extra)))
     if opts["progress_fd"] is not None:
