@@ -18,7 +18,9 @@ from .errors import InputError, PackageError
 
 MAGIC = b"BSDIFF40"
 HEADER = 32
-PIECE = 1 << 20
+#: bytes patched per step: the old, diff and new pieces and add_bytes' big integers
+#: (about 8 x PIECE together) stay small on a 64 MB board
+PIECE = 64 << 10
 
 
 def offtin(buf):

@@ -15,12 +15,36 @@ from typing import Optional
 SYS_MTD = "/sys/class/mtd"
 SYS_UBI = "/sys/class/ubi"
 
-# mtd-abi.h: _IOW('M', nr, size) = 1 << 30 | size << 16 | ord('M') << 8 | nr
-MEMERASE = 0x40084D02  # struct erase_info_user {u32 start; u32 length}
-MEMERASE64 = 0x40104D14  # struct erase_info_user64 {u64 start; u64 length}
-MEMGETBADBLOCK = 0x40084D0B  # loff_t
-MEMSETBADBLOCK = 0x40084D0C  # loff_t
-BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
+# ioctl numbers, as the kernel's _IOC macros build them (asm-generic/ioctl.h: ARM, arm64,
+# x86; not MIPS or PowerPC): dir << 30 | size << 16 | type << 8 | nr. The size is the
+# argument's C size on *this* ABI: size_t is 4 bytes on armhf, 8 on x86-64 and arm64.
+_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+
+
+def _IOC(direction, type_, nr, size):  # noqa: N802 (the kernel's name)
+    if isinstance(type_, str):
+        type_ = ord(type_)
+    assert 0 <= size < 1 << 14 and 0 <= nr < 256 and 0 <= type_ < 256
+    return direction << 30 | size << 16 | type_ << 8 | nr
+
+
+def _IOW(type_, nr, fmt):  # noqa: N802
+    return _IOC(_IOC_WRITE, type_, nr, struct.calcsize(fmt))
+
+
+def _IOR(type_, nr, fmt):  # noqa: N802
+    return _IOC(_IOC_READ, type_, nr, struct.calcsize(fmt))
+
+
+# mtd-abi.h; struct.calcsize with "=" sizes fixed-width fields, native ("@N") the C size_t
+MEMERASE = _IOW("M", 2, "=II")  # struct erase_info_user {__u32 start; __u32 length}: 0x40084D02
+MEMERASE64 = _IOW("M", 20, "=QQ")  # struct erase_info_user64 {__u64 start; __u64 length}: 0x40104D14
+MEMGETBADBLOCK = _IOW("M", 11, "=q")  # __kernel_loff_t: 0x40084D0B
+MEMSETBADBLOCK = _IOW("M", 12, "=q")  # __kernel_loff_t: 0x40084D0C
+# fs.h: _IOR(0x12, 114, size_t): 0x80081272 on 64-bit ABIs, 0x80041272 on armhf
+BLKGETSIZE64 = _IOR(0x12, 114, "@N")
+# ubi-user.h: _IOW('O', 0, __s64)
+UBI_IOCVOLUP = _IOW("O", 0, "=q")  # 0x40084F00
 
 MTD_CHAR_MAJOR = 90
 MTD_BLOCK_MAJOR = 31
@@ -116,9 +140,9 @@ def ubi_volume(path, sys_ubi=SYS_UBI):
 def block_device_size(path):
     fd = os.open(path, os.O_RDONLY)
     try:
-        buf = bytearray(8)
+        buf = bytearray(8)  # the number says size_t (its historical header), the kernel writes a u64
         fcntl.ioctl(fd, BLKGETSIZE64, buf, True)
-        return struct.unpack("<Q", buf)[0]
+        return struct.unpack("=Q", buf)[0]
     finally:
         os.close(fd)
 

@@ -13,7 +13,7 @@ from helpers import GOLDEN
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("command", ["otapack", "otabinheader"])
+@pytest.mark.parametrize("command", ["otapack", "otabinheader", "otaunpack"])
 def test_console_script_help(command):
     exe = BIN / command
     assert exe.exists(), "%s is not installed next to %s" % (command, sys.executable)

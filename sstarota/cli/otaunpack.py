@@ -1,93 +1,228 @@
-"""otaunpack: the board-side installer. Verifies the whole package before writing anything."""
+"""otaunpack: the board-side installer. Verifies the whole package before writing anything.
+
+The board path imports as little as it can (boards have 64 MB of RAM and a slow CPU): the
+command line is parsed by hand here instead of by click (which otapack keeps), `--help`
+imports nothing, and the installer's modules are imported only once the arguments are good.
+"""
 
 import sys
 
-import click
+PROG = "otaunpack"
 
-from ..errors import UsageError
-from .common import CONTEXT_SETTINGS, run
+HELP = """\
+Usage: otaunpack [OPTIONS]
 
-HELP = """Install a SigmaStar OTA package (legacy, 0.3, 0.4, 1.6; raw or gzip).
+  Install a SigmaStar OTA package (legacy, 0.3, 0.4, 1.6; raw or gzip).
 
-\b
-  otaunpack -x SStarOta.bin.gz [-t DIR] [-p upgrade.jpg]
-  otaunpack -r SStarOta.bin    [-t DIR]
-  otaunpack -r - -t DIR < SStarOta.bin     (stdin; spooled under DIR)
+    otaunpack -x SStarOta.bin.gz [-t DIR] [-p upgrade.jpg]
+    otaunpack -r SStarOta.bin    [-t DIR]
+    otaunpack -r - -t DIR < SStarOta.bin     (stdin; spooled under DIR)
 
-Every checksum, length and target is verified first; only then the begin script runs and
-records are written, in order. The end script runs after success (OTA_STATUS=0) and after a
-failed update (OTA_STATUS=-1). A package that fails verification is rejected whole: no
-script runs, nothing is written.
+  Every checksum, length and target is verified first; only then the begin
+  script runs and records are written, in order. The end script runs after
+  success (OTA_STATUS=0) and after a failed update (OTA_STATUS=-1). A package
+  that fails verification is rejected whole: no script runs, nothing is
+  written.
 
-\b
-Exit codes:
-  0  success
-  1  the update failed after writing began (or the begin script failed)
-  2  usage
-  3  the package was rejected and nothing was written
+  Exit codes:
+    0  success
+    1  the update failed after writing began (or the begin script failed)
+    2  usage
+    3  the package was rejected and nothing was written
+
+Options:
+  -x PKG.gz             A gzip-compressed package ('-' for stdin).
+  -r PKG                A raw package ('-' for stdin).
+  -t DIR                Work directory (patches, stdin spool). Default:
+                        $TMPDIR or /tmp.
+  -p PIC                Show progress on the framebuffer over this picture
+                        (jpg/png).
+  --fb DEV              Framebuffer device for -p.  [default: /dev/fb0]
+  --fb-file FILE        Draw the screen into FILE instead of a device
+                        (previews, tests).
+  --fb-mode WxH-LAYOUT  Geometry of --fb-file: 16, 24, 32 or a layout name
+                        (rgb565, bgr565, argb8888, ...).  [default:
+                        1280x720-32]
+  --progress-fd N       Write progress events as JSON lines to file descriptor
+                        N.
+  --root DIR            Take every target under DIR (staging, tests); nothing
+                        outside is touched.
+  --no-scripts          Do not run the begin/end scripts or script records.
+  --dry-run             Verify only, then print the plan (exit 0 or 3).
+  --all-targets         1.6: write every target of a record, mask 0 ones too.
+  -q, --quiet           No progress output.
+  --debug               Tracebacks for errors.
+  -h, --help            Show this message and exit.
 """
 
+#: options taking a value: option -> (destination, default)
+VALUE_OPTIONS = {
+    "-x": "gz_path", "-r": "raw_path", "-t": "tmpdir", "-p": "picture", "--fb": "fb_device",
+    "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
+}
+FLAG_OPTIONS = {
+    "--no-scripts": "no_scripts", "--dry-run": "dry_run", "--all-targets": "all_targets", "-q": "quiet",
+    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
+}
+DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32"}
 
-@click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
-@click.option("-x", "gz_path", metavar="PKG.gz", help="A gzip-compressed package ('-' for stdin).")
-@click.option("-r", "raw_path", metavar="PKG", help="A raw package ('-' for stdin).")
-@click.option("-t", "tmpdir", metavar="DIR", help="Work directory (patches, stdin spool). Default: $TMPDIR or /tmp.")
-@click.option("-p", "picture", metavar="PIC", help="Show progress on the framebuffer over this picture (jpg/png).")
-@click.option("--fb", "fb_device", default="/dev/fb0", show_default=True, metavar="DEV", help="Framebuffer device for -p.")
-@click.option("--fb-file", metavar="FILE", help="Draw the screen into FILE instead of a device (previews, tests).")
-@click.option("--fb-mode", default="1280x720-32", show_default=True, metavar="WxH-LAYOUT",
-              help="Geometry of --fb-file: 16, 24, 32 or a layout name (rgb565, bgr565, argb8888, ...).")
-@click.option("--progress-fd", type=int, metavar="N", help="Write progress events as JSON lines to file descriptor N.")
-@click.option("--root", metavar="DIR", help="Take every target under DIR (staging, tests); nothing outside is touched.")
-@click.option("--no-scripts", is_flag=True, help="Do not run the begin/end scripts or script records.")
-@click.option("--dry-run", is_flag=True, help="Verify only, then print the plan (exit 0 or 3).")
-@click.option("--all-targets", is_flag=True, help="1.6: write every target of a record, mask 0 ones too.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@click.option("--debug", is_flag=True, help="Tracebacks for errors.")
-def cli(gz_path, raw_path, tmpdir, picture, fb_device, fb_file, fb_mode, progress_fd, root, no_scripts, dry_run,
-        all_targets, quiet, debug):
+
+class _Usage(Exception):
+    """A command-line mistake: one line on stderr, exit 2."""
+
+
+def parse_args(argv):
+    """The options as a dict, parsed as click parsed them: `-xPKG`, `-x PKG`, `--fb=DEV`,
+    `--fb DEV`, grouped short flags (`-qx PKG`), the last of a repeated option wins, `--`
+    ends the options; an unknown option is an error even with --help. Raises _Usage."""
+    opts = {dest: DEFAULTS.get(dest) for dest in VALUE_OPTIONS.values()}
+    opts.update({dest: False for dest in FLAG_OPTIONS.values()})
+    args = list(argv)
+    extra = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            extra += args
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            if name in VALUE_OPTIONS:
+                if not eq:
+                    if not args:
+                        raise _Usage("Option '%s' requires an argument." % name)
+                    value = args.pop(0)
+                opts[VALUE_OPTIONS[name]] = value
+            elif name in FLAG_OPTIONS and not eq:
+                opts[FLAG_OPTIONS[name]] = True
+            elif name in FLAG_OPTIONS:
+                raise _Usage("Option '%s' does not take a value." % name)
+            else:
+                raise _Usage("No such option: %s" % name)
+        elif arg.startswith("-") and arg != "-":
+            i = 1
+            while i < len(arg):
+                name = "-" + arg[i]
+                i += 1
+                if name in VALUE_OPTIONS:
+                    if i < len(arg):
+                        value = arg[i:]
+                    elif args:
+                        value = args.pop(0)
+                    else:
+                        raise _Usage("Option '%s' requires an argument." % name)
+                    opts[VALUE_OPTIONS[name]] = value
+                    break
+                if name in FLAG_OPTIONS:
+                    opts[FLAG_OPTIONS[name]] = True
+                else:
+                    raise _Usage("No such option: %s" % name)
+        else:
+            extra.append(arg)
+    if opts["help"]:  # as click: after a parse error, before extra arguments and values
+        return opts
+    if extra:
+        raise _Usage("Got unexpected extra argument%s (%s)" % ("s" if len(extra) > 1 else "", " ".join(extra)))
+    if opts["progress_fd"] is not None:
+        try:
+            opts["progress_fd"] = int(opts["progress_fd"].strip(), 10)
+        except ValueError:
+            raise _Usage("Invalid value for '--progress-fd': %r is not a valid integer." % opts["progress_fd"]) \
+                from None
+    return opts
+
+
+def _stderr(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+class OomGuard:
+    """A progress subscriber that shields the installer from the OOM killer while it writes
+    flash (a kill mid-write leaves a half-written partition): /proc/self/oom_score_adj goes
+    to -1000 at the first erasing/updating event and back to what it was before the end
+    script runs (so the end script and what it starts are not shielded), at the end, or on
+    a failure. Without the privilege to lower it, nothing changes."""
+
+    PATH = "/proc/self/oom_score_adj"
+    SHIELD = "-1000"
+
+    def __init__(self):
+        self.saved = None
+
+    def __call__(self, event):
+        if event.stage in ("erasing", "updating") and not event.failed and not event.final:
+            self.protect()
+        else:
+            self.restore()
+
+    def protect(self):
+        if self.saved is not None:
+            return
+        try:
+            with open(self.PATH) as f:
+                saved = f.read().strip()
+            with open(self.PATH, "w") as f:
+                f.write(self.SHIELD)
+            self.saved = saved
+        except OSError:
+            pass
+
+    def restore(self):
+        if self.saved is None:
+            return
+        try:
+            with open(self.PATH, "w") as f:
+                f.write(self.saved)
+        except OSError:
+            pass
+        self.saved = None
+
+
+def install(opts):
+    """Run one install from parsed options; returns the exit code or raises OtaError."""
+    import os
+
+    from ..errors import UsageError
+
+    if bool(opts["gz_path"]) == bool(opts["raw_path"]):
+        raise UsageError("give one package: -x PKG.gz or -r PKG")
+    if opts["root"] is not None and not os.path.isdir(opts["root"]):
+        raise UsageError("--root %s is not a directory" % opts["root"])
+    if opts["tmpdir"] is not None and not os.path.isdir(opts["tmpdir"]):
+        raise UsageError("-t %s is not a directory" % opts["tmpdir"])
+
     from .. import install, progress
 
-    if bool(gz_path) == bool(raw_path):
-        raise UsageError("give one package: -x PKG.gz or -r PKG")
-    if root is not None:
-        import os
-
-        if not os.path.isdir(root):
-            raise UsageError("--root %s is not a directory" % root)
-    if tmpdir is not None:
-        import os
-
-        if not os.path.isdir(tmpdir):
-            raise UsageError("-t %s is not a directory" % tmpdir)
-
     def note(msg):
-        click.echo("otaunpack: note: %s" % msg, err=True)
+        _stderr("otaunpack: note: %s" % msg)
 
     def warn(msg):
-        click.echo("otaunpack: warning: %s" % msg, err=True)
+        _stderr("otaunpack: warning: %s" % msg)
 
-    renderers = [] if quiet else [progress.TextRenderer()]
-    if progress_fd is not None:
+    guard = OomGuard()
+    renderers = [guard] + ([] if opts["quiet"] else [progress.TextRenderer()])
+    if opts["progress_fd"] is not None:
         try:
-            renderers.append(progress.JsonRenderer(progress_fd))
+            renderers.append(progress.JsonRenderer(opts["progress_fd"]))
         except OSError as exc:
-            raise UsageError("--progress-fd %d: %s" % (progress_fd, exc.strerror)) from None
-    if picture or fb_file:
-        screen = _screen(picture, fb_device, fb_file, fb_mode, warn)
+            raise UsageError("--progress-fd %d: %s" % (opts["progress_fd"], exc.strerror)) from None
+    if opts["picture"] or opts["fb_file"]:
+        screen = _screen(opts["picture"], opts["fb_device"], opts["fb_file"], opts["fb_mode"], warn)
         if screen is not None:
             from ..fb import FramebufferRenderer
 
             renderers.append(FramebufferRenderer(screen))
-    source = install.open_source(gz_path or raw_path, gz=True if gz_path else None, tmpdir=tmpdir)
+    path = opts["gz_path"] or opts["raw_path"]
+    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"])
     try:
-        opts = install.Options(root=root, tmpdir=tmpdir, run_scripts=not no_scripts, all_targets=all_targets,
-                               dry_run=dry_run)
-        plan = install.Installer(source, opts, progress.Progress(renderers, warn), note).run()
+        options = install.Options(root=opts["root"], tmpdir=opts["tmpdir"], run_scripts=not opts["no_scripts"],
+                                  all_targets=opts["all_targets"], dry_run=opts["dry_run"])
+        plan = install.Installer(source, options, progress.Progress(renderers, warn), note).run()
     finally:
+        guard.restore()
         source.close()
-    if dry_run:
-        click.echo("\n".join(plan.lines()))
+    if opts["dry_run"]:
+        sys.stdout.write("\n".join(plan.lines()) + "\n")
     return 0
 
 
@@ -105,8 +240,59 @@ def _screen(picture, device, fb_file, mode, warn):
         return None
 
 
+#: standard modules an install rarely or never calls but that its imports import: construct
+#: imports pdb and pickle for its debugging helpers, shutil (through tempfile) bz2 and lzma
+#: for archives, progress json for --progress-fd. Loaded on first use: 3 MB less on a board.
+LAZY = ("pdb", "pickle", "bz2", "lzma", "json")
+
+
+def _lazy_modules(names=LAZY):
+    """Put a stand-in for each module in sys.modules that imports the real one the first
+    time one of its attributes is used. (importlib.util.LazyLoader does not do: every
+    `import x` of a module already imported looks at x.__spec__, which loads it.)"""
+    import types
+
+    class Deferred(types.ModuleType):
+        def __getattr__(self, attr):  # only for attributes not already here
+            import importlib
+
+            name = self.__name__
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            real = importlib.import_module(name)
+            self.__dict__.update(real.__dict__)
+            return getattr(real, attr)
+
+    for name in names:
+        if name not in sys.modules:
+            sys.modules[name] = Deferred(name)
+
+
 def main(argv=None):
-    return run(cli, argv, "otaunpack")
+    """The command: returns its exit code (0, 1, 2, 3; 130 when interrupted)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        opts = parse_args(args)
+    except _Usage as exc:
+        _stderr("%s: %s (see %s --help)" % (PROG, exc, PROG))
+        return 2
+    if opts["help"]:
+        sys.stdout.write(HELP)
+        sys.stdout.flush()
+        return 0
+    _lazy_modules()
+    from ..errors import OtaError
+
+    try:
+        return install(opts)
+    except KeyboardInterrupt:
+        _stderr("%s: interrupted" % PROG)
+        return 130
+    except OtaError as exc:
+        if opts["debug"]:
+            raise
+        _stderr("%s: error: %s" % (PROG, exc))
+        return exc.exit_code
 
 
 if __name__ == "__main__":

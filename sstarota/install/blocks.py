@@ -4,7 +4,7 @@ import hashlib
 
 from ..errors import InstallError
 
-BLOCK = 1 << 20
+BLOCK = 256 << 10  # verify/write granularity: a few of these in flight at once on a 64 MB board
 
 
 class BlockDigests:

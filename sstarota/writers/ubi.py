@@ -12,7 +12,7 @@ from .base import DeviceFile, ReplacedFile, Writer, check_device_target, registe
 from .block import check_fits
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
-UBI_IOCVOLUP = 0x40084F00
+UBI_IOCVOLUP = flash.UBI_IOCVOLUP
 
 
 @register(schema.OP_UBI)

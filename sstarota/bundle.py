@@ -1,0 +1,113 @@
+"""The board bundle: what goes onto a board (host side; see docs/BOARD.md).
+
+`zipapp()` writes otaunpack as one executable file: a zip with a `#!` line holding the
+installer's modules (the host-only ones left out) and construct, its one pure-Python
+dependency on the board (click is otapack's; Pillow is optional and native). Each module
+is stored as source and as bytecode of the building Python (unchecked-hash .pyc, so a
+board with the same Python minor version never compiles; any other uses the source).
+`__main__.py` passes main()'s return value to sys.exit, so the exit codes survive.
+"""
+
+import importlib.util
+import io
+import os
+import stat
+import sys
+import zipfile
+
+#: modules of the package that never run on a board
+HOST_ONLY = {"sstarota/pack.py", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/cli/otapack.py",
+             "sstarota/cli/otabinheader.py", "sstarota/cli/common.py"}
+
+MAIN = b"import sys\nfrom sstarota.cli.otaunpack import main\nsys.exit(main())\n"
+
+#: a fixed timestamp: the same sources give the same bundle, byte for byte
+DATE = (2020, 1, 1, 0, 0, 0)
+
+
+def _package_files(pkg):
+    """(arcname, path) of a package's .py files, arcname relative to its parent directory."""
+    mod = importlib.import_module(pkg)
+    root = os.path.dirname(os.path.abspath(mod.__file__))
+    base = os.path.dirname(root)
+    out = []
+    for dp, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for fn in sorted(files):
+            if fn.endswith(".py"):
+                path = os.path.join(dp, fn)
+                out.append((os.path.relpath(path, base).replace(os.sep, "/"), path))
+    return out
+
+
+def bundle_files():
+    """(arcname, path) of every module that goes into the zipapp."""
+    files = [f for f in _package_files("sstarota") if f[0] not in HOST_ONLY]
+    return files + _package_files("construct")
+
+
+def _pyc(source, arcname):
+    from importlib._bootstrap_external import _code_to_hash_pyc
+
+    code = compile(source, arcname, "exec", dont_inherit=True)
+    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
+
+
+def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3"):
+    """Write the otaunpack zipapp to `out` (executable); returns its size in bytes."""
+    if not (sources or bytecode):
+        raise ValueError("a bundle needs sources or bytecode")
+    buf = io.BytesIO()
+    buf.write(b"#!" + interpreter.encode() + b"\n")
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        def put(name, data):
+            info = zipfile.ZipInfo(name, DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
+
+        put("__main__.py", MAIN)
+        if bytecode:
+            put("__main__.pyc", _pyc(MAIN, "__main__.py"))  # runpy takes it: no compile at every start
+        for arcname, path in bundle_files():
+            with open(path, "rb") as f:
+                source = f.read()
+            if sources:
+                put(arcname, source)
+            if bytecode:
+                put(arcname[:-3] + ".pyc", _pyc(source, arcname))
+    tmp = "%s.tmp%d" % (out, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
+    return os.stat(out).st_size
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="board-bundle", description="Write what goes onto a board: otaunpack as one "
+                                 "executable zipapp (and, with --runtime, a minimal Python for a Debian arch).")
+    ap.add_argument("out", help="the directory to write into (created)")
+    ap.add_argument("--sourceless", action="store_true",
+                    help="bytecode only (smaller; the board's Python must be %d.%d)" % sys.version_info[:2])
+    ap.add_argument("--interpreter", default="/usr/bin/env python3", help="the #! line (%(default)s)")
+    ap.add_argument("--runtime", metavar="ARCH", help="also a minimal Python runtime for this Debian architecture "
+                    "(armhf, arm64, ...): python-ARCH.tar.gz and python-ARCH.sqfs")
+    ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime"),
+                    help="where the Debian packages are kept (%(default)s)")
+    a = ap.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    pyz = os.path.join(a.out, "otaunpack")
+    size = zipapp(pyz, sources=not a.sourceless, interpreter=a.interpreter)
+    print("%s: %d bytes (%d KiB)" % (pyz, size, (size + 1023) // 1024))
+    if a.runtime:
+        from . import runtime
+
+        runtime.build(a.runtime, a.out, a.cache, pyz, log=print)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The board path on the host: what otaunpack imports, and the bundle (a zipapp) that
+carries it to a board, with otaunpack's exit codes."""
+
+import subprocess
+import sys
+import zipfile
+
+from helpers import GOLDEN
+
+from sstarota import bundle
+
+PROBE = """
+import sys
+from sstarota.cli import otaunpack
+code = otaunpack.main(sys.argv[1:])
+real = [n for n, m in sys.modules.items() if type(m).__name__ != "Deferred"]
+sys.stderr.write("MODULES " + " ".join(sorted(n for n in real if n.split(".")[0] in
+                                              ("sstarota", "click", "construct", "PIL", "bz2", "json"))) + "\\n")
+sys.exit(code)
+"""
+
+
+def imported(*argv):
+    p = subprocess.run([sys.executable, "-c", PROBE] + [str(a) for a in argv], capture_output=True, text=True)
+    assert "MODULES " in p.stderr, p.stderr
+    return p.returncode, p.stderr.rsplit("MODULES ", 1)[1].split()
+
+
+def test_help_imports_nothing_and_an_install_only_what_it_uses(tmp_path):
+    code, mods = imported("--help")
+    assert code == 0 and mods == ["sstarota", "sstarota.cli", "sstarota.cli.otaunpack"]
+    # a package without a delta, no --progress-fd, no -p: no click, Pillow, bz2 or json
+    root = tmp_path / "root"
+    root.mkdir()
+    code, mods = imported("-r", GOLDEN / "v0.4/p2.bin", "--root", root, "-q")
+    assert code == 0
+    assert "construct" in mods and "sstarota.install" in mods
+    assert not [m for m in mods if m.split(".")[0] in ("click", "PIL", "bz2", "json")], mods
+    assert "sstarota.pack" not in mods and "sstarota.cli.common" not in mods
+
+
+def test_the_bundle_is_one_reproducible_executable_with_otaunpacks_exit_codes(tmp_path):
+    pyz = tmp_path / "otaunpack"
+    size = bundle.zipapp(str(pyz))
+    assert pyz.stat().st_size == size and pyz.stat().st_mode & 0o111
+    again = tmp_path / "again"
+    bundle.zipapp(str(again))
+    assert pyz.read_bytes() == again.read_bytes()
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    names = zipfile.ZipFile(pyz).namelist()
+    assert "__main__.py" in names and "sstarota/cli/otaunpack.pyc" in names and "construct/core.py" in names
+    assert not [n for n in names if n.startswith(("click/", "sstarota/pack.", "sstarota/cli/otapack"))]
+    sourceless = tmp_path / "sourceless"
+    bundle.zipapp(str(sourceless), sources=False)
+    assert not [n for n in zipfile.ZipFile(sourceless).namelist() if n.endswith(".py") and n != "__main__.py"]
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-S", str(pyz)] + [str(a) for a in argv], capture_output=True, text=True)
+
+    assert run("--help").returncode == 0
+    assert run("--no-such-flag").returncode == 2
+    bad = tmp_path / "bad.bin"
+    data = bytearray((GOLDEN / "v0.4/p2.bin").read_bytes())
+    data[len(data) // 2] ^= 1
+    bad.write_bytes(bytes(data))
+    r = run("-r", bad, "--root", root)
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    r = run("-r", GOLDEN / "v0.4/p2.bin", "--root", root, "-q")
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_hand_parsed_command_line_reads_what_click_read():
+    from sstarota.cli.otaunpack import _Usage, parse_args
+
+    o = parse_args(["-xPKG.gz", "-t", "/tmp", "--fb=/dev/fb1", "--fb-mode", "640x480-16", "-q", "--progress-fd", "3"])
+    assert (o["gz_path"], o["tmpdir"], o["fb_device"], o["fb_mode"], o["quiet"], o["progress_fd"]) == \
+        ("PKG.gz", "/tmp", "/dev/fb1", "640x480-16", True, 3)
+    o = parse_args(["-qr", "-", "-t", "a", "-t", "b", "--dry-run", "--all-targets", "--no-scripts", "--debug"])
+    assert (o["raw_path"], o["tmpdir"], o["quiet"], o["dry_run"], o["all_targets"], o["no_scripts"], o["debug"]) == \
+        ("-", "b", True, True, True, True, True)
+    o = parse_args(["-x", "p.gz"])
+    assert (o["fb_device"], o["fb_mode"], o["picture"], o["root"], o["progress_fd"]) == \
+        ("/dev/fb0", "1280x720-32", None, None, None)
+    assert parse_args(["-x", "a", "b", "--progress-fd", "x", "-h"])["help"]  # as click: --help before those checks
+    for argv, message in ((["--bogus"], "No such option: --bogus"), (["-h", "--bogus"], "No such option: --bogus"), (["-x"], "Option '-x' requires an argument."),
+                          (["-x", "a", "b"], "Got unexpected extra argument (b)"),
+                          (["-x", "a", "--", "-q"], "Got unexpected extra argument (-q)"),
+                          (["--quiet=1"], "Option '--quiet' does not take a value."),
+                          (["--progress-fd", "x"], "Invalid value for '--progress-fd': 'x' is not a valid integer.")):
+        try:
+            parse_args(argv)
+        except _Usage as exc:
+            assert str(exc) == message
+        else:
+            raise AssertionError(argv)
