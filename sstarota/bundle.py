@@ -16,8 +16,9 @@ import sys
 import zipfile
 
 #: modules of the package that never run on a board
-HOST_ONLY = {"sstarota/pack.py", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/cli/otapack.py",
-             "sstarota/cli/otabinheader.py", "sstarota/cli/common.py"}
+HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/dropin.py",
+             "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py", "sstarota/cli/common.py",
+             "sstarota/cli/fbshot.py")
 
 MAIN = b"import sys\nfrom sstarota.cli.otaunpack import main\nsys.exit(main())\n"
 
@@ -42,7 +43,7 @@ def _package_files(pkg):
 
 def bundle_files():
     """(arcname, path) of every module that goes into the zipapp."""
-    files = [f for f in _package_files("sstarota") if f[0] not in HOST_ONLY]
+    files = [f for f in _package_files("sstarota") if not f[0].startswith(HOST_ONLY)]
     return files + _package_files("construct")
 
 
