@@ -9,6 +9,8 @@ import random
 import bsdiff4
 import pytest
 
+from sstarota import package
+
 from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
 
 OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
@@ -148,3 +150,37 @@ def test_dst_size_of_2_32_or_more_is_stored_not_wrapped(cli, tmp_path):
     assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock2", b"\xaa" * 10, 1 << 32, 0, OP_BLOCK)])
 
 
+# ---------------------------------------------------------------- 11: reading what the vendor writes
+
+
+@pytest.fixture
+def vendor16(tmp_path):
+    """A 1.6 package as the vendor writes it: a tab and a newline inside target names, and a
+    record with 18 targets (masks only for the first 16)."""
+    many = " ".join("/dev/t%d" % i for i in range(18))
+    pkg = tmp_path / "vendor16.bin"
+    pkg.write_bytes(pkg16([rec16(b"/a\tb /c\nd", b"data", b"s", masks=(1, 0), op=OP_BLOCK),
+                           rec16(many, b"xy", b"img", masks=[1, 0] * 8, op=OP_BLOCK)]))
+    return pkg
+
+
+def test_reader_splits_targets_on_spaces_only_and_reads_more_than_16(vendor16):
+    reader, records = package.scan(str(vendor16), strict=True)
+    first, many = records
+    assert first.targets == ["/a\tb", "/c\nd"]
+    assert first.target_masks() == [("/a\tb", 1), ("/c\nd", 0)]
+    assert len(many.targets) == 18
+    assert many.target_masks()[14:] == [("/dev/t14", 1), ("/dev/t15", 0), ("/dev/t16", None), ("/dev/t17", None)]
+    assert many.unmasked_targets() == ["/dev/t16", "/dev/t17"]
+    assert first.unmasked_targets() == []
+
+
+def test_layout_and_info_of_a_vendor_package(cli, tmp_path, vendor16):
+    layout = tmp_path / "layout.txt"
+    code, out, err = cli.otapack("--out-layout", layout, "-r", vendor16)
+    assert code == 0, err
+    want = "0,s,/a\tb,0x1\n0,s,/c\nd,0x0\n" + "".join("1,img,/dev/t%d,0x%d\n" % (i, 1 - i % 2) for i in range(16))
+    assert layout.read_text() == want
+    code, out, err = cli.otapack("--info", vendor16, "--json")
+    assert code == 0, err
+    assert '"/dev/t17"' in out and "null" in out

@@ -185,7 +185,8 @@ def _info_text(d):
     for r in d["records"]:
         targets = " ".join(r["targets"])
         if r["masks"]:
-            targets = " ".join("%s[mask %d]" % (t, m) for t, m in zip(r["targets"], r["masks"]))
+            targets = " ".join("%s[mask %s]" % (t, "none" if m is None else m)
+                               for t, m in zip(r["targets"], r["masks"]))
         extra = ""
         if r["src_name"]:
             extra += "  src=%s" % r["src_name"]
