@@ -64,6 +64,68 @@ def test_0_4_dir_update_over_names_with_whitespace(cli, tmp_path):
                                       rec04("/cfg/gone x", op=OP_DELETE)])
 
 
+# ---------------------------------------------------------------- 7: the vendor's long options
+
+
+def test_vendor_long_options_0_4(cli, tmp_path):
+    begin, end, img = tmp_path / "b.sh", tmp_path / "e.sh", tmp_path / "kernel"
+    begin.write_bytes(b"echo begin\n")
+    end.write_bytes(b"echo end\n")
+    img.write_bytes(bytes(range(256)) * 3)
+    pkg = tmp_path / "p.bin"
+    code, out, err = cli.otapack("--create=%s" % pkg, "--begin-script", begin, "--end-script=%s" % end)
+    assert code == 0, err
+    assert cli.otapack("--append", pkg, "--src-file=%s" % img, "--dst-file", "/dev/mtdblock4",
+                       "--dst-file-size", "0x1000", "--file-mode=0x1a4", "--block-up")[0] == 0
+    # unambiguous abbreviations of the vendor's names (--dst-file is exact, not a prefix of --dst-file-size)
+    assert cli.otapack("--app", pkg, "--src", img, "--dst-file", "/dev/mtdblock5", "--dst-file-s=0x2000",
+                       "--file-m", "7", "--ub")[0] == 0
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock4", img.read_bytes(), 0x1000, 0x1a4, OP_BLOCK),
+                                      rec04("/dev/mtdblock5", img.read_bytes(), 0x2000, 7, OP_UBI)],
+                                     b"echo begin\n", b"echo end\n")
+
+
+def test_vendor_long_options_1_6_diff(cli, tmp_path):
+    old, new = tmp_path / "kernel.old", tmp_path / "kernel"
+    rnd = random.Random(7)
+    base = bytes(rnd.getrandbits(8) for _ in range(4000))
+    old.write_bytes(base)
+    new.write_bytes(base[:1000] + b"patched" + base[1007:])
+    pkg = tmp_path / "p.bin"
+    code, out, err = cli.otapack("--cr", pkg, "--format", "1.6", "--tool-id", TOOL_ID.decode())
+    assert code == 0, err
+    append(cli, pkg, "--diff-old", old, "--diff-new=%s" % new, "--dst-file", "/dev/mtd3 /dev/mtd4",
+           "--dst-file-size", "0x10000", "--default-m", "1 0", "--add-log=kernel", "--file-update-d")
+    # a value that looks like an option is the option's value, never expanded
+    append(cli, pkg, "--src-file", new, "-d", "/dev/mtd5", "-l", "--file", "--block-update")
+    patch = bsdiff4.diff(old.read_bytes(), new.read_bytes())
+    assert pkg.read_bytes() == pkg16([
+        rec16("/dev/mtd3 /dev/mtd4", patch, b"kernel.diff", b"kernel", 0x10000, 0, (1, 0), OP_DIFF),
+        rec16("/dev/mtd5", new.read_bytes(), b"kernel", b"--file", 0, 0, (), OP_BLOCK)])
+
+
+@pytest.mark.parametrize("prefix, names", [
+    ("--file", ["--file-add", "--file-delete", "--file-mode", "--file-update", "--file-update-diff"]),
+    ("--dst", ["--dst-file", "--dst-file-size"]),
+    ("--diff", ["--diff-new", "--diff-old"]),
+])
+def test_ambiguous_abbreviation_is_a_usage_error_naming_the_candidates(cli, tmp_path, prefix, names):
+    code, out, err = cli.otapack("-a", tmp_path / "p.bin", prefix, "x")
+    assert code == 2
+    assert "ambiguous" in err and err.count("\n") == 1
+    for name in names:
+        assert name in err
+
+
+def test_help_lists_and_accepts_the_vendor_long_names(cli):
+    code, out, err = cli.otapack("--help")
+    assert code == 0
+    for name in ("--create", "--append", "--src-file", "--dst-file", "--dst-file-size", "--file-mode",
+                 "--diff-old", "--diff-new", "--begin-script", "--end-script", "--add-log"):
+        assert name in out
+    assert cli.otapack("--he")[1] == out
+
+
 # ---------------------------------------------------------------- 8: a dir prefix ending in /
 
 
