@@ -103,7 +103,7 @@ def dir_specs(old, new, prefix, as_deltas=False, skip_special=False, log=None, p
             log("warning: skipped %s (not a regular file)" % path)
         if prefix.endswith("/") and (d.changed or d.added or d.removed):
             log("note: -d %s ends with '/': targets are %s/PATH, not normalised, as the vendor's otapack "
-                "writes them" % (prefix, prefix))
+                "writes them (give -d without the trailing '/' for single slashes)" % (prefix, prefix))
         dotted = dot_entries(d)
         if dotted:
             log("note: %d change(s) under names starting with '.' are packed (the vendor's otapack skips "
