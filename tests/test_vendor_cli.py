@@ -117,6 +117,16 @@ def test_ambiguous_abbreviation_is_a_usage_error_naming_the_candidates(cli, tmp_
         assert name in err
 
 
+def test_a_prefix_unique_among_the_vendor_options_wins_and_values_are_never_expanded():
+    from sstarota.cli.common import expand_prefixes
+
+    takes = {"--ubi-update": False, "--uninstall-dropin": True, "--dst-file": True, "-d": True}
+    vendor = ("--ubi-update", "--dst-file")
+    assert expand_prefixes(["--u", "-d", "--u", "--dst=--u", "--", "--u"], takes, vendor) == [
+        "--ubi-update", "-d", "--u", "--dst-file=--u", "--", "--u"]
+    assert expand_prefixes(["--un", "--u"], takes, vendor) == ["--uninstall-dropin", "--u"]
+
+
 def test_help_lists_and_accepts_the_vendor_long_names(cli):
     code, out, err = cli.otapack("--help")
     assert code == 0
