@@ -43,10 +43,13 @@ def describe(path):
 
 
 def layout_lines(records):
-    """--out-layout: one line per target, ``index,src_name,target,0x<mask>``."""
+    """--out-layout: one line per target, ``index,src_name,target,0x<mask>``; as the vendor's,
+    only the targets with a mask (the first 16)."""
     lines = []
     for rec in records:
         name = rec.src_name or os.path.basename(rec.targets[0])
         for target, mask in rec.target_masks():
+            if mask is None:
+                continue
             lines.append("%d,%s,%s,0x%x" % (rec.index, name, target, mask))
     return lines

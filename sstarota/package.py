@@ -72,17 +72,24 @@ class Record:
 
     @property
     def targets(self):
-        """The targets of this record: 1.6 packs several into dst, separated by spaces."""
+        """The targets of this record: 1.6 packs several into dst, separated by spaces (and
+        only spaces: schema.split_targets); 0.3/0.4/legacy dst is one target, as it stands."""
         if self.masks:
-            return self.dst.split()
+            return schema.split_targets(self.dst)
         return [self.dst]
 
     def target_masks(self):
-        """(target, mask) pairs; a generation without masks writes every target."""
+        """(target, mask) pairs; a generation without masks writes every target. The vendor
+        packs more than 16 targets but a record has 16 masks: targets 17+ get mask None."""
         targets = self.targets
         if not self.masks:
             return [(t, 1) for t in targets]
-        return list(zip(targets, self.masks))
+        return [(t, self.masks[i] if i < len(self.masks) else None) for i, t in enumerate(targets)]
+
+    def unmasked_targets(self):
+        """The targets beyond the 16 masks (what the vendor's board tool reads as their mask
+        is undefined; see docs/FORMAT.md for what otaunpack does with them)."""
+        return [t for t, m in self.target_masks() if m is None]
 
     def checksum_text(self):
         if isinstance(self.checksum, bytes):
@@ -267,9 +274,6 @@ class PackageReader:
         if rec.op == schema.OP_FILE_DELETE and rec.data_len:
             raise PackageError("%s is a file-delete carrying %d data bytes" % (what, rec.data_len))
         if rec.masks:
-            targets = rec.targets
-            if len(targets) > schema.MAX_TARGETS:
-                raise PackageError("%s names %d targets (at most %d)" % (what, len(targets), schema.MAX_TARGETS))
             if any(m not in (0, 1) for m in rec.masks):
                 raise PackageError("%s has a mask other than 0 or 1: %s" % (what, list(rec.masks)))
 

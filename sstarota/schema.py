@@ -30,11 +30,8 @@ from .errors import InputError, PackageError
 
 
 class CString(Adapter):
-    """A fixed-size, NUL-padded text field.
-
-    Parses to str (UTF-8, undecodable bytes kept via surrogateescape). Strict: every byte
-    after the first NUL must be NUL too. Builds only values that leave room for one NUL.
-    """
+    """A fixed-size, NUL-padded text field, parsed to str (UTF-8, surrogateescape). Strict: every
+    byte after the first NUL must be NUL. Builds only values that leave room for one NUL."""
 
     def __init__(self, size):
         super().__init__(Bytes(size))
@@ -128,7 +125,12 @@ Record04 = _bytesum_record(Int64ul, "pad" / Const(bytes(4)))
 
 # ---------------------------------------------------------------------------- 1.6
 
-MAX_TARGETS = 16
+MAX_TARGETS = 16  # masks per 1.6 record; the vendor packs more targets, the first 16 with masks
+
+
+def split_targets(dst):
+    """1.6 targets: split on spaces only, as the vendor splits them (a tab is part of a name)."""
+    return [t for t in dst.split(" ") if t]
 
 Header16 = Struct(
     "header_md5" / Bytes(16),  # MD5 of bytes 16..127
@@ -147,7 +149,7 @@ Record16 = Struct(
     "md5" / Bytes(16),  # MD5 of record bytes 16..1639 followed by the data
     "data_len" / Int64ul,
     "src_name" / CString(512),
-    "dst" / CString(512),  # one target, or several separated by spaces (max 16)
+    "dst" / CString(512),  # one target, or several separated by spaces (split_targets)
     "label" / CString(512),
     "dst_size" / Int64ul,
     "mode" / Int32ul,
@@ -374,10 +376,8 @@ def legacy_package_size(begin_len, end_len, total_data):
 def detect_generation(prefix):
     """Tell the generation's name from the first bytes of a package (up to 2584 of them).
 
-    There is no magic number. 1.6 is recognised by its version words (1, 6) at offset 32
-    and its header MD5; legacy by its byte-sum over bytes 8..2583 and a record count of at
-    most 32; 0.3 and 0.4 by the version words (0, 3) / (0, 4) at offset 4 (their sum also
-    covers the scripts, which the reader checks next).
+    No magic number: 1.6 by its words (1, 6) at offset 32 and its header MD5; legacy by its
+    byte-sum of bytes 8..2583 and at most 32 records; 0.3/0.4 by (0, 3)/(0, 4) at offset 4.
     """
     if GEN16.has_version(prefix):
         if not GEN16.header_digest_ok(prefix):

@@ -107,7 +107,6 @@ def test_append_refuses_truncated_and_gzip_packages(cli, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["-s", "files/app.conf", "-d", "/c/a", "--file-update", "-l", "label"],
-    ["-s", "images/kernel", "-d", "/dev/mtd3 /dev/mtd4", "--block-update"],
     ["-s", "images/kernel", "-d", "/dev/mtd3", "--block-update", "--default-mask", "1"],
 ])
 def test_1_6_only_options_on_0_4(cli, work, argv):

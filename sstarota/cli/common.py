@@ -15,20 +15,73 @@ EXIT_CODES_HELP = (
 )
 
 
+class PrefixCommand(click.Command):
+    """Long options read as getopt_long reads them: ``--opt=VALUE`` (click's own) and any
+    unique prefix of a long option for it (``--block-up``); an ambiguous prefix is a usage
+    error naming the candidates. A prefix unique among ``preferred`` (the vendor's long
+    options) means that option even when one of ours shares it, so a vendor command line
+    means what it meant."""
+
+    def __init__(self, *args, preferred=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.preferred = tuple(preferred)
+
+    def parse_args(self, ctx, args):
+        takes_value = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for opt in param.opts + param.secondary_opts:
+                    takes_value[opt] = not param.is_flag and not param.count
+        return super().parse_args(ctx, expand_prefixes(args, takes_value, self.preferred, ctx))
+
+
+def expand_prefixes(args, takes_value, preferred=(), ctx=None):
+    """args with every abbreviated long option written out. takes_value: option -> whether
+    it takes a value; a value (the word after such an option) is never expanded."""
+    out = []
+    words = iter(args)
+    for arg in words:
+        if arg == "--":  # the end of the options
+            out.append(arg)
+            out.extend(words)
+            break
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if arg.startswith("--") and name not in takes_value:
+            name = _resolve_prefix(name, takes_value, preferred, ctx)
+            arg = name + eq + value
+        out.append(arg)
+        if takes_value.get(name) and not eq:  # its value: the next word, whatever it looks like
+            value = next(words, None)
+            if value is not None:
+                out.append(value)
+    return out
+
+
+def _resolve_prefix(name, options, preferred, ctx):
+    for pool in (preferred, options):
+        found = sorted(o for o in pool if o.startswith("--") and o.startswith(name))
+        if len(found) == 1:
+            return found[0]
+    found = sorted(o for o in options if o.startswith("--") and o.startswith(name))
+    if len(found) > 1:
+        raise click.UsageError("option %s is ambiguous; possibilities: %s" % (name, ", ".join(found)), ctx)
+    return name  # unknown: click says so
+
+
 def script_options(f):
     """-b and -e: the begin and end scripts a package is created with."""
-    f = click.option("-e", "end", metavar="FILE", help="End script (with -c).")(f)
-    return click.option("-b", "begin", metavar="FILE", help="Begin script (with -c).")(f)
+    f = click.option("-e", "--end-script", "end", metavar="FILE", help="End script (with -c).")(f)
+    return click.option("-b", "--begin-script", "begin", metavar="FILE", help="Begin script (with -c).")(f)
 
 
 def target_options(src_help, dst_metavar, dst_help, size_bits):
     """-s, -d and -t: a record's (or legacy slot's) data, target and target size."""
 
     def deco(f):
-        f = click.option("-t", "size", type=VendorInt(size_bits), default=0, metavar="SIZE",
+        f = click.option("-t", "--dst-file-size", "size", type=VendorInt(size_bits), default=0, metavar="SIZE",
                          help="Target size (hex with 0x).")(f)
-        f = click.option("-d", "dst", metavar=dst_metavar, help=dst_help)(f)
-        return click.option("-s", "src", metavar="FILE", help=src_help)(f)
+        f = click.option("-d", "--dst-file", "dst", metavar=dst_metavar, help=dst_help)(f)
+        return click.option("-s", "--src-file", "src", metavar="FILE", help=src_help)(f)
 
     return deco
 

@@ -6,7 +6,8 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import CONTEXT_SETTINGS, EXIT_CODES_HELP, VendorInt, debug_option, run, script_options, target_options
+from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, run, script_options,
+                     target_options)
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
@@ -44,6 +45,12 @@ OPERATION_HELP = (
 )
 
 
+#: the vendor's long options (getopt_long): a prefix unique among them means that option
+VENDOR_LONG_OPTIONS = ("--create", "--append", "--src-file", "--dst-file", "--dst-file-size", "--file-mode",
+                       "--diff-old", "--diff-new", "--begin-script", "--end-script", "--add-log", "--default-mask",
+                       "--out-layout", "--help") + tuple("--" + name for name, _ in OPERATION_HELP)
+
+
 def operation_flags(f):
     """One --NAME flag per operation, all collected into ops."""
     for name, text in reversed(OPERATION_HELP):
@@ -51,16 +58,16 @@ def operation_flags(f):
     return f
 
 
-@click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
-@click.option("-c", "create", metavar="PKG", help="Create a package (header and scripts).")
-@click.option("-a", "append", metavar="PKG", help="Append a record to PKG (its own format).")
+@click.command(cls=PrefixCommand, preferred=VENDOR_LONG_OPTIONS, help=HELP, context_settings=CONTEXT_SETTINGS)
+@click.option("-c", "--create", "create", metavar="PKG", help="Create a package (header and scripts).")
+@click.option("-a", "--append", "append", metavar="PKG", help="Append a record to PKG (its own format).")
 @click.option("-r", "read", metavar="PKG", help="Read PKG (with --out-layout; alone: like --info).")
 @script_options
 @target_options("Source image or file.", "TARGET", "Target path or device (1.6: several, space separated).", 64)
-@click.option("-m", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
+@click.option("-m", "--file-mode", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
               help="Mode stored in the record (hex with 0x, decimal otherwise).")
-@click.option("-o", "old", metavar="PATH", help="Old file or tree (diffs, dir updates).")
-@click.option("-n", "new", metavar="PATH", help="New file or tree (diffs, dir updates).")
+@click.option("-o", "--diff-old", "old", metavar="PATH", help="Old file or tree (diffs, dir updates).")
+@click.option("-n", "--diff-new", "new", metavar="PATH", help="New file or tree (diffs, dir updates).")
 @click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board.")
 @click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
 @operation_flags
@@ -185,7 +192,8 @@ def _info_text(d):
     for r in d["records"]:
         targets = " ".join(r["targets"])
         if r["masks"]:
-            targets = " ".join("%s[mask %d]" % (t, m) for t, m in zip(r["targets"], r["masks"]))
+            targets = " ".join("%s[mask %s]" % (t, "none" if m is None else m)
+                               for t, m in zip(r["targets"], r["masks"]))
         extra = ""
         if r["src_name"]:
             extra += "  src=%s" % r["src_name"]

@@ -40,15 +40,11 @@ class RecordSpec:
 def validate(gen, spec):
     """Check a spec against a generation's fields and limits before anything is written."""
     what = "%s record for %s" % (schema.OP_NAMES[spec.op], spec.dst)
-    targets = spec.dst.split()
-    if not targets:
+    # 0.3/0.4: one target, the text as it stands (spaces included); 1.6: split on spaces
+    targets = schema.split_targets(spec.dst) if gen.multi_target else [spec.dst]
+    if not targets or not spec.dst.strip():
         raise UsageError("%s: no target (-d)" % what)
-    if len(targets) > 1 and not gen.multi_target:
-        raise UsageError(
-            "several targets in -d (%r) need the 1.6 format; this package is %s: one record per target"
-            % (spec.dst, gen.name)
-        )
-    if len(targets) > schema.MAX_TARGETS:
+    if len(targets) > schema.MAX_TARGETS:  # the vendor packs them, without masks: see docs/FORMAT.md
         raise UsageError("%d targets in -d, at most %d" % (len(targets), schema.MAX_TARGETS))
     if not gen.multi_target and spec.label:
         raise UsageError("-l/--add-log needs the 1.6 format; this package is %s" % gen.name)
@@ -60,8 +56,9 @@ def validate(gen, spec):
         raise InputError(
             "%s: %d bytes exceed the %s format's limit of %d bytes per record" % (what, spec.data_len, gen.name, gen.max_data)
         )
+    # a file-diff's data is the patch: delta_spec checks the new image against -t instead
     if spec.dst_size and spec.data_len > spec.dst_size and spec.op in (
-        schema.OP_BLOCK, schema.OP_UBI, schema.OP_FILE_UPDATE, schema.OP_FILE_DIFF
+        schema.OP_BLOCK, schema.OP_UBI, schema.OP_FILE_UPDATE
     ):
         raise InputError(
             "%s: the image is %d bytes, larger than its target size -t %d (0x%x)"
@@ -86,9 +83,17 @@ def add_spec(path, dst, op=schema.OP_FILE_ADD, label=""):
     return RecordSpec(op, dst, src, dst_size=src.length, mode=src.st.st_mode, src_name=src.name, label=label)
 
 
+def delete_src_name(dst):
+    """The 1.6 source name of a file-delete, as the vendor takes it from the whole -d text:
+    what follows its last '/', or all of it when that '/' is the first character or there
+    is none (``/a.txt`` -> ``/a.txt``, ``/m/n1 /m/n2`` -> ``n2``, ``/a b/c`` -> ``c``)."""
+    cut = dst.rfind("/")
+    return dst[cut + 1:] if cut > 0 else dst
+
+
 def delete_spec(dst, mode=0, dst_size=0, label=""):
     return RecordSpec(schema.OP_FILE_DELETE, dst, None, dst_size=dst_size, mode=mode,
-                      src_name=os.path.basename(dst.split()[0]) if dst.split() else "", label=label)
+                      src_name=delete_src_name(dst), label=label)
 
 
 #: a delta no smaller than this fraction of NEW is packed as a full update instead
@@ -97,7 +102,7 @@ DEFAULT_THRESHOLD = 0.95
 
 def full_update_op(dst):
     """The op a full update of this target takes when its delta does not pay."""
-    first = dst.split()[0] if dst.split() else dst
+    first = (schema.split_targets(dst) or [dst])[0]
     if first.startswith("/dev/ubi"):
         return schema.OP_UBI
     if first.startswith("/dev/"):

@@ -75,8 +75,16 @@ def compare_trees(old, new, skip_special=False):
     return result
 
 
+def dot_entries(changes):
+    """The changed, added and removed paths with a component starting with '.' (the vendor's
+    dir scans skip every such entry, whole directories included)."""
+    return [rel for rel in changes.changed + changes.added + changes.removed
+            if any(part.startswith(".") for part in rel.split("/"))]
+
+
 def join_target(prefix, rel):
-    return prefix.rstrip("/") + "/" + rel
+    """The vendor's join, not normalised: ``-d /customer/`` gives ``/customer//x``."""
+    return prefix + "/" + rel
 
 
 def _by_target(specs):
@@ -93,6 +101,13 @@ def dir_specs(old, new, prefix, as_deltas=False, skip_special=False, log=None, p
     if log:
         for path in d.skipped:
             log("warning: skipped %s (not a regular file)" % path)
+        if prefix.endswith("/") and (d.changed or d.added or d.removed):
+            log("note: -d %s ends with '/': targets are %s/PATH, not normalised, as the vendor's otapack "
+                "writes them (give -d without the trailing '/' for single slashes)" % (prefix, prefix))
+        dotted = dot_entries(d)
+        if dotted:
+            log("note: %d change(s) under names starting with '.' are packed (the vendor's otapack skips "
+                "them): %s" % (len(dotted), ", ".join(dotted)))
     changed = []
     if as_deltas:
         pairs = [(os.path.join(old, rel), os.path.join(new, rel)) for rel in d.changed]
