@@ -1,0 +1,611 @@
+"""otaunpack under attack and faults: escapes, partial updates, leftovers, crashes, memory.
+
+Each test reproduces one finding of an adversarial review of the installer. Packages are
+built with our otapack, or byte by byte here from the documented 0.4 layout where a test
+needs shapes otapack would not make (100,000 records, hostile names).
+"""
+
+import gzip
+import json
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).parent.parent
+MARKER = "begin-ran"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def otaunpack(*argv, stdin=None, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
+                          capture_output=True, input=stdin, cwd=PROJECT, timeout=timeout, **kw)
+
+
+def one_line(proc):
+    """The error output is one line, no traceback."""
+    err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("otaunpack: error") or "error:" in ln]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def byte_sum(data):
+    return sum(data) & 0xFFFFFFFF
+
+
+def rec04(dst, op, data=b"", mode=0, dst_size=0):
+    """A 0.4 record header + data, from the documented layout."""
+    name = dst.encode("utf-8", "surrogateescape") if isinstance(dst, str) else dst
+    return struct.pack("<Q256sQIII4x", len(data), name, dst_size, mode, byte_sum(data), op) + data
+
+
+def pkg04(records, begin=b"", end=b"", count=None):
+    """A whole 0.4 package: header, scripts, records (each from rec04)."""
+    total = sum(struct.unpack_from("<Q", r)[0] for r in records)
+    n = len(records) if count is None else count
+    body = struct.pack("<IIIQII", 0, 4, n, total, len(begin), len(end))
+    head = struct.pack("<I", (byte_sum(body) + byte_sum(begin) + byte_sum(end)) & 0xFFFFFFFF) + body
+    return head + begin + end + b"".join(records)
+
+
+OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
+BEGIN = ('touch "$OTA_ROOT/%s"\n' % MARKER).encode()
+
+
+def snapshot(root):
+    """Every entry under root: relative path -> (kind, content or link target)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    out[rel] = ("file", f.read())
+            else:
+                out[rel] = (stat.S_IFMT(st.st_mode), None)
+    return out
+
+
+def otapack(cli, *argv):
+    code, out, err = cli.otapack(*argv)
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def begin(tmp_path):
+    p = tmp_path / "begin.sh"
+    p.write_bytes(BEGIN)
+    return p
+
+
+def assert_rejected_untouched(proc, root, before, want=None):
+    assert proc.returncode == 3, proc.stderr
+    line = one_line(proc)
+    if want:
+        assert want in line, line
+    assert snapshot(root) == before
+    assert not (root / MARKER).exists()
+    return line
+
+
+def run_hooked(pkg, root, hook_code, extra=""):
+    """Install pkg under root in a child process whose progress renderer runs hook_code
+    (a function body taking the event `e`) at each event: the attacker's or the power
+    cut's moment, chosen exactly."""
+    driver = textwrap.dedent("""
+        import os, sys, signal
+        from sstarota.cli import otaunpack
+        from sstarota import progress
+        state = {"fired": False}
+        def hook(e):
+        %s
+        real = progress.Progress.__init__
+        def init(self, renderers=None, warn=None):
+            real(self, list(renderers or []) + [hook], warn)
+        progress.Progress.__init__ = init
+        sys.exit(otaunpack.main(sys.argv[1:]))
+    """) % textwrap.indent(textwrap.dedent(hook_code), "    ")
+    return subprocess.run([sys.executable, "-c", driver, "-r", str(pkg), "--root", str(root), "-q"]
+                          + extra.split(), capture_output=True, text=True, cwd=PROJECT, timeout=120)
+
+
+# ---------------------------------------------------------------------------- 1. escapes
+
+
+def test_directory_swapped_for_a_symlink_during_a_file_diff_writes_nothing_outside(cli, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(b"A" * 300000)
+    new.write_bytes(b"A" * 150000 + b"B" * 1000 + b"A" * 150000)
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/d/f", "--file-update-diff", "--patch-threshold", "off")
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(old.read_bytes())
+    outside.mkdir()
+    (outside / "f").write_bytes(old.read_bytes())  # the attacker's copy, so the patch applies there too
+    # while the patch streams in, d becomes a symlink to a directory outside the root
+    proc = run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 1 and e.done > state.setdefault("start", e.done) \\
+                and not state["fired"]:
+            state["fired"] = True
+            os.rename("%(d)s", "%(d)s.real")
+            os.symlink("%(out)s", "%(d)s")
+    """ % {"d": root / "d", "out": outside})
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(outside) == ["f"], "a file was created outside the root"
+    assert (outside / "f").read_bytes() == old.read_bytes(), "a file outside the root was replaced"
+    assert (root / "d").is_symlink()
+    # the result went into the directory that was checked (it holds the new content), or nowhere
+    if proc.returncode == 0:
+        assert (root / "d.real" / "f").read_bytes() == new.read_bytes()
+    else:
+        assert proc.returncode == 1
+        assert (root / "d.real" / "f").read_bytes() == old.read_bytes()
+
+
+def test_directory_swapped_between_the_deletes_of_one_record_deletes_nothing_outside(cli, tmp_path):
+    names = ["/d/f%d" % i for i in range(16)]
+    pkg = tmp_path / "p.bin"
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    otapack(cli, "-c", pkg, "--format", "1.6")
+    otapack(cli, "-a", pkg, "-s", src, "-d", " ".join(names), "--file-delete")
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    for n in names:
+        (root / n[1:]).write_bytes(b"in")
+        (outside / os.path.basename(n)).write_bytes(b"out")
+    proc = run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 1 and e.done > state.setdefault("start", e.done) \\
+                and not state["fired"]:
+            state["fired"] = True
+            os.rename("%(d)s", "%(d)s.real")
+            os.symlink("%(out)s", "%(d)s")
+    """ % {"d": root / "d", "out": outside})
+    assert "Traceback" not in proc.stderr
+    assert sorted(os.listdir(outside)) == sorted(os.path.basename(n) for n in names), \
+        "files outside the root were deleted"
+    assert proc.returncode in (0, 1), proc.stderr
+
+
+def test_a_device_node_inside_the_root_is_refused_unless_allowed(cli, tmp_path, begin):
+    img = tmp_path / "img"
+    img.write_bytes(b"\x5a" * 4096)
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-b", begin)
+    otapack(cli, "-a", pkg, "-s", img, "-d", "/dev/mtdblock3", "--block-update")
+    backing = tmp_path / "disk"
+    backing.write_bytes(b"\0" * 65536)
+    loop = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True)
+    dev = loop.stdout.strip()
+    try:
+        root = tmp_path / "root"
+        (root / "dev").mkdir(parents=True)
+        st = os.stat(dev)
+        os.mknod(root / "dev" / "mtdblock3", stat.S_IFBLK | 0o600, st.st_rdev)
+        before = snapshot(root)
+        proc = otaunpack("-r", pkg, "--root", root)
+        line = assert_rejected_untouched(proc, root, before, "device")
+        assert "--allow-devices" in line
+        assert backing.read_bytes() == b"\0" * 65536
+        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+        assert proc.returncode == 0, proc.stderr
+        assert backing.read_bytes()[:4096] == b"\x5a" * 4096
+    finally:
+        subprocess.run(["losetup", "-d", dev])
+
+
+def test_a_device_node_at_a_file_target_is_refused(cli, tmp_path, begin):
+    pkg = tmp_path / "p.bin"
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
+    otapack(cli, "-c", pkg, "-b", begin)
+    otapack(cli, "-a", pkg, "-s", src, "-d", "/config/x", "--file-update")
+    root = tmp_path / "root"
+    (root / "config").mkdir(parents=True)
+    os.mknod(root / "config" / "x", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    before = snapshot(root)
+    for extra in ([], ["--allow-devices"]):
+        assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, *extra), root, before, "/config/x")
+
+
+# ---------------------------------------------------------------------------- 3. capacity of a delta's result
+
+
+def test_a_partition_delta_whose_result_exceeds_the_partition_is_rejected_before_writing(cli, tmp_path, begin):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(os.urandom(16384) * 2)
+    new.write_bytes(old.read_bytes() * 4)  # 128 KiB result for a 64 KiB partition
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-b", begin)
+    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/dev/mtdblock4", "--file-update-diff",
+            "--patch-threshold", "off")
+    backing = tmp_path / "disk"
+    backing.write_bytes(old.read_bytes() + b"\xff" * 32768)
+    dev = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        root = tmp_path / "root"
+        (root / "dev").mkdir(parents=True)
+        os.mknod(root / "dev" / "mtdblock4", stat.S_IFBLK | 0o600, os.stat(dev).st_rdev)
+        before = snapshot(root)
+        image = backing.read_bytes()
+        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+        assert_rejected_untouched(proc, root, before, "/dev/mtdblock4")
+        assert backing.read_bytes() == image
+    finally:
+        subprocess.run(["losetup", "-d", dev])
+
+
+# ---------------------------------------------------------------------------- 4. output channels
+
+
+def test_a_closed_stderr_never_stops_the_update(cli, tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    end = tmp_path / "end.sh"
+    end.write_text('echo "$OTA_STATUS" > "$OTA_ROOT/status"\n')
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-e", end)
+    for i in range(6):
+        (files / str(i)).write_bytes(b"%d" % i * 1000)
+        otapack(cli, "-a", pkg, "-s", files / str(i), "-d", "/data/%d" % i, "--file-update")
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", str(pkg), "--root", str(root)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, cwd=PROJECT)
+    proc.stderr.close()  # the reader went away (`| head`, a closed ssh session)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    for i in range(6):
+        assert (root / "data" / str(i)).read_bytes() == b"%d" % i * 1000
+    assert (root / "status").read_text() == "0\n"
+
+
+def test_a_failing_progress_fd_never_stops_the_update(cli, tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(b"payload")
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-s", src, "-d", "/a", "--file-update")
+    root = tmp_path / "root"
+    root.mkdir()
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", str(pkg), "--root", str(root),
+                               "--progress-fd", str(w)], pass_fds=(w,), capture_output=True, text=True, cwd=PROJECT,
+                              timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (root / "a").read_bytes() == b"payload"
+
+
+# ---------------------------------------------------------------------------- 5. target kinds, in the verify pass
+
+
+def _one_record_pkg(tmp_path, rec, begin_script=BEGIN):
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec], begin=begin_script))
+    return pkg
+
+
+@pytest.mark.parametrize("case", ["file-under-file", "block-at-dir", "ubi-at-dir", "diff-at-dir", "symlink-loop",
+                                  "diff-missing", "fifo-file", "fifo-block", "socket-file"])
+def test_target_problems_are_found_before_anything_runs(tmp_path, case):
+    import socket
+
+    root = tmp_path / "root"
+    (root / "cfg").mkdir(parents=True)
+    (root / "cfg" / "plain").write_bytes(b"plain")
+    patch = _tiny_patch(tmp_path)
+    if case == "file-under-file":
+        rec = rec04("/cfg/plain/x", OP_UPDATE, b"new")
+    elif case == "block-at-dir":
+        rec = rec04("/cfg", OP_BLOCK, b"img")
+    elif case == "ubi-at-dir":
+        rec = rec04("/cfg", OP_UBI, b"img")
+    elif case == "diff-at-dir":
+        rec = rec04("/cfg", OP_DIFF, patch)
+    elif case == "symlink-loop":
+        os.symlink("l2", root / "l1")
+        os.symlink("l1", root / "l2")
+        rec = rec04("/l1/x", OP_UPDATE, b"new")
+    elif case == "diff-missing":
+        rec = rec04("/cfg/absent", OP_DIFF, patch)
+    elif case == "fifo-file":
+        os.mkfifo(root / "cfg" / "fifo")
+        rec = rec04("/cfg/fifo", OP_UPDATE, b"new")
+    elif case == "fifo-block":
+        os.mkfifo(root / "cfg" / "fifo")
+        rec = rec04("/cfg/fifo", OP_BLOCK, b"new")
+    else:
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(root / "cfg" / "sock"))
+        s.close()
+        rec = rec04("/cfg/sock", OP_UPDATE, b"new")
+    pkg = _one_record_pkg(tmp_path, rec)
+    before = snapshot(root)
+    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60), root, before)
+
+
+def test_a_fifo_as_a_delta_source_with_a_manifest_is_rejected_not_waited_on(cli, tmp_path, begin):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(b"old content " * 1000)
+    new.write_bytes(b"new content " * 1000)
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-b", begin, "--manifest")
+    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/cfg/f", "--file-update-diff", "--patch-threshold", "off")
+    root = tmp_path / "root"
+    (root / "cfg").mkdir(parents=True)
+    os.mkfifo(root / "cfg" / "f")
+    before = snapshot(root)
+    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60), root, before, "/cfg/f")
+
+
+def test_a_255_byte_file_name_installs(cli, tmp_path):
+    name = "n" * 255
+    src = tmp_path / "src"
+    src.write_bytes(b"long name")
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-s", src, "-d", "/cfg/" + name, "--file-update")
+    root = tmp_path / "root"
+    (root / "cfg").mkdir(parents=True)
+    (root / "cfg" / name).write_bytes(b"old")
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(root / "cfg") == [name]
+    assert (root / "cfg" / name).read_bytes() == b"long name"
+
+
+def _tiny_patch(tmp_path):
+    import bsdiff4
+
+    return bsdiff4.diff(b"old data " * 10, b"new data " * 10)
+
+
+# ---------------------------------------------------------------------------- 6. leftovers
+
+
+def _hidden(root):
+    return sorted(os.path.relpath(os.path.join(d, n), root) for d, dirs, files in os.walk(root)
+                  for n in files if n.startswith("."))
+
+
+def test_a_killed_install_leaves_temp_files_that_the_rerun_removes(cli, tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(3 << 20))
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/big", "--file-update")
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "big").write_bytes(b"old")
+    (root / "data" / ".keep").write_bytes(b"not ours")
+    # SIGKILL once the first MiB has gone into the temp file beside the target
+    proc = run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 1 and e.done - state.setdefault("start", e.done) >= 1 << 20:
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert proc.returncode == -signal.SIGKILL
+    left = _hidden(root)
+    assert len(left) == 2, left  # the premise: the interrupted run left its temp file
+    assert (root / "data" / "big").read_bytes() == b"old"
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "data" / "big").read_bytes() == big.read_bytes()
+    assert _hidden(root) == ["data/.keep"]
+
+
+def test_a_full_work_directory_leaves_no_patch_spool(cli, tmp_path, begin):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(os.urandom(1 << 20))
+    new.write_bytes(os.urandom(1 << 20))
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-b", begin)
+    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/f", "--file-update-diff", "--patch-threshold", "off")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_bytes(old.read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    script = ('mount -t tmpfs -o size=256k none {w} && {py} -m sstarota.cli.otaunpack -r {p} --root {r} -t {w}; '
+              'echo "rc=$?"; ls -A {w}').format(w=work, py=sys.executable, p=pkg, r=root)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=PROJECT,
+                          timeout=120)
+    out = proc.stdout.split()
+    assert out[0] in ("rc=1", "rc=3"), proc.stdout + proc.stderr
+    assert out[1:] == [], "left in -t: %s" % out[1:]
+    assert "Traceback" not in proc.stderr
+    assert (root / "f").read_bytes() == old.read_bytes()
+
+
+# ---------------------------------------------------------------------------- 7. memory
+
+
+def _peak_rss_kib(argv):
+    proc = subprocess.Popen([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=PROJECT)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
+    assert proc.returncode == 0, err[-2000:]
+    return usage.ru_maxrss
+
+
+def test_memory_is_flat_in_the_number_of_records(tmp_path):
+    def package(n):
+        p = tmp_path / ("p%d.bin" % n)
+        p.write_bytes(pkg04([rec04("/gone/%d" % i, OP_DELETE) for i in range(n)]))
+        return p
+
+    root = tmp_path / "root"
+    root.mkdir()
+    small = _peak_rss_kib(["-r", package(1000), "--root", root, "-q"])
+    large = _peak_rss_kib(["-r", package(60000), "--root", root, "-q"])
+    assert large - small < 6 * 1024, "60,000 records cost %d KiB more than 1,000" % (large - small)
+
+
+def test_memory_is_flat_in_the_size_of_scripts(tmp_path):
+    def package(size):
+        body = (b"# " + b"x" * 77 + b"\n") * (size // 80)
+        p = tmp_path / ("s%d.bin" % size)
+        p.write_bytes(pkg04([rec04("s%d.sh" % i, OP_SCRIPT, body) for i in range(3)]))
+        return p
+
+    root = tmp_path / "root"
+    root.mkdir()
+    small = _peak_rss_kib(["-r", package(8000), "--root", root, "-q", "-t", tmp_path])
+    large = _peak_rss_kib(["-r", package(12 << 20), "--root", root, "-q", "-t", tmp_path])
+    assert large - small < 6 * 1024, "three 12 MiB scripts cost %d KiB more than small ones" % (large - small)
+
+
+def test_a_record_count_above_the_limit_is_refused_in_one_line(tmp_path):
+    from sstarota import schema
+
+    limit = schema.MAX_RECORDS
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/gone", OP_DELETE)], count=limit + 1))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 3
+    assert str(limit) in one_line(proc)
+
+
+# ---------------------------------------------------------------------------- 8. tracebacks
+
+
+def test_a_package_path_that_is_a_directory(tmp_path):
+    proc = otaunpack("-r", tmp_path, "--root", tmp_path)
+    assert proc.returncode in (2, 3)
+    assert "is a directory" in one_line(proc)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_package_on_a_pipe_is_read_as_a_stream(cli, tmp_path, gz):
+    src = tmp_path / "src"
+    src.write_bytes(b"through a pipe")
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-s", src, "-d", "/a", "--file-update")
+    data = gzip.compress(pkg.read_bytes()) if gz else pkg.read_bytes()
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-x" if gz else "-r", "/dev/stdin", "--root", root, "-t", tmp_path, stdin=data)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "a").read_bytes() == b"through a pipe"
+
+
+def test_an_unreadable_package_is_one_line(tmp_path):
+    proc = otaunpack("-r", "/proc/self/mem", "--root", tmp_path, "--dry-run")
+    assert proc.returncode in (2, 3)
+    assert "Input/output error" in one_line(proc)
+
+
+def test_stdin_without_a_usable_spool_directory_is_one_line(cli, tmp_path):
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    proc = otaunpack("-r", "-", "-t", "/proc/self", "--root", tmp_path, stdin=pkg.read_bytes())
+    assert proc.returncode == 2
+    assert "/proc/self" in one_line(proc)
+
+
+def test_a_device_node_that_cannot_be_opened_is_rejected_in_the_verify_pass(tmp_path):
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    os.mknod(root / "dev" / "mtdblock9", stat.S_IFBLK | 0o600, os.makedev(240, 7))  # no such device
+    pkg = _one_record_pkg(tmp_path, rec04("/dev/mtdblock9", OP_BLOCK, b"img"))
+    before = snapshot(root)
+    proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+    assert_rejected_untouched(proc, root, before, "/dev/mtdblock9")
+
+
+def test_dry_run_prints_a_non_utf8_target(tmp_path):
+    pkg = _one_record_pkg(tmp_path, rec04(b"/cfg/\xff\xfe.bin", OP_UPDATE, b"x"), begin_script=b"")
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root, "--dry-run", env=dict(os.environ, LC_ALL="C.UTF-8",
+                                                                     PYTHONIOENCODING="utf-8"))
+    assert proc.returncode == 0, proc.stderr
+    assert b"/cfg/" in proc.stdout and b"Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- 9. cosmetic
+
+
+def test_terminal_escapes_in_targets_and_labels_are_escaped(cli, tmp_path):
+    esc = "/cfg/\x1b[2J\x1b]0;owned\x07x"
+    pkg = _one_record_pkg(tmp_path, rec04(esc, OP_UPDATE, b"x"), begin_script=b"")
+    root = tmp_path / "root"
+    (root / "cfg").mkdir(parents=True)
+    proc = otaunpack("-r", pkg, "--root", root, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert b"\x1b" not in proc.stdout and b"\x1b" not in proc.stderr
+    assert b"\x07" not in proc.stdout and b"\x07" not in proc.stderr
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert b"\x1b" not in proc.stderr
+
+
+def test_stdin_gzip_detection_does_not_depend_on_the_first_read(tmp_path):
+    """A pipe that hands out one byte at a time is still recognised as gzip."""
+    import io
+
+    from sstarota import install
+
+    class Trickle(io.RawIOBase):
+        def __init__(self, data):
+            self.data = data
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            if not self.data or not len(b):
+                return 0
+            b[0] = self.data[0]
+            self.data = self.data[1:]
+            return 1
+
+    data = gzip.compress(pkg04([rec04("/a", OP_UPDATE, b"trickled")]))
+    root = tmp_path / "root"
+    root.mkdir()
+    source = install.open_source("-", tmpdir=str(tmp_path), stdin=io.BufferedReader(Trickle(data), 1))
+    try:
+        install.Installer(source, install.Options(root=str(root), tmpdir=str(tmp_path))).run()
+    finally:
+        source.close()
+    assert (root / "a").read_bytes() == b"trickled"
+
+
+def test_a_gzip_trailer_error_is_named_as_such(tmp_path):
+    data = bytearray(gzip.compress(pkg04([rec04("/a", OP_UPDATE, b"small")])))
+    data[-8] ^= 0xFF  # the CRC32 in the trailer
+    pkg = tmp_path / "p.bin.gz"
+    pkg.write_bytes(bytes(data))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-x", pkg, "--root", root)
+    assert proc.returncode == 3
+    line = one_line(proc)
+    assert "header" not in line and ("CRC" in line or "gzip" in line), line
