@@ -1,0 +1,312 @@
+"""Targets reached through directory file descriptors, so that nothing can redirect a write.
+
+A package names its targets; the installer runs as root. Checking a path and then using it
+by name leaves a window in which a directory on the way can be swapped for a symlink. Here
+a target's parent directory is opened by walking from the root one component at a time
+(``O_NOFOLLOW | O_DIRECTORY``), and every create, write, rename and unlink happens relative
+to that descriptor: once it is open, a swap of any path component cannot move the write.
+
+A symlink met on the way is read and followed by hand: a relative one continues from the
+directory that holds it, an absolute one starts again at the root. Under ``--root`` an
+absolute link must name a place inside the root (as the host sees it) and ``..`` may never
+climb above the root; a link that leads out is refused. Without a root the walk starts at
+``/`` and follows links as the kernel would. (Linux's ``openat2(RESOLVE_BENEATH)`` does the
+same in one call, but board kernels 4.9 and 5.10 do not all have it.)
+
+Our temporary files are named ``.sstarota-<pid>-<random>.tmp``: short, so that a 255-byte
+target name still leaves room for them, and recognisable, so that a later run removes the
+ones whose process is gone.
+"""
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import PackageError
+
+MAX_LINKS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+TEMP_RE = re.compile(r"^\.?sstarota-(\d+)-[a-z0-9_]+(\.tmp|-patch|-spool|-result)?$")
+
+
+class TargetProblem(PackageError):
+    """A target cannot be reached or is of a kind its record cannot write."""
+
+
+def _components(path):
+    return [c for c in path.split("/") if c not in ("", ".")]
+
+
+@dataclass
+class Located:
+    """A target's parent directory (an open fd) and its last component."""
+
+    dirfd: int
+    name: str
+    target: str  # as the package names it
+    where: str  # the directory path as reached, for messages
+
+    def lstat(self):
+        try:
+            return os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    @property
+    def path(self):
+        return os.path.join(self.where, self.name)
+
+    def open(self, flags, mode=0o600):
+        return os.open(self.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.dirfd)
+
+    def unlink(self):
+        os.unlink(self.name, dir_fd=self.dirfd)
+
+    def close(self):
+        if self.dirfd >= 0:
+            os.close(self.dirfd)
+            self.dirfd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Root:
+    """Where targets live: a staging directory (``--root``) or the board's ``/``."""
+
+    def __init__(self, root=None):
+        self.given = root
+        self.real = os.path.realpath(root) if root is not None else "/"
+        self.confined = root is not None
+
+    def _open_root(self):
+        return os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _out(self, target, link, text):
+        return TargetProblem("target %s: %s is a symlink to %s, which leads out of the root %s"
+                             % (target, link, text, self.given))
+
+    def _absolute(self, target, link, text):
+        """The components, below the root, of an absolute symlink's text."""
+        real = os.path.normpath(text)
+        if not self.confined:
+            return _components(real)
+        if real != self.real and not real.startswith(self.real.rstrip("/") + "/"):
+            raise self._out(target, link, text)
+        return _components(real[len(self.real):])
+
+    def locate(self, target, create=False, follow_final=False):
+        """The parent directory of target, opened safely, and the final name in it.
+
+        create: make missing directories (0755) on the way. follow_final: when the final
+        component is a symlink, follow it (confined) to what it names.
+        Raises TargetProblem (nothing to write there) or OSError from the kernel."""
+        todo = _components(target)
+        if not todo:
+            raise TargetProblem("target %s names the root itself" % target)
+        stack = [(self._open_root(), self.real)]
+        links = 0
+        try:
+            while True:
+                c = todo.pop(0)
+                fd, where = stack[-1]
+                if c == "..":
+                    if len(stack) == 1:
+                        if self.confined:
+                            raise TargetProblem("target %s: a symlink on the way climbs above the root %s"
+                                                % (target, self.given))
+                    else:
+                        os.close(stack.pop()[0])
+                    if not todo:
+                        raise TargetProblem("target %s names a directory" % target)
+                    continue
+                last = not todo
+                if last:
+                    st = _lstat(c, fd)
+                    if st is not None and stat.S_ISLNK(st.st_mode) and follow_final:
+                        links, todo = self._expand(target, fd, where, c, links, todo, stack)
+                        continue
+                    top_fd, top_where = stack.pop()
+                    return Located(top_fd, c, target, top_where)
+                try:
+                    sub = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise TargetProblem("target %s: %s does not exist" % (target, os.path.join(where, c)))
+                    try:
+                        os.mkdir(c, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    sub = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = _lstat(c, fd)
+                    if st is not None and stat.S_ISLNK(st.st_mode):
+                        links, todo = self._expand(target, fd, where, c, links, todo, stack)
+                        continue
+                    raise TargetProblem("target %s: %s is not a directory" % (target, os.path.join(where, c)))
+                stack.append((sub, os.path.join(where, c)))
+        finally:
+            for fd, _ in stack:
+                os.close(fd)
+
+    def _expand(self, target, fd, where, name, links, todo, stack):
+        links += 1
+        if links > MAX_LINKS:
+            raise TargetProblem("target %s: too many levels of symlinks (a loop?) at %s"
+                                % (target, os.path.join(where, name)))
+        text = os.readlink(name, dir_fd=fd)
+        if text.startswith("/"):
+            comps = self._absolute(target, os.path.join(where, name), text)
+            while len(stack) > 1:
+                os.close(stack.pop()[0])
+        else:
+            comps = text.split("/")
+        comps = [c for c in comps if c not in ("", ".")]
+        if not comps and not todo:
+            raise TargetProblem("target %s names a directory" % target)
+        return links, comps + todo
+
+    def resolve_path(self, target):
+        """The host path of a target as a string (for messages and the dry-run plan)."""
+        if not self.confined:
+            return target
+        return os.path.join(self.real, *_components(target))
+
+
+def _lstat(name, dirfd):
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------- our temp files
+
+
+def temp_name(kind="tmp"):
+    """A short, recognisable name for a file of ours: .sstarota-<pid>-<random>.tmp."""
+    rand = os.urandom(4).hex()
+    if kind == "tmp":
+        return ".sstarota-%d-%s.tmp" % (os.getpid(), rand)
+    return "sstarota-%d-%s-%s" % (os.getpid(), rand, kind)
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StaleCleaner:
+    """Removes, once per directory and run, temp files of ours whose process has gone."""
+
+    def __init__(self, note=None):
+        self.seen = set()
+        self.note = note or (lambda msg: None)
+        self.removed = 0
+
+    def sweep(self, dirfd, where):
+        st = os.fstat(dirfd)
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        try:
+            names = os.listdir(dirfd)
+        except OSError:
+            return
+        for name in names:
+            m = TEMP_RE.match(name)
+            if not m or _alive(int(m.group(1))):
+                continue
+            try:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                os.unlink(name, dir_fd=dirfd)
+            except OSError:
+                continue
+            self.removed += 1
+            self.note("removed %s, left by an interrupted run" % os.path.join(where, name))
+
+    def sweep_path(self, path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            self.sweep(fd, path)
+        finally:
+            os.close(fd)
+
+
+class AtomicAt:
+    """A temp file in an open directory, renamed over the target's name on commit.
+
+    The directory is the one the walk reached: a later swap of a path component cannot
+    move the temp file or the rename. Mode 0 keeps the existing file's mode (0644 for a
+    new file)."""
+
+    def __init__(self, loc: Located, mode: Optional[int] = None, cleaner: Optional[StaleCleaner] = None):
+        self.loc = loc
+        if cleaner is not None:
+            cleaner.sweep(loc.dirfd, loc.where)
+        self.tmp = temp_name()
+        fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=loc.dirfd)
+        self.f = os.fdopen(fd, "w+b")
+        self.mode = mode
+        self.done = False
+
+    def write(self, data):
+        self.f.write(data)
+
+    def commit(self):
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        st = self.loc.lstat()
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            st = None if stat.S_ISLNK(st.st_mode) else st
+        mode = self.mode
+        if not mode:
+            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
+        os.fchmod(self.f.fileno(), mode & 0o7777)
+        if st is not None and os.geteuid() == 0:
+            try:
+                os.fchown(self.f.fileno(), st.st_uid, st.st_gid)
+            except OSError:
+                pass
+        self.f.close()
+        os.rename(self.tmp, self.loc.name, src_dir_fd=self.loc.dirfd, dst_dir_fd=self.loc.dirfd)
+        self.done = True
+        try:
+            os.fsync(self.loc.dirfd)
+        except OSError:
+            pass
+
+    def abort(self):
+        if self.done:
+            return
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp, dir_fd=self.loc.dirfd)
+        except OSError:
+            pass
+        self.done = True
