@@ -101,11 +101,12 @@ class Root:
             raise self._out(target, link, text)
         return _components(real[len(self.real):])
 
-    def locate(self, target, create=False, follow_final=False):
+    def locate(self, target, create=False, follow_final=False, missing_ok=False):
         """The parent directory of target, opened safely, and the final name in it.
 
         create: make missing directories (0755) on the way. follow_final: when the final
-        component is a symlink, follow it (confined) to what it names.
+        component is a symlink, follow it (confined) to what it names. missing_ok: None when
+        a directory on the way does not exist (instead of TargetProblem).
         Raises TargetProblem (nothing to write there) or OSError from the kernel."""
         todo = _components(target)
         if not todo:
@@ -137,6 +138,8 @@ class Root:
                 try:
                     sub = os.open(c, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
+                    if not create and missing_ok:
+                        return None
                     if not create:
                         raise TargetProblem("target %s: %s does not exist" % (target, os.path.join(where, c)))
                     try:

@@ -153,7 +153,8 @@ def test_diff_against_a_missing_or_wrong_file_fails_cleanly(cli, inp, tmp_path):
     root = tmp_path / "root"
     (root / "c").mkdir(parents=True)
     proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
-    assert proc.returncode == 1 and "does not exist" in proc.stderr.splitlines()[-1]
+    # found in the verify pass: rejected before anything runs or is written
+    assert proc.returncode == 3 and "does not exist" in proc.stderr.splitlines()[-1]
     assert os.listdir(root / "c") == []
 
 

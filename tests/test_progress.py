@@ -108,12 +108,13 @@ def shutil_copy_old(root):
 
 def test_failing_install_ends_with_a_failed_stage(pkg, tmp_path):
     root = tmp_path / "root"
-    root.mkdir()  # no old tree: the delta record fails
+    shutil_copy_old(root)
+    (root / "c" / "changed.bin").write_bytes(b"another old file")  # the delta record fails
     proc, events = run_with_events(pkg, root, tmp_path)
     assert proc.returncode == 1
     last = events[-1]
     assert last["final"] and last["failed"] and last["stage"] == "done"
-    assert "does not exist" in last["message"]
+    assert "not the content this delta was made from" in last["message"]
     failed = [e for e in events if e["failed"]]
     assert failed[0]["stage"] == "updating" and failed[0]["target"] == "/c/changed.bin"
     pcts = [e["percent"] for e in events]

@@ -1,63 +1,125 @@
-"""Block digests: what ties the apply pass to the verify pass, byte for byte."""
+"""What ties every later read of a package to the verify pass, byte for byte.
+
+The verify pass reads the (inflated) package stream through a ChainTap, which takes a
+running SHA-256 digest at every BLOCK boundary: the digest at the end of block k commits to
+blocks 0..k. Every later pass (scripts, apply, dry-run listing) reads the package through a
+VerifiedStream, which hands out a block only once its digest matches: a package that
+changes between the passes cannot get a byte onto flash or into sh. Memory: one block in
+flight, plus 32 bytes of digest per BLOCK of package, whatever the number of records.
+"""
 
 import hashlib
+import io
 
 from ..errors import InstallError
 
 BLOCK = 256 << 10  # verify/write granularity: a few of these in flight at once on a 64 MB board
 
 
-class BlockDigests:
-    """A running SHA-256 over a record's data, its digest taken at every BLOCK boundary.
+class ChainTap(io.RawIOBase):
+    """Pass 1: a readable wrapper that digests everything read through it."""
 
-    The digest at the end of block k commits to blocks 0..k, so pass 2, running the same
-    hash, can check each block before releasing it; the final digest is the SHA-256 of the
-    whole data (what the manifest lists). One hash pass serves both."""
-
-    def __init__(self):
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
         self.digests = []
-        self.whole = hashlib.sha256()
+        self.running = hashlib.sha256()
         self.fill = 0
+        self.size = 0
 
-    def update(self, piece):
-        view = memoryview(piece)
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        data = self.stream.read(n)
+        if data:
+            self._update(data)
+        return data
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def _update(self, data):
+        view = memoryview(data)
+        self.size += len(view)
         while view:
             n = min(len(view), BLOCK - self.fill)
-            self.whole.update(view[:n])
+            self.running.update(view[:n])
             self.fill += n
             view = view[n:]
             if self.fill == BLOCK:
-                self.digests.append(self.whole.copy().digest())
+                self.digests.append(self.running.copy().digest())
                 self.fill = 0
 
     def finish(self):
+        """The digests of the whole stream (call once it has been read to its end)."""
         if self.fill:
-            self.digests.append(self.whole.copy().digest())
+            self.digests.append(self.running.copy().digest())
+            self.fill = 0
         return self.digests
 
 
-def verified_blocks(chunks, digests, rec, of):
-    """Re-block the pass-2 stream and yield each block only once its digest matches pass 1."""
-    buf = bytearray()
-    index = 0
-    running = hashlib.sha256()
+class VerifiedStream(io.RawIOBase):
+    """Later passes: the same stream, released block by block once each block checks."""
 
-    def check(block):
-        nonlocal index
-        running.update(block)
-        if index >= len(digests) or running.copy().digest() != digests[index]:
-            raise InstallError("changed after it was verified (block %d): stopped before writing it" % index,
-                               rec, of)
-        index += 1
-        return block
+    def __init__(self, stream, digests, size):
+        super().__init__()
+        self.stream = stream
+        self.digests = digests
+        self.size = size
+        self.running = hashlib.sha256()
+        self.index = 0
+        self.buf = b""
+        self.off = 0  # next byte of buf to hand out
+        self.pos = 0  # stream offset of the first byte of buf
 
-    for piece in chunks:
-        buf += piece
-        while len(buf) >= BLOCK:
-            block = bytes(buf[:BLOCK])
-            del buf[:BLOCK]
-            yield check(block)
-    if buf:
-        yield check(bytes(buf))
-    if index != len(digests):
-        raise InstallError("shorter than when it was verified", rec, of)
+    def readable(self):
+        return True
+
+    def _next_block(self):
+        want = min(BLOCK, self.size - self.pos - len(self.buf)) if self.index < len(self.digests) else 0
+        if want <= 0:
+            if self.stream.read(1):
+                raise InstallError("the package is longer than when it was verified; stopped")
+            return False
+        parts = []
+        got = 0
+        while got < want:
+            piece = self.stream.read(want - got)
+            if not piece:
+                raise InstallError("the package is shorter than when it was verified; stopped")
+            parts.append(piece)
+            got += len(piece)
+        block = b"".join(parts)
+        self.running.update(block)
+        if self.running.copy().digest() != self.digests[self.index]:
+            raise InstallError("the package changed after it was verified (at byte %d); stopped before using it"
+                               % (self.index * BLOCK))
+        self.index += 1
+        self.pos += len(self.buf)
+        self.buf = block
+        self.off = 0
+        return True
+
+    def read(self, n=-1):
+        if not self.buf or self.off >= len(self.buf):
+            if not self._next_block():
+                return b""
+        if n is None or n < 0:
+            n = len(self.buf) - self.off
+        piece = self.buf[self.off:self.off + n]
+        self.off += len(piece)
+        return piece
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        try:
+            self.stream.close()
+        finally:
+            super().close()

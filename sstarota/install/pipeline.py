@@ -1,31 +1,35 @@
 """The installer pipeline: verify pass -> begin script -> apply pass -> end script.
 
 Pass 1 reads the whole package front to back (gzip inflated in-process) and checks every
-checksum, count, length and target, and that the stream ends exactly after the last
-record; it also records a SHA-256 of every 1 MiB block of every record. Nothing is
-written and no script runs before it has succeeded. Pass 2 reads the package again and
-hands each record's data, block by block, to the writers registered for its op; every
-block is compared with its pass-1 digest before any writer sees it, so a package that
-changes between the passes cannot get a byte onto flash. Memory stays bounded: one block
-in flight, plus 32 bytes of digest per MiB of package.
+checksum, count, length and target (each target for its kind: see plan.open_dest), and
+that the stream ends exactly after the last record. Nothing is written and no script runs
+before it has succeeded. Every later read of the package (the scripts, the apply pass, the
+dry-run listing) goes through the pass-1 block digests (blocks.py): a package that changes
+between the passes cannot get a byte onto flash or into sh.
+
+Memory does not grow with the number of records or the size of scripts: records are not
+kept between the passes (the plan holds totals), the begin and end scripts and script
+records are spooled under the work directory (-t) and run from there.
 """
 
 import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import delta, manifest, schema
+from ..confine import Root, StaleCleaner, TargetProblem
 from ..errors import InstallError, OtaError, PackageError
 from ..package import PackageReader
-from ..paths import resolve
 from ..progress import Progress
 from ..writers import Context, writer_for
-from .blocks import BlockDigests, verified_blocks
-from .plan import Plan, Planned, check_manifest, patch_new_size, plan_targets
+from .blocks import ChainTap, VerifiedStream
+from .plan import (Plan, check_capacity, check_delta_source, check_manifest, delta_infos, open_dest,
+                   patch_new_size, plan_line)
+from .scripts import Scripts
 
-END_PREAMBLE = 'OTA_STATUS=%d\necho "OTA UPDATA STATUS: ${OTA_STATUS}"\n'
+WRITE_UNITS = 4096  # progress units for committing one target
 
 
 @dataclass
@@ -35,6 +39,8 @@ class Options:
     run_scripts: bool = True
     all_targets: bool = False
     dry_run: bool = False
+    allow_devices: bool = False
+    listing: Optional[Callable[[str], None]] = None  # dry run: where the plan's lines go
 
 
 class Installer:
@@ -47,15 +53,18 @@ class Installer:
         self.note = note or (lambda msg: None)
         tmpdir = self.opts.tmpdir or tempfile.gettempdir()
         self.ctx = Context(root=self.opts.root, tmpdir=tmpdir, run_scripts=self.opts.run_scripts, note=self.note,
-                           progress=self.progress)
+                           progress=self.progress, fsroot=Root(self.opts.root), allow_devices=self.opts.allow_devices,
+                           cleaner=StaleCleaner(self.note))
         self.script_units = 4096
 
     # ------------------------------------------------------------------ pass 1
     def verify(self):
         """Read the whole package, check everything, and return the Plan (nothing written)."""
         p = self.progress
+        plan = Plan(self.source.name)
         with self.source.stream() as stream:
-            reader = PackageReader(stream, os.path.basename(self.source.name), strict=True)
+            tap = ChainTap(stream)
+            reader = PackageReader(tap, os.path.basename(self.source.name), strict=True)
             header = reader.open()
             total = header.package_size()
             self.script_units = max(4096, (total + header.total_data) // 100)
@@ -64,66 +73,155 @@ class Installer:
             p.add(reader.offset)
             self._seen = reader.offset
             p.emit("verifying", records=header.record_count)
-            planned = []
             candidate = None
             for rec, chunks in reader.records():
-                item, candidate = self._plan_record(reader, rec, chunks)
-                planned.append(item)
+                candidate = self._verify_record(plan, reader, rec, chunks)
             reader.finish()
             p.add(reader.offset - self._seen)
-        scripts = reader.begin_script + reader.end_script
-        plan = Plan(self.source.name, header.generation, hashlib.sha256(header.raw + scripts).digest(),
-                    reader.begin_script, reader.end_script, planned, reader.offset)
+        plan.generation = header.generation
+        plan.records = header.record_count
+        plan.package_bytes = reader.offset
+        plan.begin_len, plan.end_len = len(reader.begin_script), len(reader.end_script)
+        plan.digests = tap.finish()
+        plan.stream_size = tap.size
         if candidate is not None and candidate.startswith(manifest.MAGIC):
-            check_manifest(plan, manifest.parse(candidate))
+            check_manifest(plan, manifest.parse(candidate), plan.records - 1)
+            plan.script_records -= 1
+            plan.units -= plan.manifest_units
+        else:
+            plan.manifest_index = None
+        if plan.problem is not None:
+            raise plan.problem
+        self._check_delta_sources(plan)
         return plan
 
-    def _plan_record(self, reader, rec, chunks):
-        """Read one record's data: its block digests, the head of a patch, a manifest's bytes."""
+    def _verify_record(self, plan, reader, rec, chunks):
+        """Check one record's targets and read its data; returns a manifest candidate's bytes."""
         p = self.progress
         p.emit("verifying", record=rec.index + 1, records=reader.header.record_count, target=rec.dst,
                label=rec.label)
-        targets = plan_targets(self.ctx, rec, self.opts.root, self.opts.all_targets)
-        digests = BlockDigests()
-        keep = [] if manifest.is_manifest(rec) else None
-        head = b""
-        for piece in chunks:
-            digests.update(piece)
-            if keep is not None:
-                keep.append(bytes(piece))
-            if len(head) < delta.HEADER:
-                head += bytes(piece[:delta.HEADER - len(head)])
-            p.add(reader.offset - self._seen)
-            self._seen = reader.offset
-        item = Planned(rec, targets, digests.finish(), hashlib.sha256(rec.raw_header).digest(),
-                       digests.whole.hexdigest())
-        if rec.op == schema.OP_FILE_DIFF:
-            item.new_size = patch_new_size(rec, head)
-        return item, (b"".join(keep) if keep is not None else None)
+        try:
+            dests = self._dests(rec)
+        except TargetProblem as exc:
+            # integrity first: a corrupt package is named as such, not by the target it garbles
+            plan.problem = plan.problem or exc
+            dests = []
+        try:
+            whole = hashlib.sha256()
+            keep = [] if manifest.is_manifest(rec) and rec.index == reader.header.record_count - 1 else None
+            head = b""
+            for piece in chunks:
+                whole.update(piece)
+                if keep is not None:
+                    keep.append(bytes(piece))
+                if len(head) < delta.HEADER:
+                    head += bytes(piece[:delta.HEADER - len(head)])
+                p.add(reader.offset - self._seen)
+                self._seen = reader.offset
+            selected = [d for d, sel in dests if sel]
+            new_size = 0
+            if rec.op == schema.OP_FILE_DIFF:
+                new_size = patch_new_size(rec, head)
+                for d in selected:
+                    if d.partition:
+                        check_capacity(rec, d, new_size, "the delta's result")
+                plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests]))
+            elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):
+                for d in selected:
+                    check_capacity(rec, d, rec.data_len + _pad(rec))
+        finally:
+            for d, _ in dests:
+                d.close()
+        if keep is not None:
+            plan.manifest_index = rec.index
+            plan.manifest_units = rec.data_len + WRITE_UNITS
+        else:
+            plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
+        if rec.op == schema.OP_SCRIPT:
+            plan.script_records += 1
+        plan.units += len(selected) * (rec.data_len + new_size + WRITE_UNITS)
+        return b"".join(keep) if keep is not None else None
 
-    # ------------------------------------------------------------------ pass 2
+    def _dests(self, rec, create=False):
+        """(Dest, selected) for every target of the record; script records have one, without a path."""
+        if rec.op == schema.OP_SCRIPT:
+            writer_for(rec.op).check(self.ctx, rec, rec.dst, None)
+            from .plan import Dest
+
+            return [(Dest(rec.dst, None), True)]
+        out = []
+        try:
+            for name, mask in rec.target_masks():
+                try:
+                    dest = open_dest(self.ctx, rec, name, create=create)
+                except TargetProblem:
+                    raise
+                except PackageError as exc:
+                    raise PackageError("record %d: %s" % (rec.index, exc)) from None
+                except OSError as exc:
+                    raise TargetProblem("record %d (%s %s): %s" % (rec.index + 1, rec.op_name, name,
+                                                                  exc.strerror or exc)) from None
+                out.append((dest, bool(mask) or self.opts.all_targets))
+        except BaseException:
+            for d, _ in out:
+                d.close()
+            raise
+        return out
+
+    def _check_delta_sources(self, plan):
+        infos = delta_infos(plan)
+        for index, dst, targets in plan.deltas:
+            info = infos.get(index)
+            if info is None:
+                continue
+            rec = _Named(index, schema.OP_FILE_DIFF, dst)
+            for name, selected in targets:
+                if not selected:
+                    continue
+                dest = open_dest(self.ctx, rec, name)
+                try:
+                    check_delta_source(index, dest, info)
+                finally:
+                    dest.close()
+
+    # ------------------------------------------------------------------ later passes
+    def _verified_reader(self, plan):
+        stream = VerifiedStream(self.source.stream(), plan.digests, plan.stream_size)
+        return stream, PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=False)
+
+    def listing(self, plan, out):
+        """Dry run: the plan, one line per target, from a verified re-read."""
+        out(plan.headline())
+        stream, reader = self._verified_reader(plan)
+        with stream:
+            for rec, chunks in reader.records():
+                if rec.index == plan.manifest_index:
+                    continue
+                if rec.op == schema.OP_SCRIPT:
+                    out(plan_line(rec, plan.records, rec.dst, None, True))
+                    continue
+                for name, mask in rec.target_masks():
+                    out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name),
+                                  bool(mask) or self.opts.all_targets))
+
     def apply(self, plan):
         """Read the package again and hand every verified block to the records' writers."""
-        n = len(plan.records)
-        with self.source.stream() as stream:
-            # the pass-1 digests check every byte here; the vendor checksums need no second pass
-            reader = PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=False)
+        n = plan.records
+        infos = delta_infos(plan)
+        stream, reader = self._verified_reader(plan)
+        with stream:
             try:
-                header = reader.open()
+                reader.open()
             except PackageError as exc:
                 raise InstallError("the package changed after it was verified: %s" % exc) from None
-            if hashlib.sha256(header.raw + reader.begin_script + reader.end_script).digest() != plan.header_digest:
-                raise InstallError("the package header changed after it was verified; nothing more written")
-            for (rec, chunks), item in zip(reader.records(), plan.records):
-                if hashlib.sha256(rec.raw_header).digest() != item.header_digest:
-                    raise InstallError("changed after it was verified", rec, n)
+            for rec, chunks in reader.records():
                 self.progress.emit("updating", record=rec.index + 1, records=n, target=rec.dst, label=rec.label)
-                if item.is_manifest:
-                    self.note("manifest checked: %d record hashes, %d delta sources"
-                              % (len(plan.checked_manifest.records), len(plan.checked_manifest.diffs)))
+                if rec.index == plan.manifest_index:
+                    m = plan.manifest
+                    self.note("manifest checked: %d record hashes, %d delta sources" % (len(m.records), len(m.diffs)))
                     continue
                 try:
-                    self._apply_record(item, chunks, n)
+                    self._apply_record(rec, chunks, n, infos.get(rec.index))
                 except OSError as exc:
                     where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
                     raise InstallError("%s%s" % (exc.strerror or exc, where), rec, n) from None
@@ -132,38 +230,36 @@ class Installer:
                         raise
                     raise InstallError(str(exc), rec, n) from None
 
-    def _apply_record(self, item, chunks, n):
-        rec = item.rec
-        writers = [writer_for(rec.op)(self.ctx, rec, t.name, self._recheck(t), expect=item.delta)
-                   for t in item.targets if t.selected]
-        if not writers:
-            self.note("record %d/%d (%s %s): no target selected (mask 0), skipped" % (rec.index + 1, n, rec.op_name,
-                                                                                     rec.dst))
-            return
+    def _apply_record(self, rec, chunks, n, info):
+        dests = self._dests(rec, create=True)
         opened = []
         try:
+            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d, sel in dests if sel]
+            if not writers:
+                self.note("record %d/%d (%s %s): no target selected (mask 0), skipped"
+                          % (rec.index + 1, n, rec.op_name, rec.dst))
+                for _ in chunks:
+                    pass
+                return
             for w in writers:
                 w.open()
                 opened.append(w)
-            for block in verified_blocks(chunks, item.digests, rec, n):
+            for block in chunks:
                 for w in opened:
                     w.write(block)
                 self.progress.add(len(block) * len(opened))
             while opened:
                 opened[0].commit()
                 opened.pop(0)
-                self.progress.add(4096)
+                self.progress.add(WRITE_UNITS)
         finally:
             for w in opened:
                 try:
                     w.abort()
                 except OSError:
                     pass
-
-    def _recheck(self, target):
-        if target.path is None:
-            return None
-        return resolve(target.name, self.opts.root)
+            for d, _ in dests:
+                d.close()
 
     # ------------------------------------------------------------------ the whole update
     def run(self):
@@ -172,6 +268,8 @@ class Installer:
         p.emit("start")
         try:
             plan = self.verify()
+            if self.opts.dry_run and self.opts.listing is not None:
+                self.listing(plan, self.opts.listing)
         except PackageError as exc:
             p.emit("verifying", failed=True, message=str(exc))
             p.emit("done", failed=True, final=True, message="package rejected, nothing written")
@@ -179,15 +277,21 @@ class Installer:
         if self.opts.dry_run:
             p.emit("done", final=True, message="dry run: verified, nothing written")
             return plan
+        self.ctx.cleaner.sweep_path(self.ctx.tmpdir)
+        with Scripts(self, plan) as scripts:
+            return self._install(plan, scripts)
+
+    def _install(self, plan, scripts):
+        p = self.progress
         # the exact work ahead, now that the records are known
-        scripts = (1 if plan.begin_script else 0) + (1 if plan.end_script else 0) + plan.script_records
-        p.set_total(p.done + sum(item.units for item in plan.records) + self.script_units * scripts)
+        count = (1 if plan.begin_len else 0) + (1 if plan.end_len else 0) + plan.script_records
+        p.set_total(p.done + plan.units + self.script_units * count)
         status = -1
         error = None
         try:
-            if plan.begin_script:
-                p.emit("begin-script", records=len(plan.records))
-                code = self.ctx.run_script(plan.begin_script, "begin script")
+            if plan.begin_len:
+                p.emit("begin-script", records=plan.records)
+                code = scripts.run_begin()
                 p.add(self.script_units)
                 if code != 0:
                     raise InstallError("the begin script exited with status %d; nothing was written" % code)
@@ -197,20 +301,31 @@ class Installer:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
             p.emit(p.last.stage, failed=True, message=str(error))
         finally:
-            self._end_script(plan, status)
+            if plan.end_len:
+                p.emit("end-script", failed=status != 0, message="OTA_STATUS=%d" % status, record=0, target="",
+                       label="")
+                code = scripts.run_end(status)
+                p.add(self.script_units)
+                if code != 0:
+                    self.note("the end script exited with status %d" % code)
         if error is not None:
             p.emit("done", failed=True, final=True, message=str(error))
             raise error
-        p.emit("done", final=True, records=len(plan.records), record=0, target="", label="")
+        p.emit("done", final=True, records=plan.records, record=0, target="", label="")
         return plan
 
-    def _end_script(self, plan, status):
-        if not plan.end_script:
-            return
-        self.progress.emit("end-script", failed=status != 0, message="OTA_STATUS=%d" % status,
-                           record=0, target="", label="")
-        script = (END_PREAMBLE % status).encode() + plan.end_script
-        code = self.ctx.run_script(script, "end script")
-        self.progress.add(self.script_units)
-        if code != 0:
-            self.note("the end script exited with status %d" % code)
+
+class _Named:
+    """The fields of a record that target checks name in their messages."""
+
+    def __init__(self, index, op, dst):
+        self.index = index
+        self.op = op
+        self.dst = dst
+        self.op_name = schema.OP_NAMES[op]
+
+
+def _pad(rec):
+    from ..writers.block import pad_len
+
+    return pad_len(rec)

@@ -1,129 +1,205 @@
-"""The plan the verify pass makes: every record with its targets on this host, the
-digests of its data blocks, and what the manifest says; checked before anything is written."""
+"""What the verify pass learns, and the target checks both passes share.
 
+The plan holds totals, not records: the digests that tie later passes to this one (32
+bytes per MiB of package), the work ahead for progress, the manifest's delta entries and,
+for delta records only, their targets (their sources are hashed once the manifest has been
+read). Memory does not grow with the number of records beyond 4 bytes each (the
+fingerprints that name the first record a manifest disagrees with).
+"""
+
+import array
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from .. import delta, manifest, schema
+from .. import delta, flash, manifest, schema
+from ..confine import TargetProblem
 from ..errors import PackageError
-from ..flashio import is_partition, open_content
-from ..paths import resolve
-from ..writers import writer_for
+from ..flashio import open_content
+from ..paths import check_target
+from ..text import shown
 from .blocks import BLOCK
 
+_FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
+_DEVICE_OPS = (schema.OP_BLOCK, schema.OP_UBI, schema.OP_FILE_DIFF)
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFBLK: "a block device node", stat.S_IFCHR: "a character device node"}
+
 
 @dataclass
-class Target:
+class Dest:
+    """One target of a record on this host, checked for its kind; devices held open."""
+
     name: str  # as the package names it
-    path: Optional[str]  # on this host (None for script records)
-    selected: bool
-
-
-@dataclass
-class Planned:
-    rec: object
-    targets: List[Target]
-    digests: List[bytes] = field(default_factory=list)
-    header_digest: bytes = b""
-    data_sha256: str = ""
-    delta: Optional[manifest.DeltaInfo] = None  # from the manifest, for delta records
-    is_manifest: bool = False
-    new_size: int = 0  # delta records: the size of the result (from the patch header)
+    path: Optional[str]  # for messages and flash look-ups (/proc/self/fd/N for an opened device)
+    loc: Optional[object] = None  # confine.Located: the directory and name (files)
+    kind: str = "none"  # "file", "absent", "device", "none" (script records)
+    fd: int = -1
 
     @property
-    def units(self):
-        """Apply-pass work: the data to every selected target (deltas: also the result)."""
-        if self.is_manifest:
-            return 0
-        n = sum(1 for t in self.targets if t.selected)
-        return n * (self.rec.data_len + self.new_size) + 4096 * n
+    def partition(self):
+        """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
+        return self.kind == "device" or self.name.startswith("/dev/")
 
-    @property
-    def writes(self):
-        return any(t.selected for t in self.targets)
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.loc is not None:
+            self.loc.close()
+            self.loc = None
+
+
+def _kind_name(st):
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "of an unsupported kind")
+
+
+def open_dest(ctx, rec, name, create=False):
+    """The target checked for what the record's op can write: regular files for file records,
+    device nodes (on a board, or under --root with --allow-devices) or staged images for
+    partition records. create: make missing directories (the apply pass only)."""
+    op = rec.op
+    root = ctx.fsroot
+    what = "record %d (%s %s)" % (rec.index + 1, rec.op_name, shown(name))
+    try:
+        check_target(name)
+    except PackageError as exc:
+        raise PackageError("record %d: %s" % (rec.index, exc)) from None
+    follow = op in _DEVICE_OPS
+    loc = root.locate(name, create=create and (op in _FILE_OPS or (op in _DEVICE_OPS and root.confined)),
+                      follow_final=follow, missing_ok=True)
+    if loc is None:
+        st = None
+    else:
+        try:
+            st = loc.lstat()
+        except OSError:
+            loc.close()
+            raise
+    try:
+        return _checked(ctx, rec, name, what, loc, st)
+    except BaseException:
+        if loc is not None:
+            loc.close()
+        raise
+
+
+def _checked(ctx, rec, name, what, loc, st):
+    op = rec.op
+    path = loc.path if loc is not None else ctx.fsroot.resolve_path(name)
+    if st is None:
+        if op == schema.OP_FILE_DIFF:
+            raise TargetProblem("%s: the file to patch, %s, does not exist" % (what, shown(name)))
+        if op in _DEVICE_OPS and not ctx.fsroot.confined and name.startswith("/dev/"):
+            raise TargetProblem("%s: target %s does not exist on this board" % (what, shown(name)))
+        return Dest(name, path, loc, "absent")
+    fmt = stat.S_IFMT(st.st_mode)
+    if fmt == stat.S_IFREG or (fmt == stat.S_IFLNK and op in _FILE_OPS + (schema.OP_FILE_DELETE,)):
+        if fmt == stat.S_IFLNK:  # replaced (or deleted) itself; where it points must stay inside
+            inner = ctx.fsroot.locate(name, follow_final=True, missing_ok=True)
+            if inner is not None:
+                inner.close()
+        return Dest(name, path, loc, "file")
+    if fmt in (stat.S_IFBLK, stat.S_IFCHR) and op in _DEVICE_OPS:
+        if ctx.fsroot.confined and not ctx.allow_devices:
+            raise TargetProblem("%s: %s is a device node inside the root %s; refused (a staging root holds image "
+                                "files; give --allow-devices to write device nodes)"
+                                % (what, shown(name), ctx.fsroot.given))
+        try:
+            fd = loc.open(os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise TargetProblem("%s: cannot open %s: %s" % (what, shown(name), exc.strerror)) from None
+        return Dest(name, "/proc/self/fd/%d" % fd, loc, "device", fd)
+    raise TargetProblem("%s: %s is %s; a %s record cannot write it" % (what, shown(name), _kind_name(st),
+                                                                      rec.op_name))
+
+
+def check_capacity(rec, dest, need, what_bytes="the image"):
+    """Reject (in the verify pass) data larger than its device target."""
+    if dest.kind != "device":
+        return
+    capacity = flash.device_capacity(dest.path)
+    if capacity is not None and need > capacity:
+        index = flash.mtd_index_of(dest.path)
+        note = ""
+        if index is not None:
+            note = ", mtd%d less %d bad blocks" % (index, flash.mtd_info(index).bad_blocks)
+        raise PackageError("record %d: %s is %d bytes, larger than %s can hold (%d bytes%s)"
+                           % (rec.index, what_bytes, need, shown(dest.name), capacity, note))
 
 
 @dataclass
 class Plan:
+    """What pass 1 established; later passes read the package through its digests."""
+
     name: str
-    generation: str
-    header_digest: bytes
-    begin_script: bytes
-    end_script: bytes
-    records: List[Planned]
-    package_bytes: int
-    checked_manifest: Optional[manifest.Manifest] = None
+    generation: str = ""
+    records: int = 0
+    package_bytes: int = 0
+    begin_len: int = 0
+    end_len: int = 0
+    digests: List[bytes] = field(default_factory=list)
+    units: int = 0  # apply-pass work, for progress
+    script_records: int = 0
+    manifest_index: Optional[int] = None
+    manifest_units: int = 0
+    problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
+    stream_size: int = 0
+    manifest: Optional[object] = None  # manifest.Manifest, once checked
+    deltas: List[Tuple[int, str, List[Tuple[str, bool]]]] = field(default_factory=list)
+    # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
+    chain: object = field(default_factory=hashlib.sha256)
+    fingerprints: array.array = field(default_factory=lambda: array.array("I"))
 
-    @property
-    def script_records(self):
-        return sum(1 for p in self.records if p.rec.op == schema.OP_SCRIPT and not p.is_manifest)
+    def add_record_hashes(self, header_sha, data_sha):
+        pair = header_sha + data_sha
+        self.chain.update(pair)
+        self.fingerprints.append(int.from_bytes(hashlib.sha256(pair).digest()[:4], "little"))
 
-    def lines(self):
-        out = ["package %s: %s, %d record(s), %d bytes; begin script %d bytes, end script %d bytes"
-               % (self.name, self.generation, len(self.records), self.package_bytes,
-                  len(self.begin_script), len(self.end_script))]
-        for p in self.records:
-            r = p.rec
-            for t in p.targets:
-                where = "" if t.path is None or t.path == t.name else " -> %s" % t.path
-                skip = "" if t.selected else " (mask 0: skipped)"
-                out.append("  %d/%d %-11s %s%s, %d bytes%s" % (r.index + 1, len(self.records), r.op_name,
-                                                            t.name, where, r.data_len, skip))
-        return out
+    def headline(self):
+        return ("package %s: %s, %d record(s), %d bytes; begin script %d bytes, end script %d bytes"
+                % (shown(self.name), self.generation, self.records, self.package_bytes, self.begin_len,
+                   self.end_len))
 
 
-def plan_targets(ctx, rec, root=None, all_targets=False):
-    """The record's targets on this host, each checked by its writer (no writes)."""
-    if rec.op == schema.OP_SCRIPT:
-        writer_for(rec.op).check(ctx, rec, rec.dst, None)
-        return [Target(rec.dst, None, True)]
-    targets = []
-    for name, mask in rec.target_masks():
-        try:
-            path = resolve(name, root)
-        except PackageError as exc:
-            raise PackageError("record %d: %s" % (rec.index, exc)) from None
-        writer_for(rec.op).check(ctx, rec, name, path)
-        targets.append(Target(name, path, bool(mask) or all_targets))
-    if rec.op == schema.OP_FILE_DIFF and rec.data_len < delta.HEADER:
-        raise PackageError("record %d: file-diff data is %d bytes, too short for a BSDIFF40 patch"
-                           % (rec.index, rec.data_len))
-    return targets
+def plan_line(rec, of, name, path, selected):
+    where = "" if path is None or path == name else " -> %s" % shown(path)
+    skip = "" if selected else " (mask 0: skipped)"
+    return "  %d/%d %-11s %s%s, %d bytes%s" % (rec.index + 1, of, rec.op_name, shown(name), where, rec.data_len,
+                                              skip)
 
 
 def patch_new_size(rec, head):
     """The result size a delta record's patch header declares."""
+    if rec.data_len < delta.HEADER:
+        raise PackageError("record %d: file-diff data is %d bytes, too short for a BSDIFF40 patch"
+                           % (rec.index, rec.data_len))
     try:
         return delta.patch_new_size(head)
     except PackageError as exc:
-        raise PackageError("record %d (file-diff %s): %s" % (rec.index, rec.dst, exc)) from None
+        raise PackageError("record %d (file-diff %s): %s" % (rec.index, shown(rec.dst), exc)) from None
 
 
-def check_manifest(plan, m):
-    """Every record against its manifest hashes; every delta's source on this host."""
-    records = plan.records[:-1]
-    if len(m.records) != len(records):
+def check_manifest(plan, m, records_before):
+    """The manifest against every record's hashes (pass 1 kept a chain and fingerprints)."""
+    if len(m.records) != records_before:
         raise PackageError("the manifest lists %d records, the package has %d before it"
-                           % (len(m.records), len(records)))
-    for item, (header_sha, data_sha) in zip(records, m.records):
-        rec = item.rec
-        if item.header_digest.hex() != header_sha:
-            raise PackageError("record %d (%s %s): its header does not match the manifest"
-                               % (rec.index, rec.op_name, rec.dst))
-        if item.data_sha256 != data_sha:
-            raise PackageError("record %d (%s %s): its data does not match the manifest"
-                               % (rec.index, rec.op_name, rec.dst))
-    plan.records[-1].is_manifest = True
-    plan.checked_manifest = m
-    for index, info in m.diffs.items():
-        if index >= len(records) or records[index].rec.op != schema.OP_FILE_DIFF:
+                           % (len(m.records), records_before))
+    chain = hashlib.sha256()
+    for i, (header_sha, data_sha) in enumerate(m.records):
+        pair = bytes.fromhex(header_sha) + bytes.fromhex(data_sha)
+        chain.update(pair)
+        if int.from_bytes(hashlib.sha256(pair).digest()[:4], "little") != plan.fingerprints[i]:
+            raise PackageError("record %d: its header or data does not match the manifest" % i)
+    if chain.digest() != plan.chain.digest():
+        raise PackageError("the records do not match the manifest")
+    kinds = {index: True for index, _, _ in plan.deltas}
+    for index in m.diffs:
+        if index not in kinds:
             raise PackageError("the manifest has delta data for record %d, which is not a delta" % index)
-        item = records[index]
-        item.delta = info
-        for t in item.targets:
-            if t.selected:
-                check_delta_source(item.rec, t, info)
+    plan.manifest = m
 
 
 def _content_digest(f, limit):
@@ -142,15 +218,26 @@ def _content_digest(f, limit):
     return n, h.hexdigest()
 
 
-def check_delta_source(rec, target, info):
-    """Hash the content a delta will patch: a file whole, a device's first old_len bytes."""
-    what = "record %d (file-diff %s)" % (rec.index, target.name)
+def open_current(dest):
+    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
+    if dest.kind == "device":
+        return open_content(dest.path)
+    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
+
+
+def check_delta_source(rec_index, dest, info):
+    """Hash the content a delta will patch: a file whole, a partition's first old_len bytes."""
+    what = "record %d (file-diff %s)" % (rec_index, shown(dest.name))
     try:
-        f = open_content(target.path)
+        f = open_current(dest)
     except OSError as exc:
         raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
     with f:
-        n, found = _content_digest(f, info.old_len if is_partition(target.name, target.path) else None)
+        n, found = _content_digest(f, info.old_len if dest.partition else None)
     if n != info.old_len or found != info.old_sha256:
         raise PackageError("%s: %s is not the content the delta was made from: expected sha256 %s (%d bytes),"
-                           " found %s (%d bytes)" % (what, target.name, info.old_sha256, info.old_len, found, n))
+                           " found %s (%d bytes)" % (what, shown(dest.name), info.old_sha256, info.old_len, found, n))
+
+
+def delta_infos(plan) -> Dict[int, object]:
+    return plan.manifest.diffs if plan.manifest is not None else {}

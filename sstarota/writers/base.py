@@ -1,14 +1,13 @@
 """The writer interface, the registry, and the checks the writers share."""
 
 import os
-import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from ..errors import InstallError, PackageError
-from ..fsutil import AtomicFile, write_all
+from ..fsutil import write_all
 
 WRITERS: Dict[int, type] = {}
 
@@ -37,9 +36,14 @@ class Context:
     run_scripts: bool = True
     note: Callable[[str], None] = lambda msg: None
     progress: Optional[object] = None  # progress.Progress, for writers whose work is not the data flow
+    fsroot: Optional[object] = None  # confine.Root: where targets are reached
+    allow_devices: bool = False  # under --root: device nodes inside the root may be written
+    cleaner: Optional[object] = None  # confine.StaleCleaner: our temp files left by interrupted runs
 
-    def run_script(self, data, what):
-        """Pipe a script into sh; return its exit status."""
+    def run_script(self, source, what, preamble=b""):
+        """Pipe preamble and then a script (bytes or a file) into sh; return its exit status.
+
+        A file is streamed, never read whole."""
         if not self.run_scripts:
             self.note("%s skipped (--no-scripts)" % what)
             return 0
@@ -47,10 +51,28 @@ class Context:
         if self.root is not None:
             env["OTA_ROOT"] = os.path.realpath(self.root)
         try:
-            proc = subprocess.run(["sh"], input=data, cwd=self.root or "/", env=env)
+            proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, cwd=self.root or "/", env=env)
         except OSError as exc:
             raise InstallError("cannot run sh for the %s: %s" % (what, exc.strerror)) from None
-        return proc.returncode
+        try:
+            proc.stdin.write(preamble)
+            if isinstance(source, (bytes, bytearray)):
+                proc.stdin.write(source)
+            else:
+                while True:
+                    piece = source.read(1 << 16)
+                    if not piece:
+                        break
+                    proc.stdin.write(piece)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # sh finished before reading it all (exit in the script)
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        return proc.wait()
 
 
 class Writer:
@@ -59,16 +81,17 @@ class Writer:
 
     out = None
 
-    def __init__(self, ctx, rec, target, path, expect=None):
+    def __init__(self, ctx, rec, dest, expect=None):
         self.ctx = ctx
         self.rec = rec
-        self.target = target  # as the package names it
-        self.path = path  # on this host (under the root)
+        self.dest = dest  # install.plan.Dest: the target, checked and (devices) opened
+        self.target = dest.name  # as the package names it
+        self.path = dest.path  # on this host, for messages and flash look-ups
         self.expect = expect  # what the manifest says the result must be (deltas), or None
 
     @classmethod
     def check(cls, ctx, rec, target, path):
-        """Pass-1 checks of this target (no writes). Raise PackageError to reject."""
+        """Pass-1 checks beyond the target's kind (no writes). Raise PackageError to reject."""
 
     def open(self):
         pass
@@ -103,27 +126,9 @@ class DeviceFile:
         os.close(self.fd)
 
 
-class ReplacedFile(AtomicFile):
-    """A file target replaced atomically, keeping its owner; mode 0 keeps the existing
-    mode (0644 for a new file), otherwise the permission bits of mode are applied."""
+def replaced_file(ctx, dest, mode):
+    """A file target replaced atomically in the directory the target walk reached: mode 0
+    keeps the existing mode (0644 for a new file), otherwise the permission bits of mode."""
+    from ..confine import AtomicAt
 
-    def __init__(self, path, mode):
-        super().__init__(path, suffix=".ota", makedirs=True)
-        self.mode = mode
-
-    def commit(self):
-        try:
-            st = os.stat(self.dest)
-        except FileNotFoundError:
-            st = None
-        mode = self.mode
-        if not mode:
-            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
-        owner = (st.st_uid, st.st_gid) if st is not None and os.geteuid() == 0 else None
-        super().commit(mode=mode & 0o7777, owner=owner)
-
-
-def check_device_target(ctx, rec, target, path):
-    """On a board (no --root) a /dev target must exist: never create a file in /dev."""
-    if ctx.root is None and target.startswith("/dev/") and not os.path.exists(path):
-        raise PackageError("record %d: target %s does not exist on this board" % (rec.index, target))
+    return AtomicAt(dest.loc, mode & 0o7777, cleaner=ctx.cleaner)

@@ -5,10 +5,11 @@ staging under --root) a partition image file.
 (mtdblock cannot skip bad blocks); other block devices are written in place and fsynced.
 """
 
+import os
+
 from .. import flash, schema
-from ..errors import PackageError
-from ..flashio import MtdSink, is_device
-from .base import DeviceFile, ReplacedFile, Writer, check_device_target, register
+from ..flashio import MtdSink
+from .base import DeviceFile, Writer, register, replaced_file
 
 
 def pad_len(rec):
@@ -18,40 +19,19 @@ def pad_len(rec):
     return 0
 
 
-def check_fits(rec, target, path, need):
-    """Reject (in the verify pass) an image larger than its device target."""
-    capacity = flash.device_capacity(path)
-    if capacity is not None and need > capacity:
-        raise PackageError("record %d: the image is %d bytes, larger than %s can hold (%d bytes%s)"
-                           % (rec.index, need, target, capacity, _bad_note(path)))
-
-
-def _bad_note(path):
-    index = flash.mtd_index_of(path)
-    if index is None:
-        return ""
-    info = flash.mtd_info(index)
-    return ", mtd%d less %d bad blocks" % (index, info.bad_blocks)
-
-
 @register(schema.OP_BLOCK)
 class BlockWriter(Writer):
-    @classmethod
-    def check(cls, ctx, rec, target, path):
-        check_device_target(ctx, rec, target, path)
-        check_fits(rec, target, path, rec.data_len + pad_len(rec))
-
     def open(self):
         self.mtd = None
         index = flash.mtd_index_of(self.path)
-        self.device = is_device(self.path)
+        self.device = self.dest.kind == "device"
         if index is not None:
             self.mtd = MtdSink(flash.mtd_info(index), on_stage=self._stage)
         elif self.device:
             self.out = DeviceFile(self.path)
         else:
             # a staging partition image: the image replaces its first bytes, the rest stays
-            self.out = ReplacedFile(self.path, 0o644)
+            self.out = replaced_file(self.ctx, self.dest, 0o644)
 
     def _stage(self, stage):
         """Erasing and updating alternate per erase block: tell the progress when it changes."""
@@ -78,17 +58,15 @@ class BlockWriter(Writer):
         if self.device:
             self.out.commit()
             return
-        written = self.out.f.tell()
-        try:
-            with open(self.path, "rb") as old:
+        if self.dest.kind == "file":
+            written = self.out.f.tell()
+            with os.fdopen(self.dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as old:
                 old.seek(written)
                 while True:
                     piece = old.read(1 << 20)
                     if not piece:
                         break
                     self.out.write(piece)
-        except FileNotFoundError:
-            pass
         self.out.commit()
 
     def abort(self):

@@ -12,9 +12,9 @@ import tempfile
 
 from .. import delta, schema
 from ..errors import InstallError
-from ..flashio import is_partition, open_content
+from ..confine import temp_name
 from ..fsutil import unlink_quietly
-from .base import ReplacedFile, Writer, check_device_target, register
+from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
 
@@ -34,22 +34,17 @@ class _Hashing:
 
 @register(schema.OP_FILE_DIFF)
 class DeltaWriter(Writer):
-    @classmethod
-    def check(cls, ctx, rec, target, path):
-        check_device_target(ctx, rec, target, path)
-
     def open(self):
-        fd, self.patch_path = tempfile.mkstemp(prefix="sstarota-patch-", dir=self.ctx.tmpdir)
-        self.patch = os.fdopen(fd, "w+b")
+        self.patch_path = os.path.join(self.ctx.tmpdir, temp_name("patch"))
+        self.patch = open(self.patch_path, "x+b")
 
     def write(self, block):
         self.patch.write(block)
 
     def _old(self):
-        try:
-            old = open_content(self.path)
-        except FileNotFoundError:
-            raise InstallError("the file to patch, %s, does not exist" % self.target) from None
+        from ..install.plan import open_current
+
+        old = open_current(self.dest)
         old.seek(0, os.SEEK_END)
         return old, old.tell()
 
@@ -57,10 +52,10 @@ class DeltaWriter(Writer):
         self.patch.flush()
         old, old_size = self._old()
         with old:
-            if is_partition(self.target, self.path):
+            if self.dest.partition:
                 self._to_device(old, old_size)
             else:
-                out = ReplacedFile(self.path, self.rec.mode & 0o7777)
+                out = replaced_file(self.ctx, self.dest, self.rec.mode)
                 try:
                     self._patch(old, old_size, out.f)
                 except BaseException:
@@ -101,7 +96,7 @@ class DeltaWriter(Writer):
         with tempfile.TemporaryFile(dir=self.ctx.tmpdir) as new:
             self._patch(old, old_size, new)
             new.seek(0)
-            w = BlockWriter(self.ctx, self.rec, self.target, self.path)
+            w = BlockWriter(self.ctx, self.rec, self.dest)
             w.open()
             try:
                 while True:
@@ -115,8 +110,12 @@ class DeltaWriter(Writer):
             w.commit()
 
     def _cleanup(self):
-        self.patch.close()
-        unlink_quietly(self.patch_path)
+        try:
+            self.patch.close()
+        except OSError:
+            pass  # a full work directory fails the flush again: the file goes all the same
+        finally:
+            unlink_quietly(self.patch_path)
 
     def abort(self):
         self._cleanup()

@@ -1,10 +1,11 @@
-"""file-update, file-add, file-delete: whole files, replaced atomically."""
+"""file-update, file-add, file-delete: whole files, replaced atomically.
 
-import os
+Every file operation happens in the directory the target walk opened (confine.py): a
+directory swapped for a symlink after the check cannot redirect it.
+"""
 
 from .. import schema
-from ..errors import InstallError, PackageError
-from .base import ReplacedFile, Writer, register
+from .base import Writer, register, replaced_file
 
 
 @register(schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
@@ -15,26 +16,15 @@ class FileWriter(Writer):
     permission bits (st_mode & 07777) are applied as stored.
     """
 
-    @classmethod
-    def check(cls, ctx, rec, target, path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            raise PackageError("record %d: target %s is a directory" % (rec.index, target))
-
     def open(self):
-        self.out = ReplacedFile(self.path, self.rec.mode & 0o7777)
+        self.out = replaced_file(self.ctx, self.dest, self.rec.mode)
 
 
 @register(schema.OP_FILE_DELETE)
 class DeleteWriter(Writer):
-    @classmethod
-    def check(cls, ctx, rec, target, path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            raise PackageError("record %d: file-delete target %s is a directory" % (rec.index, target))
-
     def commit(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
+        loc = self.dest.loc
+        if loc is None or loc.lstat() is None:
             self.ctx.note("record %d: %s was already absent" % (self.rec.index + 1, self.target))
-        except IsADirectoryError:
-            raise InstallError("%s is a directory, not deleted" % self.target) from None
+            return
+        loc.unlink()

@@ -1,7 +1,12 @@
-"""script: a shell script carried as a record, piped into sh on the board."""
+"""script: a shell script carried as a record, spooled under the work directory, then
+piped into sh from there (never held in memory)."""
+
+import os
 
 from .. import schema
+from ..confine import temp_name
 from ..errors import InstallError, PackageError
+from ..fsutil import unlink_quietly
 from ..schema import MAX_SCRIPT
 from .base import Writer, register
 
@@ -15,12 +20,26 @@ class ScriptWriter(Writer):
                                % (rec.index, rec.data_len, MAX_SCRIPT >> 20))
 
     def open(self):
-        self.parts = []
+        self.spool_path = os.path.join(self.ctx.tmpdir, temp_name("script"))
+        self.spool = open(self.spool_path, "x+b")
 
     def write(self, block):
-        self.parts.append(bytes(block))
+        self.spool.write(block)
 
     def commit(self):
-        status = self.ctx.run_script(b"".join(self.parts), "script record %s" % self.target)
+        self.spool.flush()
+        self.spool.seek(0)
+        try:
+            status = self.ctx.run_script(self.spool, "script record %s" % self.target)
+        finally:
+            self.abort()
         if status != 0:
             raise InstallError("script %s exited with status %d" % (self.target, status))
+
+    def abort(self):
+        try:
+            self.spool.close()
+        except OSError:
+            pass
+        finally:
+            unlink_quietly(self.spool_path)

@@ -8,8 +8,7 @@ import struct
 
 from .. import flash, schema
 from ..errors import InstallError
-from .base import DeviceFile, ReplacedFile, Writer, check_device_target, register
-from .block import check_fits
+from .base import DeviceFile, Writer, register, replaced_file
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
 UBI_IOCVOLUP = flash.UBI_IOCVOLUP
@@ -17,13 +16,8 @@ UBI_IOCVOLUP = flash.UBI_IOCVOLUP
 
 @register(schema.OP_UBI)
 class UbiWriter(Writer):
-    @classmethod
-    def check(cls, ctx, rec, target, path):
-        check_device_target(ctx, rec, target, path)
-        check_fits(rec, target, path, rec.data_len)
-
     def open(self):
-        self.volume = flash.ubi_volume(self.path) is not None
+        self.volume = self.dest.kind == "device" and flash.ubi_volume(self.path) is not None
         self.sha = hashlib.sha256()
         if self.volume:
             self.out = DeviceFile(self.path, os.O_RDWR)
@@ -33,7 +27,7 @@ class UbiWriter(Writer):
             if self.ctx.progress is not None:
                 self.ctx.progress.emit("updating")
         else:
-            self.out = ReplacedFile(self.path, 0o644)
+            self.out = replaced_file(self.ctx, self.dest, 0o644)
 
     def write(self, block):
         self.sha.update(block)
