@@ -440,9 +440,10 @@ def records(draw, gen, special=False, hostile_fields=True, ops=None, odd_text=Fa
 
 @st.composite
 def packages(draw, gens=("legacy", "0.3", "0.4", "1.6"), special=False, hostile_fields=True, max_records=4,
-             ops=None, odd_text=False):
+             ops=None, odd_text=False, min_records=0):
     gen = draw(st.sampled_from(gens))
-    p = Pkg(gen, draw(st.lists(records(gen, special, hostile_fields, ops, odd_text), max_size=max_records)),
+    p = Pkg(gen, draw(st.lists(records(gen, special, hostile_fields, ops, odd_text), min_size=min_records,
+                               max_size=max_records)),
             begin=draw(st.sampled_from([BEGIN, BEGIN, b"", b"#c\n" + BEGIN])), end=draw(st.sampled_from([END, b""])))
     if hostile_fields and draw(st.integers(0, 3)) == 0:
         which = draw(st.sampled_from(["count", "total", "begin_len", "end_len", "header_sum", "pad16"]))
@@ -675,23 +676,38 @@ def _run_case(data, pkg, odd=(), extra_opts=None, mutate_raw=True, channels=("fi
 # ---------------------------------------------------------------------------- fuzz targets
 
 
-@fuzz_settings(150)
+@fuzz_settings(800)
 @given(st.data())
 def test_fuzz_hostile_headers_and_mutations(data):
     """Every generation, hostile header and record fields, byte mutations, truncations."""
     _run_case(data, data.draw(packages()))
 
 
-@fuzz_settings(120)
+@fuzz_settings(500)
 @given(st.data())
 def test_fuzz_odd_targets(data):
     """Well-formed packages whose targets are symlinks (in, out, loops, dangling), directories,
     long and non-UTF-8 names, '..', NUL, escapes, in a root that has such entries."""
     odd = data.draw(st.sets(st.sampled_from(["long", "nonutf8"])))
-    _run_case(data, data.draw(packages(hostile_fields=False, odd_text=True)), odd=tuple(odd), mutate_raw=False)
+    res = _run_case(data, data.draw(packages(hostile_fields=False, odd_text=True, min_records=1)), odd=tuple(odd),
+                    mutate_raw=False)
+    assert_late_failure_is_a_delta_mismatch(res)
 
 
-@fuzz_settings(60)
+#: what only applying a delta can find without a manifest (docs/FORMAT.md): a wrong old file
+DELTA_MISMATCH = (b"is not the content this delta was made from", b"the patch declares")
+
+
+def assert_late_failure_is_a_delta_mismatch(res):
+    """Issue 12, item 5: a target problem is found in the verify pass (exit 3), not after
+    writing began (exit 1). In these worlds nothing else can fail late (no full disk, no
+    failing script) except a delta applied to the wrong old content."""
+    if res.code == 1:
+        last = res.err.splitlines()[-1]
+        assert any(m in last for m in DELTA_MISMATCH), "a target problem found only after writing began: %r" % last
+
+
+@fuzz_settings(250)
 @given(st.data())
 def test_fuzz_special_files(data):
     """FIFOs, sockets and char nodes with /dev/null's numbers at and around the targets."""
@@ -699,8 +715,9 @@ def test_fuzz_special_files(data):
     extra = data.draw(run_options())
     if ALLOW_DEVICES and data.draw(st.booleans()):
         extra.append("--allow-devices")  # only (1, 3) nodes exist in this root
-    pkg = data.draw(packages(special=True, hostile_fields=False, max_records=2))
+    pkg = data.draw(packages(special=True, hostile_fields=False, max_records=2, min_records=1))
     res = _run_case(data, pkg, odd=tuple(odd), extra_opts=extra, mutate_raw=False)
+    assert_late_failure_is_a_delta_mismatch(res)
     # issue 12, item 5: a target's kind is checked in the verify pass; a FIFO or socket is never
     # a target, a device node only for block/ubi records and only with --allow-devices
     for r in pkg.records:
@@ -711,16 +728,17 @@ def test_fuzz_special_files(data):
             continue
         if kind == "null" and r.op in (OP_BLOCK, OP_UBI) and "--allow-devices" in extra:
             continue
-        assert res.code == 3, "a %s record at %s (a %s) was not rejected: exit %d, %r" % (
+        assert res.code == 3, "a %d record at %s (a %s) was not rejected: exit %d, %r" % (
             r.op, r.dst.decode(), kind, res.code, res.err[-500:])
 
 
-@fuzz_settings(120)
+@fuzz_settings(250)
 @given(st.data())
 def test_fuzz_bspatch(data):
     """Deltas with hostile BSDIFF40 headers and controls (negative and huge lengths, seeks out
     of range), against files and staging partition images."""
-    pkg = data.draw(packages(gens=("0.3", "0.4", "1.6"), hostile_fields=False, max_records=2, ops=[OP_DIFF]))
+    pkg = data.draw(packages(gens=("0.3", "0.4", "1.6"), hostile_fields=False, max_records=2, ops=[OP_DIFF],
+                             min_records=1))
     for r in pkg.records:
         r.dst = data.draw(st.sampled_from([b"/cfg/a", b"/cfg/b", b"/dev/mtdblock3", b"/cfg/new", b"/dir/sub/f"]))
         r.data = data.draw(patches(r.dst))
@@ -728,15 +746,15 @@ def test_fuzz_bspatch(data):
     _run_case(data, pkg, mutate_raw=False)
 
 
-@fuzz_settings(60)
+@fuzz_settings(250)
 @given(st.data())
 def test_fuzz_input_channels(data):
     """The same packages through a file, stdin (`-r -`) and a pipe path (/dev/fd/N)."""
-    pkg = data.draw(packages(hostile_fields=False, max_records=2))
+    pkg = data.draw(packages(hostile_fields=False, max_records=2, min_records=1))
     _run_case(data, pkg, mutate_raw=data.draw(st.booleans()), channels=("file", "stdin", "pipe"))
 
 
-@fuzz_settings(60)
+@fuzz_settings(120)
 @given(st.data())
 def test_fuzz_valid_packages_install(data):
     """Well-formed packages of plain file records install: exit 0, the files as packed."""
