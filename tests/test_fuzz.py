@@ -114,6 +114,10 @@ class Rec:
     data_len: Optional[int] = None  # override of the declared length
     data_sum: Optional[int] = None  # override of the 32-bit sum (0.3/0.4/legacy)
     pad: int = 0  # 0.4 record pad word
+    old: Optional[bytes] = None  # file-diff: the old content the manifest names
+
+
+MANIFEST_MAGIC = b"# sstarota-manifest 1\n"
 
 
 @dataclass
@@ -129,6 +133,7 @@ class Pkg:
     header_sum: Optional[int] = None  # override (0.3/0.4/legacy)
     tool_id: bytes = b"sstarota-fuzz"
     pad16: int = 0  # 1.6 header pad word
+    manifest: bool = False  # append sstarota's manifest record (docs/FORMAT.md), not legacy
 
 
 def _dl(r):
@@ -140,14 +145,50 @@ def _total(p, mask):
 
 
 def build(p):
+    if p.manifest and p.gen != "legacy":
+        p = Pkg(**dict(p.__dict__, records=p.records + [manifest_record(p)], manifest=False))
     return {"legacy": build_legacy, "0.3": build03, "0.4": build04, "1.6": build16}[p.gen](p)
 
 
+def rec_header(gen, r):
+    """A record header as stored (0.3, 0.4, 1.6), checksum filled in."""
+    rsum = (byte_sum(r.data) if r.data_sum is None else r.data_sum) & U32
+    if gen == "0.4":
+        return struct.pack("<Q256sQIIII", _dl(r) & U64, r.dst, r.dst_size & U64, r.mode & U32, rsum, r.op & U32,
+                           r.pad & U32)
+    if gen == "0.3":
+        return struct.pack("<I256sIIII", _dl(r) & U32, r.dst, r.dst_size & U32, r.mode & U32, rsum, r.op & U32)
+    masks = list(r.masks or [])[:16]
+    masks += [1] * (16 - len(masks))
+    head = struct.pack("<Q512s512s512sQI16iI", _dl(r) & U64, r.src_name, r.dst, r.label, r.dst_size & U64,
+                       r.mode & U32, *[_s32(m) for m in masks], r.op & U32)
+    return hashlib.md5(head + r.data).digest() + head
+
+
+def manifest_record(p):
+    """sstarota's manifest: a script record of shell comments naming every record's hashes
+    and every delta's old and new content."""
+    import bsdiff4
+
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    lines = [MANIFEST_MAGIC, b"# a no-op for sh: record hashes and delta sources, read by sstarota's otaunpack\n"]
+    for i, r in enumerate(p.records):
+        lines.append(b"# record %d %s %s\n" % (i, sha(rec_header(p.gen, r)).encode(), sha(r.data).encode()))
+    for i, r in enumerate(p.records):
+        if r.op == OP_DIFF and r.old is not None:
+            try:
+                new = bsdiff4.patch(r.old, r.data)
+            except Exception:
+                new = b""
+            lines.append(b"# diff %d old %d %s new %d %s\n" % (i, len(r.old), sha(r.old).encode(), len(new),
+                                                               sha(new).encode()))
+    lines.append(b"# end\n")
+    data = b"".join(lines)
+    return Rec(OP_SCRIPT, b"sstarota-manifest.sh", data, mode=0o100644, dst_size=len(data))
+
+
 def build04(p):
-    recs = b"".join(
-        struct.pack("<Q256sQIIII", _dl(r) & U64, r.dst, r.dst_size & U64, r.mode & U32,
-                    (byte_sum(r.data) if r.data_sum is None else r.data_sum) & U32, r.op & U32, r.pad & U32) + r.data
-        for r in p.records)
+    recs = b"".join(rec_header("0.4", r) + r.data for r in p.records)
     body = struct.pack("<IIIQII", 0, 4, (len(p.records) if p.count is None else p.count) & U32, _total(p, U64),
                        (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
                        (len(p.end) if p.end_len is None else p.end_len) & U32)
@@ -156,10 +197,7 @@ def build04(p):
 
 
 def build03(p):
-    recs = b"".join(
-        struct.pack("<I256sIIII", _dl(r) & U32, r.dst, r.dst_size & U32, r.mode & U32,
-                    (byte_sum(r.data) if r.data_sum is None else r.data_sum) & U32, r.op & U32) + r.data
-        for r in p.records)
+    recs = b"".join(rec_header("0.3", r) + r.data for r in p.records)
     body = struct.pack("<IIIIII", 0, 3, (len(p.records) if p.count is None else p.count) & U32, _total(p, U32),
                        (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
                        (len(p.end) if p.end_len is None else p.end_len) & U32)
@@ -173,13 +211,7 @@ def _s32(v):
 
 
 def build16(p):
-    out = []
-    for r in p.records:
-        masks = list(r.masks or [])[:16]
-        masks += [1] * (16 - len(masks))
-        head = struct.pack("<Q512s512s512sQI16iI", _dl(r) & U64, r.src_name, r.dst, r.label, r.dst_size & U64,
-                           r.mode & U32, *[_s32(m) for m in masks], r.op & U32)
-        out.append(hashlib.md5(head + r.data).digest() + head + r.data)
+    out = [rec_header("1.6", r) + r.data for r in p.records]
     body = struct.pack("<16sIIIIQII64s", hashlib.md5(p.begin + p.end).digest(), 1, 6,
                        (len(p.records) if p.count is None else p.count) & U32, p.pad16 & U32, _total(p, U64),
                        (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
@@ -222,7 +254,7 @@ BEGIN = b"touch beginran\n"
 END = b"# end\ntouch endran\n"
 SCRIPT = b"touch scriptran\n"
 MARKERS = (b"beginran", b"endran", b"scriptran")
-SAFE_LINE = re.compile(rb"(#[A-Za-z ]*|touch [a-z]+|OTA_STATUS=-?[01]|echo \"OTA UPDATA STATUS: \$\{OTA_STATUS\}\"|)")
+SAFE_LINE = re.compile(rb"(#[^\n]*|touch [a-z]+|OTA_STATUS=-?[01]|echo \"OTA UPDATA STATUS: \$\{OTA_STATUS\}\"|)")
 
 
 def harmless(script):
@@ -427,6 +459,8 @@ def records(draw, gen, special=False, hostile_fields=True, ops=None, odd_text=Fa
     r = Rec(op, dst, data, mode=draw(st.sampled_from(MODES)), dst_size=draw(sizes),
             label=draw(st.sampled_from([b"", b"label", b"x" * 511] + (ODD_LABELS if odd_text else []))),
             src_name=draw(st.sampled_from([b"src", b"", b"a.diff", b"\xff"])))
+    if op == OP_DIFF:
+        r.old = _old_for(dst)
     if gen == "1.6":
         r.masks = draw(st.lists(st.sampled_from([0, 1, 1, 1, -1, 2, (1 << 31) - 1]), max_size=16))
     if hostile_fields and draw(st.integers(0, 5)) == 0:
@@ -444,7 +478,8 @@ def packages(draw, gens=("legacy", "0.3", "0.4", "1.6"), special=False, hostile_
     gen = draw(st.sampled_from(gens))
     p = Pkg(gen, draw(st.lists(records(gen, special, hostile_fields, ops, odd_text), min_size=min_records,
                                max_size=max_records)),
-            begin=draw(st.sampled_from([BEGIN, BEGIN, b"", b"#c\n" + BEGIN])), end=draw(st.sampled_from([END, b""])))
+            begin=draw(st.sampled_from([BEGIN, BEGIN, b"", b"#c\n" + BEGIN])), end=draw(st.sampled_from([END, b""])),
+            manifest=gen != "legacy" and draw(st.integers(0, 2)) == 0)
     if hostile_fields and draw(st.integers(0, 3)) == 0:
         which = draw(st.sampled_from(["count", "total", "begin_len", "end_len", "header_sum", "pad16"]))
         value = draw(hostile)
@@ -742,6 +777,7 @@ def test_fuzz_bspatch(data):
     for r in pkg.records:
         r.dst = data.draw(st.sampled_from([b"/cfg/a", b"/cfg/b", b"/dev/mtdblock3", b"/cfg/new", b"/dir/sub/f"]))
         r.data = data.draw(patches(r.dst))
+        r.old = _old_for(r.dst)
         r.masks = None
     _run_case(data, pkg, mutate_raw=False)
 
@@ -763,7 +799,7 @@ def test_fuzz_valid_packages_install(data):
                                min_size=1, max_size=4, unique=True))
     recs = [Rec(OP_UPDATE if gen == "legacy" else data.draw(st.sampled_from([OP_UPDATE, OP_ADD])), n,
                 data.draw(comment_lines), mode=0 if gen == "legacy" else 0o100644) for n in names]
-    pkg = Pkg(gen, recs, begin=BEGIN, end=END)
+    pkg = Pkg(gen, recs, begin=BEGIN, end=END, manifest=gen != "legacy" and data.draw(st.booleans()))
     raw, flag, channel = encode(data.draw, build(pkg), mutate_gz=False)
     if flag == "-r" and raw[:2] == b"\x1f\x8b":
         flag = "-x"
