@@ -35,6 +35,7 @@ import hashlib
 import io
 import os
 import re
+import select
 import shutil
 import signal
 import stat
@@ -621,18 +622,24 @@ def install_and_check(world, raw, flag="-r", extra=(), channel="file", describe=
     root_before, outside_before = snapshot(world.root), snapshot(world.outside)
     stdin = None
     writer = None
+    stop = threading.Event()
     if channel == "stdin":
         source, stdin = "-", raw
     elif channel == "pipe":
         r, w = os.pipe()
+        os.set_blocking(w, False)
         source = "/dev/fd/%d" % r
 
-        def feed():
+        def feed():  # gives up once the run is over (the reader may have stopped reading)
+            view = memoryview(raw)
             try:
-                with os.fdopen(w, "wb") as f:
-                    f.write(raw)
+                while view and not stop.is_set():
+                    if select.select([], [w], [], 0.05)[1]:
+                        view = view[os.write(w, view[:65536]):]
             except OSError:
                 pass
+            finally:
+                os.close(w)
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
@@ -644,6 +651,7 @@ def install_and_check(world, raw, flag="-r", extra=(), channel="file", describe=
     try:
         res = run_otaunpack(argv, stdin=stdin)
     finally:
+        stop.set()
         if channel == "pipe":
             os.close(r)
             writer.join(timeout=5)
