@@ -29,7 +29,6 @@ targets for a number of minutes with fresh seeds and a database under .hypothesi
 """
 
 import bz2
-import contextlib
 import gzip
 import hashlib
 import io
@@ -576,8 +575,6 @@ def run_otaunpack(argv, stdin=None):
     code, crash, exc = None, None, None
     writers_base.Context.run_script = guarded
     try:
-        import sys
-
         sys.stdout, sys.stderr, sys.stdin = so, se, si
         signal.setitimer(signal.ITIMER_REAL, HANG)
         try:
@@ -596,14 +593,10 @@ def run_otaunpack(argv, stdin=None):
 
 
 def sys_streams():
-    import sys
-
     return sys.stdout, sys.stderr, sys.stdin
 
 
 def restore_streams(saved):
-    import sys
-
     sys.stdout, sys.stderr, sys.stdin = saved
 
 
@@ -719,7 +712,7 @@ def _run_case(data, pkg, odd=(), extra_opts=None, mutate_raw=True, channels=("fi
 # ---------------------------------------------------------------------------- fuzz targets
 
 
-@fuzz_settings(800)
+@fuzz_settings(600)
 @given(st.data())
 def test_fuzz_hostile_headers_and_mutations(data):
     """Every generation, hostile header and record fields, byte mutations, truncations."""
@@ -819,6 +812,5 @@ def test_fuzz_valid_packages_install(data):
             path = world.root / os.fsdecode(r.dst[1:]).replace("link_in", "cfg")
             assert path.read_bytes() == r.data, r.dst
         assert (world.root / "beginran").exists() and (world.root / "endran").exists()
-        assert snapshot(world.outside)
     finally:
         world.close()
