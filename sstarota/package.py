@@ -14,7 +14,7 @@ from typing import Optional
 
 from . import schema
 from .errors import PackageError
-from .sources import FileSource
+from .sources import FileSource, GzipCorrupt
 from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
 
 CHUNK = 256 << 10  # read size: small enough for a 64 MB board, large enough for speed
@@ -124,6 +124,13 @@ class PackageReader:
         self._current = None
 
     # ------------------------------------------------------------------ raw reads
+    def _read_error(self, what, offset, exc):
+        """One line for a stream that fails: the gzip layer is named as such."""
+        if isinstance(exc, GzipCorrupt):
+            return PackageError("%s: %s, %d bytes into the package" % (self.name, exc, offset))
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return PackageError("%s: cannot read %s at offset %d: %s" % (self.name, what, offset, text))
+
     def _read_some(self, n):
         if self._pending:
             piece, self._pending = self._pending[:n], self._pending[n:]
@@ -137,7 +144,7 @@ class PackageReader:
             try:
                 piece = self._read_some(min(n - got, self.chunk))
             except _READ_ERRORS as exc:
-                raise PackageError("%s: cannot read %s at offset %d: %s" % (self.name, what, self.offset + got, exc)) from None
+                raise self._read_error(what, self.offset + got, exc) from None
             if not piece:
                 raise PackageError(
                     "%s is truncated: %s at offset %d needs %d bytes, the stream ends after %d"
@@ -154,7 +161,7 @@ class PackageReader:
             try:
                 piece = self._read_some(min(left, self.chunk))
             except _READ_ERRORS as exc:
-                raise PackageError("%s: cannot read %s at offset %d: %s" % (self.name, what, self.offset, exc)) from None
+                raise self._read_error(what, self.offset, exc) from None
             if not piece:
                 raise PackageError(
                     "%s is truncated: %s needs %d more bytes at offset %d" % (self.name, what, left, self.offset)
@@ -171,7 +178,7 @@ class PackageReader:
             try:
                 piece = self.stream.read(want - len(prefix))
             except _READ_ERRORS as exc:
-                raise PackageError("%s: cannot read the header: %s" % (self.name, exc)) from None
+                raise self._read_error("the header", 0, exc) from None
             if not piece:
                 break
             prefix += piece
@@ -194,6 +201,9 @@ class PackageReader:
     def _open_stream_header(self, gen):
         raw = self._read_exact(gen.header_size, "the %s header" % gen.name)
         h = schema.parse(gen.header, raw, "the %s header" % gen.name, 0)
+        if h.record_count > schema.MAX_RECORDS:
+            raise PackageError("%s: the header declares %d records, more than the %d a package may hold"
+                               % (self.name, h.record_count, schema.MAX_RECORDS))
         self.header = Header(gen.name, h.record_count, h.total_data, h.begin_len, h.end_len, raw,
                              getattr(h, "tool_id", ""), h)
         self.begin_script = self._read_script(h.begin_len, "begin script")
@@ -308,7 +318,7 @@ class PackageReader:
         try:
             extra = self._read_some(1)
         except _READ_ERRORS as exc:
-            raise PackageError("%s: cannot read past the last record: %s" % (self.name, exc)) from None
+            raise self._read_error("past the last record", self.offset, exc) from None
         if extra:
             raise PackageError(
                 "%s has trailing bytes after the last record (at offset %d): not a complete package"

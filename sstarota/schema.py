@@ -207,6 +207,8 @@ U64_MAX = 0xFFFFFFFFFFFFFFFF
 GZIP_MAGIC = b"\x1f\x8b"
 #: the largest script a reader holds in memory (scripts are piped into sh whole)
 MAX_SCRIPT = 16 << 20
+#: the most records a package may hold: otapack refuses to write more, otaunpack to read more
+MAX_RECORDS = 100000
 
 
 def is_gzip(head):
@@ -269,6 +271,9 @@ class Generation:
         if total_data > self.max_total:
             raise InputError("the package would hold %d data bytes, more than the %s format's limit %d"
                              % (total_data, self.name, self.max_total))
+        if record_count > MAX_RECORDS:
+            raise InputError("the package would hold %d records, more than the %d otaunpack accepts"
+                             % (record_count, MAX_RECORDS))
         fields = dict(record_count=record_count, total_data=total_data, begin_len=begin_len, end_len=end_len)
         return self._seal_header(fields, script_sum, tool_id)
 

@@ -1,19 +1,26 @@
-"""Where a package comes from: a file or stdin (a URL would be one more class here).
+"""Where a package comes from: a file, or a stream (stdin, a pipe or FIFO given by path).
 
 A source is opened once and hands out a fresh stream of the package bytes for every pass
 (gzip inflated in-process). It tells gzip from raw by one check of the first bytes
-(schema.is_gzip) and reports what cannot be opened with one error class (InputError).
+(schema.is_gzip) and reports what cannot be opened or read with one error class
+(InputError). A stream cannot be read twice: its first pass spools it, as received, under
+the work directory, and later passes read the spool.
+
+Bytes after the end of the gzip data (some products append a signature block to
+SStarOta.bin.gz; busybox `gunzip -c` ignores them) are never read as package data: the
+first pass says how many there were. Concatenated gzip members are inflated in turn.
 """
 
-import gzip
 import io
 import os
+import stat
 import sys
-import tempfile
+import zlib
 
+from .confine import temp_name
 from .errors import InputError, PackageError, UsageError
 from .fsutil import unlink_quietly
-from .schema import is_gzip
+from .schema import GZIP_MAGIC, is_gzip
 
 BLOCK = 1 << 20
 
@@ -24,8 +31,89 @@ def refuse_gzip(head, name, hint):
         raise PackageError("%s is gzip-compressed: %s" % (name, hint))
 
 
-def _inflated(f, gz):
-    return gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+class GzipCorrupt(EOFError):
+    """The gzip data itself is damaged or cut short (not the package inside it)."""
+
+
+class Inflated(io.RawIOBase):
+    """The inflated bytes of a gzip file: member after member; what follows the last
+    member and is not gzip is counted (trailing) and never returned."""
+
+    def __init__(self, raw, on_trailing=None):
+        super().__init__()
+        self.raw = raw
+        self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+        self.done = False
+        self.trailing = 0
+        self.on_trailing = on_trailing
+
+    def readable(self):
+        return True
+
+    def _input(self):
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        return self.raw.read(1 << 16)
+
+    def readinto(self, b):
+        while not self.done:
+            if self.z.eof:
+                rest = self.z.unused_data + self._input()
+                while 0 < len(rest) < 2:
+                    more = self.raw.read(1 << 16)
+                    if not more:
+                        break
+                    rest += more
+                if rest[:2] == GZIP_MAGIC:
+                    self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self.pending = rest
+                    continue
+                self._finish(rest)
+                break
+            data = self.z.unconsumed_tail or self._input()
+            if not data:
+                raise GzipCorrupt("the gzip data ends before its end marker (truncated)")
+            try:
+                out = self.z.decompress(data, len(b))
+            except zlib.error as exc:
+                raise GzipCorrupt("the gzip data is corrupt (%s)" % exc) from None
+            if out:
+                b[:len(out)] = out
+                return len(out)
+        return 0
+
+    def _finish(self, rest):
+        n = len(rest)
+        while True:
+            more = self.raw.read(1 << 16)
+            if not more:
+                break
+            n += len(more)
+        self.done = True
+        self.trailing = n
+        if n and self.on_trailing is not None:
+            self.on_trailing(n)
+
+    def close(self):
+        try:
+            self.raw.close()
+        finally:
+            super().close()
+
+
+def _inflated(f, gz, on_trailing=None):
+    return io.BufferedReader(Inflated(f, on_trailing), BLOCK) if gz else f
+
+
+def _kind(fd):
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return "file"
+    return "stream"  # a pipe, FIFO, socket or character device: read once, in order
 
 
 class FileSource:
@@ -33,32 +121,46 @@ class FileSource:
 
     gz: True (gzip), None (sniff the magic), False (raw: gzip data is refused with raw_hint)."""
 
-    def __init__(self, path, gz=None, raw_hint="use -x"):
+    def __init__(self, path, gz=None, raw_hint="use -x", warn=None):
         self.name = path
+        self.warn = warn
+        self.passes = 0
         try:
-            self.fd = os.open(path, os.O_RDONLY)
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise InputError("cannot open package %s: %s" % (path, exc.strerror or exc)) from None
-        head = os.pread(self.fd, 2, 0)
-        if gz is False:
+        try:
+            if _kind(self.fd) == "dir":
+                raise InputError("package %s is a directory: give the package file" % path)
             try:
+                head = os.pread(self.fd, 2, 0)
+            except OSError as exc:
+                raise InputError("cannot read package %s: %s" % (path, exc.strerror or exc)) from None
+            if gz is False:
                 refuse_gzip(head, path, raw_hint)
-            except PackageError:
-                self.close()
-                raise
-        self.gz = is_gzip(head) if gz is None else gz
+            self.gz = is_gzip(head) if gz is None else gz
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def size(self):
         return os.fstat(self.fd).st_size
 
+    def _trailing(self, n):
+        if self.passes == 1 and self.warn is not None:
+            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+
     def stream(self):
+        self.passes += 1
         f = os.fdopen(os.dup(self.fd), "rb")
         f.seek(0)
-        return _inflated(f, self.gz)
+        return _inflated(f, self.gz, self._trailing)
 
     def close(self):
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def __enter__(self):
         return self
@@ -68,51 +170,101 @@ class FileSource:
 
 
 class _Tee(io.RawIOBase):
-    def __init__(self, src, spool):
+    def __init__(self, src, spool, prefix):
         self.src = src
         self.spool = spool
+        self.prefix = prefix
 
     def readable(self):
         return True
 
     def readinto(self, b):
-        data = self.src.read(len(b))
+        if self.prefix:
+            data, self.prefix = self.prefix[:len(b)], self.prefix[len(b):]
+        else:
+            data = self.src.read(len(b))
+            self.spool.write(data)
         n = len(data)
         b[:n] = data
-        self.spool.write(data)
         return n
 
 
-class StdinSource:
+class StreamSource:
     """A package on a pipe: the first pass spools it (as received) under the work directory."""
 
-    def __init__(self, stream, spool_dir, gz=None):
-        self.name = "<stdin>"
+    def __init__(self, stream, spool_dir, gz=None, name="<stdin>", warn=None, closing=None):
+        self.name = name
         self.src = stream
-        fd, self.spool_path = tempfile.mkstemp(prefix="sstarota-spool-", dir=spool_dir)
-        self.spool = os.fdopen(fd, "w+b")
-        head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
+        self.warn = warn
+        self.closing = closing
+        try:
+            self.spool_path = os.path.join(spool_dir, temp_name("spool"))
+            self.spool = open(self.spool_path, "x+b")
+        except OSError as exc:
+            raise InputError("cannot spool the package %s in the work directory %s: %s"
+                             % (name, spool_dir, exc.strerror or exc)) from None
+        try:
+            head = b""
+            while len(head) < 2:  # a pipe may hand out one byte at a time
+                piece = stream.read(2 - len(head))
+                if not piece:
+                    break
+                head += piece
+            self.spool.write(head)
+        except OSError as exc:
+            self.close()
+            raise InputError("cannot read package %s: %s" % (name, exc.strerror or exc)) from None
+        self.head = head
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
+
+    def _trailing(self, n):
+        if self.passes == 1 and self.warn is not None:
+            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
 
     def stream(self):
         self.passes += 1
         if self.passes == 1:
-            return _inflated(io.BufferedReader(_Tee(self.src, self.spool), BLOCK), self.gz)
+            return _inflated(io.BufferedReader(_Tee(self.src, self.spool, self.head), BLOCK), self.gz,
+                             self._trailing)
         self.spool.flush()
         f = os.fdopen(os.dup(self.spool.fileno()), "rb")
         f.seek(0)
         return _inflated(f, self.gz)
 
     def close(self):
-        self.spool.close()
-        unlink_quietly(self.spool_path)
+        try:
+            self.spool.close()
+        except OSError:
+            pass
+        finally:
+            unlink_quietly(self.spool_path)
+            if self.closing is not None:
+                self.closing.close()
+                self.closing = None
 
 
-def open_source(path, gz=None, tmpdir=None, stdin=None):
-    """A package source for a path, or for '-' (stdin, spooled under tmpdir)."""
+def open_source(path, gz=None, tmpdir=None, stdin=None, warn=None):
+    """A package source for a path, or for '-' (stdin); streams are spooled under tmpdir."""
     if path == "-":
         if not tmpdir:
             raise UsageError("reading the package from stdin needs -t DIR to spool it")
-        return StdinSource(stdin or sys.stdin.buffer, tmpdir, gz)
-    return FileSource(path, gz)
+        return StreamSource(stdin or sys.stdin.buffer, tmpdir, gz, warn=warn)
+    source = FileSource(path, gz, warn=warn) if not _is_stream_path(path) else None
+    if source is not None:
+        return source
+    if not tmpdir:
+        raise UsageError("the package %s is a pipe: reading it needs -t DIR to spool it" % path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise InputError("cannot open package %s: %s" % (path, exc.strerror or exc)) from None
+    return StreamSource(f, tmpdir, gz, name=path, warn=warn, closing=f)
+
+
+def _is_stream_path(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # FileSource says why
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)

@@ -4,6 +4,6 @@ the verify pass makes, and the block digests that tie the two passes together.
 Package sources (file, stdin) are in sources.py; the writers in writers/.
 """
 
-from ..sources import FileSource, StdinSource, open_source  # noqa: F401
+from ..sources import FileSource, StreamSource, open_source  # noqa: F401
 from .pipeline import Installer, Options  # noqa: F401
 from .plan import Dest, Plan  # noqa: F401
