@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List
 
+from .text import shown
+
 #: stages in the order an install passes them; erasing and updating alternate per record
 STAGES = ("start", "verifying", "begin-script", "erasing", "updating", "end-script", "done")
 STAGE_RANK = {"start": 0, "verifying": 1, "begin-script": 2, "erasing": 3, "updating": 3, "end-script": 4,
@@ -90,7 +92,10 @@ class Progress:
                 r(event)
             except Exception as exc:  # a broken screen or pipe never fails the update
                 self.renderers.remove(r)
-                self.warn("progress display %s stopped: %s" % (type(r).__name__, exc))
+                try:
+                    self.warn("progress display %s stopped: %s" % (type(r).__name__, exc))
+                except Exception:  # the warning's own channel may be the broken one
+                    pass
 
 
 @dataclass
@@ -130,6 +135,7 @@ class TextRenderer:
 
     @staticmethod
     def _describe(e):
+        """The event in words; a package's names and labels with terminal escapes defused."""
         text = e.stage + (" FAILED" if e.failed else "")
         if e.record:
             text += " %d/%d" % (e.record, e.records)
@@ -139,7 +145,7 @@ class TextRenderer:
             text += " (%s)" % e.label
         if e.message:
             text += ": " + e.message
-        return text
+        return shown(text)
 
 
 class JsonRenderer:

@@ -555,8 +555,8 @@ def run_otaunpack(argv, stdin=None):
     ran = []
     real = writers_base.Context.run_script
 
-    def guarded(self, data, what):
-        data = bytes(data)
+    def guarded(self, source, what, preamble=b""):
+        data = bytes(preamble) + (bytes(source) if isinstance(source, (bytes, bytearray)) else source.read())
         ran.append((what, data))
         if self.run_scripts and not harmless(data):
             return 0  # recorded as run; never executed

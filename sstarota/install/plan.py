@@ -111,9 +111,22 @@ def _checked(ctx, rec, name, what, loc, st):
             fd = loc.open(os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise TargetProblem("%s: cannot open %s: %s" % (what, shown(name), exc.strerror)) from None
-        return Dest(name, "/proc/self/fd/%d" % fd, loc, "device", fd)
+        dest = Dest(name, "/proc/self/fd/%d" % fd, loc, "device", fd)
+        if not _device_supported(op, st, dest.path):
+            dest.close()
+            raise TargetProblem("%s: %s is %s that is not %s; refused" % (
+                what, shown(name), _kind_name(st), "a UBI volume" if op == schema.OP_UBI else "an MTD partition"))
+        return dest
     raise TargetProblem("%s: %s is %s; a %s record cannot write it" % (what, shown(name), _kind_name(st),
                                                                       rec.op_name))
+
+
+def _device_supported(op, st, path):
+    """Device kinds the writers handle: UBI volumes for ubi records; block devices and MTD
+    character devices for block records and partition deltas."""
+    if op == schema.OP_UBI:
+        return stat.S_ISCHR(st.st_mode) and flash.ubi_volume(path) is not None
+    return stat.S_ISBLK(st.st_mode) or flash.mtd_index_of(path) is not None
 
 
 def check_capacity(rec, dest, need, what_bytes="the image"):
