@@ -271,9 +271,6 @@ class Generation:
         if total_data > self.max_total:
             raise InputError("the package would hold %d data bytes, more than the %s format's limit %d"
                              % (total_data, self.name, self.max_total))
-        if record_count > MAX_RECORDS:
-            raise InputError("the package would hold %d records, more than the %d otaunpack accepts"
-                             % (record_count, MAX_RECORDS))
         fields = dict(record_count=record_count, total_data=total_data, begin_len=begin_len, end_len=end_len)
         return self._seal_header(fields, script_sum, tool_id)
 

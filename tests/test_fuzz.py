@@ -536,7 +536,7 @@ class Hung(BaseException):
     """The installer did not finish within HANG seconds."""
 
 
-ALLOW_DEVICES = any("--allow-devices" in p.opts for p in otaunpack_cli.cli.params)
+ALLOW_DEVICES = "--allow-devices" in otaunpack_cli.FLAG_OPTIONS
 
 
 @dataclass

@@ -106,8 +106,10 @@ def test_bytesum_worst_case_chunks():
     assert h.digest() == sum(data) & 0xFFFFFFFF
 
 
-@given(st.sampled_from(["0.3", "0.4", "1.6"]), u32, st.binary(max_size=200), st.binary(max_size=200))
+@given(st.sampled_from(["0.3", "0.4", "1.6"]), st.integers(0, schema.MAX_RECORDS), st.binary(max_size=200),
+       st.binary(max_size=200))
 def test_built_headers_are_detected_and_verify(name, count, begin, end):
+    """(Counts above schema.MAX_RECORDS are refused by the reader: test_hardening.)"""
     import io
 
     gen = schema.GENERATIONS[name]

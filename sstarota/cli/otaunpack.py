@@ -47,7 +47,13 @@ Options:
                         N.
   --root DIR            Take every target under DIR (staging, tests); nothing
                         outside is touched.
+  --allow-devices       With --root: write device nodes found inside the root
+                        (else refused: a staging root holds image files).
   --no-scripts          Do not run the begin/end scripts or script records.
+  --ignore-script-errors
+                        Go on when the begin script or a script record fails,
+                        as the vendor's otaunpack does (the status is logged
+                        and reported at the end).
   --dry-run             Verify only, then print the plan (exit 0 or 3).
   --all-targets         1.6: write every target of a record, mask 0 ones too.
   -q, --quiet           No progress output.
@@ -61,7 +67,8 @@ VALUE_OPTIONS = {
     "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
 }
 FLAG_OPTIONS = {
-    "--no-scripts": "no_scripts", "--dry-run": "dry_run", "--all-targets": "all_targets", "-q": "quiet",
+    "--no-scripts": "no_scripts", "--allow-devices": "allow_devices", "--ignore-script-errors": "ignore_script_errors",
+    "--dry-run": "dry_run", "--all-targets": "all_targets", "-q": "quiet",
     "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32"}
@@ -132,8 +139,23 @@ def parse_args(argv):
 
 
 def _stderr(msg):
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
+    """A line on stderr; a reader that went away (`| head`, a closed ssh session) never
+    stops an update, and a package's text cannot send terminal escapes."""
+    _write(sys.stderr, msg)
+
+
+def _write(stream, msg):
+    from ..text import shown
+
+    text = shown(msg) + "\n"
+    try:
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:  # a terminal that cannot show it: escaped, not lost
+            stream.write(text.encode(stream.encoding or "ascii", "backslashreplace").decode(stream.encoding or "ascii"))
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class OomGuard:
@@ -213,16 +235,17 @@ def install(opts):
 
             renderers.append(FramebufferRenderer(screen))
     path = opts["gz_path"] or opts["raw_path"]
-    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"])
+    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn)
     try:
         options = install.Options(root=opts["root"], tmpdir=opts["tmpdir"], run_scripts=not opts["no_scripts"],
-                                  all_targets=opts["all_targets"], dry_run=opts["dry_run"])
-        plan = install.Installer(source, options, progress.Progress(renderers, warn), note).run()
+                                  all_targets=opts["all_targets"], dry_run=opts["dry_run"],
+                                  allow_devices=opts["allow_devices"],
+                                  ignore_script_errors=opts["ignore_script_errors"],
+                                  listing=lambda line: _write(sys.stdout, line))
+        install.Installer(source, options, progress.Progress(renderers, warn), note).run()
     finally:
         guard.restore()
         source.close()
-    if opts["dry_run"]:
-        sys.stdout.write("\n".join(plan.lines()) + "\n")
     return 0
 
 

@@ -40,6 +40,7 @@ class Options:
     all_targets: bool = False
     dry_run: bool = False
     allow_devices: bool = False
+    ignore_script_errors: bool = False
     listing: Optional[Callable[[str], None]] = None  # dry run: where the plan's lines go
 
 
@@ -54,7 +55,7 @@ class Installer:
         tmpdir = self.opts.tmpdir or tempfile.gettempdir()
         self.ctx = Context(root=self.opts.root, tmpdir=tmpdir, run_scripts=self.opts.run_scripts, note=self.note,
                            progress=self.progress, fsroot=Root(self.opts.root), allow_devices=self.opts.allow_devices,
-                           cleaner=StaleCleaner(self.note))
+                           cleaner=StaleCleaner(self.note), ignore_script_errors=self.opts.ignore_script_errors)
         self.script_units = 4096
 
     # ------------------------------------------------------------------ pass 1
@@ -293,8 +294,11 @@ class Installer:
                 p.emit("begin-script", records=plan.records)
                 code = scripts.run_begin()
                 p.add(self.script_units)
+                if code != 0 and not self.opts.ignore_script_errors:
+                    raise InstallError("the begin script exited with status %d; nothing was written (give "
+                                       "--ignore-script-errors to go on as the vendor's otaunpack does)" % code)
                 if code != 0:
-                    raise InstallError("the begin script exited with status %d; nothing was written" % code)
+                    self.ctx.script_failed("the begin script", code)
             self.apply(plan)
             status = 0
         except OtaError as exc:
@@ -311,7 +315,13 @@ class Installer:
         if error is not None:
             p.emit("done", failed=True, final=True, message=str(error))
             raise error
-        p.emit("done", final=True, records=plan.records, record=0, target="", label="")
+        failures = self.ctx.script_failures
+        message = ""
+        if failures:
+            message = "%d script(s) failed and were let go: %s" % (
+                len(failures), ", ".join("%s (status %d)" % f for f in failures))
+            self.note(message)
+        p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message)
         return plan
 
 

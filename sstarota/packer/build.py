@@ -127,6 +127,9 @@ def _totals(specs, m, count=0, total=0):
             shape.records.append(("0" * 64, "0" * 64))
         count += 1
         total += len(shape.to_bytes())
+    if count > schema.MAX_RECORDS:
+        raise InputError("the package would hold %d records, more than the %d otaunpack accepts"
+                         % (count, schema.MAX_RECORDS))
     return count, total
 
 

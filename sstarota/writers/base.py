@@ -39,6 +39,16 @@ class Context:
     fsroot: Optional[object] = None  # confine.Root: where targets are reached
     allow_devices: bool = False  # under --root: device nodes inside the root may be written
     cleaner: Optional[object] = None  # confine.StaleCleaner: our temp files left by interrupted runs
+    ignore_script_errors: bool = False  # as the vendor: a failing script is logged, and the update goes on
+    script_failures: list = field(default_factory=list)  # (what, status) of scripts that failed and were let go
+
+    def script_failed(self, what, status):
+        """A script exited non-zero: an error, or (--ignore-script-errors) a note kept for the summary."""
+        if not self.ignore_script_errors:
+            raise InstallError("%s exited with status %d (give --ignore-script-errors to go on as the vendor's "
+                               "otaunpack does)" % (what, status))
+        self.script_failures.append((what, status))
+        self.note("%s exited with status %d; going on (--ignore-script-errors)" % (what, status))
 
     def run_script(self, source, what, preamble=b""):
         """Pipe preamble and then a script (bytes or a file) into sh; return its exit status.
@@ -50,8 +60,9 @@ class Context:
         env = dict(os.environ)
         if self.root is not None:
             env["OTA_ROOT"] = os.path.realpath(self.root)
+        out = {name: None if _open_for_output(fd) else subprocess.DEVNULL for name, fd in (("stdout", 1), ("stderr", 2))}
         try:
-            proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, cwd=self.root or "/", env=env)
+            proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, cwd=self.root or "/", env=env, **out)
         except OSError as exc:
             raise InstallError("cannot run sh for the %s: %s" % (what, exc.strerror)) from None
         try:
@@ -73,6 +84,19 @@ class Context:
             except BrokenPipeError:
                 pass
         return proc.wait()
+
+
+def _open_for_output(fd):
+    """Whether our stdout/stderr still has a reader: a script writing into a pipe whose reader
+    went away would die of SIGPIPE (and the end script would never see its status)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        return not any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in poll.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 class Writer:

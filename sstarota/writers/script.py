@@ -5,7 +5,7 @@ import os
 
 from .. import schema
 from ..confine import temp_name
-from ..errors import InstallError, PackageError
+from ..errors import PackageError
 from ..fsutil import unlink_quietly
 from ..schema import MAX_SCRIPT
 from .base import Writer, register
@@ -34,7 +34,7 @@ class ScriptWriter(Writer):
         finally:
             self.abort()
         if status != 0:
-            raise InstallError("script %s exited with status %d" % (self.target, status))
+            self.ctx.script_failed("script %s" % self.target, status)
 
     def abort(self):
         try:
