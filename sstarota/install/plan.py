@@ -30,13 +30,12 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a
 
 @dataclass
 class Dest:
-    """One target of a record on this host, checked for its kind; devices held open."""
+    """One target of a record on this host, checked for its kind."""
 
     name: str  # as the package names it
-    path: Optional[str]  # for messages and flash look-ups (/proc/self/fd/N for an opened device)
+    path: Optional[str]  # on this host: for messages, flash look-ups and opening device nodes
     loc: Optional[object] = None  # confine.Located: the directory and name (files)
     kind: str = "none"  # "file", "absent", "device", "none" (script records)
-    fd: int = -1
 
     @property
     def partition(self):
@@ -44,9 +43,6 @@ class Dest:
         return self.kind == "device" or self.name.startswith("/dev/")
 
     def close(self):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
         if self.loc is not None:
             self.loc.close()
             self.loc = None
@@ -108,15 +104,14 @@ def _checked(ctx, rec, name, what, loc, st):
                                 "files; give --allow-devices to write device nodes)"
                                 % (what, shown(name), ctx.fsroot.given))
         try:
-            fd = loc.open(os.O_RDONLY | os.O_NONBLOCK)
+            os.close(loc.open(os.O_RDONLY | os.O_NONBLOCK))  # ENXIO and the like: found now, not mid-write
         except OSError as exc:
             raise TargetProblem("%s: cannot open %s: %s" % (what, shown(name), exc.strerror)) from None
-        dest = Dest(name, "/proc/self/fd/%d" % fd, loc, "device", fd)
-        if not _device_supported(op, st, dest.path):
-            dest.close()
+        # the writers open the node by its path once more (a UBI volume update needs the only open fd)
+        if not _device_supported(op, st, path):
             raise TargetProblem("%s: %s is %s that is not %s; refused" % (
                 what, shown(name), _kind_name(st), "a UBI volume" if op == schema.OP_UBI else "an MTD partition"))
-        return dest
+        return Dest(name, path, loc, "device")
     raise TargetProblem("%s: %s is %s; a %s record cannot write it" % (what, shown(name), _kind_name(st),
                                                                       rec.op_name))
 
