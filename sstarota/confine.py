@@ -214,6 +214,35 @@ def _alive(pid):
     return True
 
 
+class Spool:
+    """A work file of ours in a directory (-t): made exclusively, removed on close whatever
+    happens (a full disk that fails the final flush again does not keep it)."""
+
+    def __init__(self, directory, kind):
+        self.path = os.path.join(directory, temp_name(kind))
+        self.f = open(self.path, "x+b")
+
+    def write(self, data):
+        self.f.write(data)
+
+    def rewind(self):
+        """The file, flushed and positioned at its start, for reading back."""
+        self.f.flush()
+        self.f.seek(0)
+        return self.f
+
+    def close(self):
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        finally:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
 class StaleCleaner:
     """Removes, once per directory and run, temp files of ours whose process has gone."""
 

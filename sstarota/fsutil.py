@@ -13,6 +13,15 @@ def write_all(fd, data):
         view = view[n:]
 
 
+def copy_stream(read, write, size=1 << 20):
+    """Copy read(size) pieces to write() until read gives nothing."""
+    while True:
+        piece = read(size)
+        if not piece:
+            return
+        write(piece)
+
+
 def unlink_quietly(path):
     """Remove a file that may already be gone."""
     try:

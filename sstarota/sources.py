@@ -17,9 +17,8 @@ import stat
 import sys
 import zlib
 
-from .confine import temp_name
+from .confine import Spool
 from .errors import InputError, PackageError, UsageError
-from .fsutil import unlink_quietly
 from .schema import GZIP_MAGIC, is_gzip
 
 BLOCK = 1 << 20
@@ -198,8 +197,7 @@ class StreamSource:
         self.warn = warn
         self.closing = closing
         try:
-            self.spool_path = os.path.join(spool_dir, temp_name("spool"))
-            self.spool = open(self.spool_path, "x+b")
+            self.spool = Spool(spool_dir, "spool")
         except OSError as exc:
             raise InputError("cannot spool the package %s in the work directory %s: %s"
                              % (name, spool_dir, exc.strerror or exc)) from None
@@ -227,18 +225,13 @@ class StreamSource:
         if self.passes == 1:
             return _inflated(io.BufferedReader(_Tee(self.src, self.spool, self.head), BLOCK), self.gz,
                              self._trailing)
-        self.spool.flush()
-        f = os.fdopen(os.dup(self.spool.fileno()), "rb")
-        f.seek(0)
+        f = os.fdopen(os.dup(self.spool.rewind().fileno()), "rb")
         return _inflated(f, self.gz)
 
     def close(self):
         try:
             self.spool.close()
-        except OSError:
-            pass
         finally:
-            unlink_quietly(self.spool_path)
             if self.closing is not None:
                 self.closing.close()
                 self.closing = None

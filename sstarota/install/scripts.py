@@ -6,9 +6,7 @@ cannot be read any more (the failure it reports may be just that). Scripts are p
 sh from those files, never held in memory; the files are removed when the update is over.
 """
 
-import os
-
-from ..confine import temp_name
+from ..confine import Spool
 from ..errors import InstallError
 
 END_PREAMBLE = 'OTA_STATUS=%d\necho "OTA UPDATA STATUS: ${OTA_STATUS}"\n'
@@ -19,7 +17,7 @@ class Scripts:
         self.installer = installer
         self.plan = plan
         self.ctx = installer.ctx
-        self.paths = {}
+        self.spools = {}
 
     def __enter__(self):
         if not (self.plan.begin_len or self.plan.end_len) or not self.ctx.run_scripts:
@@ -30,7 +28,7 @@ class Scripts:
                 reader.open()
                 for what, data in (("begin", reader.begin_script), ("end", reader.end_script)):
                     if data:
-                        self.paths[what] = self._spool(what, data)
+                        self.spools[what] = self._spool(what, data)
                 reader.begin_script = reader.end_script = b""
         except BaseException:
             self.close()
@@ -38,20 +36,19 @@ class Scripts:
         return self
 
     def _spool(self, what, data):
-        path = os.path.join(self.ctx.tmpdir, temp_name(what + "-script"))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            spool = Spool(self.ctx.tmpdir, what + "-script")
         except OSError as exc:
             raise InstallError("cannot keep the %s script in the work directory %s: %s; nothing was written"
                                % (what, self.ctx.tmpdir, exc.strerror)) from None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            spool.write(data)
+            spool.rewind()
         except OSError as exc:
-            os.unlink(path)
+            spool.close()
             raise InstallError("cannot keep the %s script in the work directory %s: %s; nothing was written"
                                % (what, self.ctx.tmpdir, exc.strerror)) from None
-        return path
+        return spool
 
     def run_begin(self):
         return self._run("begin", b"", "begin script")
@@ -63,16 +60,12 @@ class Scripts:
         if not self.ctx.run_scripts:
             self.ctx.note("%s skipped (--no-scripts)" % label)
             return 0
-        with open(self.paths[what], "rb") as f:
-            return self.ctx.run_script(f, label, preamble)
+        return self.ctx.run_script(self.spools[what].rewind(), label, preamble)
 
     def close(self):
-        for path in self.paths.values():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self.paths = {}
+        for spool in self.spools.values():
+            spool.close()
+        self.spools = {}
 
     def __exit__(self, *exc):
         self.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from ..errors import InstallError, PackageError
-from ..fsutil import write_all
+from ..fsutil import copy_stream, write_all
 
 WRITERS: Dict[int, type] = {}
 
@@ -70,11 +70,7 @@ class Context:
             if isinstance(source, (bytes, bytearray)):
                 proc.stdin.write(source)
             else:
-                while True:
-                    piece = source.read(1 << 16)
-                    if not piece:
-                        break
-                    proc.stdin.write(piece)
+                copy_stream(source.read, proc.stdin.write, 1 << 16)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # sh finished before reading it all (exit in the script)

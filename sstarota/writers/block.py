@@ -9,6 +9,7 @@ import os
 
 from .. import flash, schema
 from ..flashio import MtdSink
+from ..fsutil import copy_stream
 from .base import DeviceFile, Writer, register, replaced_file
 
 
@@ -62,11 +63,7 @@ class BlockWriter(Writer):
             written = self.out.f.tell()
             with os.fdopen(self.dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as old:
                 old.seek(written)
-                while True:
-                    piece = old.read(1 << 20)
-                    if not piece:
-                        break
-                    self.out.write(piece)
+                copy_stream(old.read, self.out.write)
         self.out.commit()
 
     def abort(self):

@@ -12,8 +12,7 @@ import tempfile
 
 from .. import delta, schema
 from ..errors import InstallError
-from ..confine import temp_name
-from ..fsutil import unlink_quietly
+from ..confine import Spool
 from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
@@ -35,8 +34,8 @@ class _Hashing:
 @register(schema.OP_FILE_DIFF)
 class DeltaWriter(Writer):
     def open(self):
-        self.patch_path = os.path.join(self.ctx.tmpdir, temp_name("patch"))
-        self.patch = open(self.patch_path, "x+b")
+        self.spool = Spool(self.ctx.tmpdir, "patch")
+        self.patch = self.spool.f
 
     def write(self, block):
         self.patch.write(block)
@@ -110,12 +109,7 @@ class DeltaWriter(Writer):
             w.commit()
 
     def _cleanup(self):
-        try:
-            self.patch.close()
-        except OSError:
-            pass  # a full work directory fails the flush again: the file goes all the same
-        finally:
-            unlink_quietly(self.patch_path)
+        self.spool.close()
 
     def abort(self):
         self._cleanup()
