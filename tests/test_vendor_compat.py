@@ -119,3 +119,35 @@ def test_a_corrupt_inflated_stream_is_still_rejected(cli, tmp_path):
     proc = otaunpack("-x", pkg, "--root", root)
     assert proc.returncode == 3
     assert list(root.iterdir()) == []
+
+
+def test_a_vendor_dir_target_with_a_double_slash_installs(tmp_path):
+    """`otapack -d /customer/ --dir-update` makes /customer//x (the vendor joins without
+    normalising): the installer reads it as the kernel does."""
+    from vendor_bytes import pkg04, rec04
+
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/customer//x", b"from a trailing-slash prefix", op=2)]))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "customer" / "x").read_bytes() == b"from a trailing-slash prefix"
+
+
+def test_targets_beyond_the_16_masks_are_refused_unless_all_targets(tmp_path):
+    from vendor_bytes import pkg16, rec16
+
+    names = ["/p/%02d" % i for i in range(18)]
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg16([rec16(" ".join(names), b"image", src=b"img", op=2)], begin=b"touch begin-ran\n"))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 3
+    last = proc.stderr.splitlines()[-1]
+    assert "2 target(s) beyond the 16 masks" in last and "/p/16 /p/17" in last and "--all-targets" in last
+    assert list(root.iterdir()) == []
+    proc = otaunpack("-r", pkg, "--root", root, "--all-targets")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(root / "p")) == [n[3:] for n in names]

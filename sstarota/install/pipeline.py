@@ -23,6 +23,7 @@ from ..confine import Root, StaleCleaner, TargetProblem
 from ..errors import InstallError, OtaError, PackageError
 from ..package import PackageReader
 from ..progress import Progress
+from ..text import shown
 from ..writers import Context, writer_for
 from .blocks import ChainTap, VerifiedStream
 from .plan import (Plan, check_capacity, check_delta_source, check_manifest, delta_infos, open_dest,
@@ -150,6 +151,11 @@ class Installer:
             from .plan import Dest
 
             return [(Dest(rec.dst, None), True)]
+        unmasked = rec.unmasked_targets()
+        if unmasked and not self.opts.all_targets:
+            raise PackageError("record %d (%s) has %d target(s) beyond the 16 masks a record holds (%s): refused "
+                               "(--all-targets writes every target)" % (rec.index, rec.op_name, len(unmasked),
+                                                                         shown(" ".join(unmasked))))
         out = []
         try:
             for name, mask in rec.target_masks():
