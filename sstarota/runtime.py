@@ -152,7 +152,6 @@ def build(arch, out, cache, pyz, log=print):
         exe = sorted(f for f in os.listdir(os.path.join(stage, "usr/bin")) if re.match(r"^python3\.\d+$", f))[0]
         ver = exe[len("python"):]
         stdlib = os.path.join(stage, "usr/lib", exe)
-        dynload = os.path.join(stdlib, "lib-dynload")
         tree = os.path.join(out, "python-%s" % arch)
         shutil.rmtree(tree, ignore_errors=True)
         os.makedirs(os.path.join(tree, "usr/bin"))
@@ -162,59 +161,9 @@ def build(arch, out, cache, pyz, log=print):
         compiled = "%d.%d" % sys.version_info[:2] == ver
         zname = "usr/lib/python%s.zip" % ver.replace(".", "")
         elves = [os.path.join(tree, "usr/bin", exe)]
-        count = 0
         os.makedirs(os.path.join(tree, "usr/lib"), exist_ok=True)
-        with zipfile.ZipFile(os.path.join(tree, zname), "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-            for name in modules:
-                rel = name.replace(".", "/")
-                for cand in (rel + "/__init__.py", rel + ".py"):
-                    src = os.path.join(stdlib, cand)
-                    if os.path.isfile(src):
-                        data = open(src, "rb").read()
-                        if compiled:
-                            from .bundle import _pyc
-
-                            z.writestr(_info(cand + "c"), _pyc(data, "/usr/lib/%s/%s" % (exe, cand)))
-                        else:
-                            z.writestr(_info(cand), data)
-                        count += 1
-                        break
-                else:
-                    for so in os.listdir(dynload) if os.path.isdir(dynload) else ():
-                        if so.startswith(name + ".cpython-"):
-                            dst = os.path.join(tree, "usr/lib", exe, "lib-dynload", so)
-                            os.makedirs(os.path.dirname(dst), exist_ok=True)
-                            shutil.copy2(os.path.join(dynload, so), dst)
-                            elves.append(dst)
-        # the shared libraries: NEEDED, transitively, from the package paths; the ELF interpreter
-        libdirs = ["lib/" + triple, "usr/lib/" + triple, "lib", "usr/lib"]
-        todo = list(elves)
-        seen = set()
-        interp = _interp(elves[0])
-        if interp:
-            rel = interp.lstrip("/")
-            real = os.path.realpath(os.path.join(stage, rel))
-            if not real.startswith(stage):  # an absolute link inside the package tree
-                real = os.path.join(stage, os.path.realpath(interp).lstrip("/"))
-            dst = os.path.join(tree, "usr", rel[4:] if rel.startswith("usr/") else rel)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copy2(real, dst)
-        while todo:
-            elf = todo.pop()
-            for lib in _needed(elf):
-                if lib in seen or lib.startswith("ld-linux"):
-                    continue
-                seen.add(lib)
-                for d in libdirs:
-                    src = os.path.join(stage, d, lib)
-                    if os.path.exists(src):
-                        dst = os.path.join(tree, "usr/lib", triple, lib)
-                        os.makedirs(os.path.dirname(dst), exist_ok=True)
-                        shutil.copy2(os.path.realpath(src), dst)
-                        todo.append(dst)
-                        break
-                else:
-                    raise SystemExit("runtime: %s needs %s, not in the packages" % (elf, lib))
+        count = _zip_modules(modules, os.path.join(tree, zname), stdlib, exe, compiled, tree, elves)
+        _copy_libraries(stage, tree, triple, elves)
     tgz = os.path.join(out, "python-%s.tar.gz" % arch)
     with tarfile.open(tgz, "w:gz", compresslevel=9) as t:
         t.add(tree, arcname=".", filter=_root_owned)
@@ -232,6 +181,69 @@ def build(arch, out, cache, pyz, log=print):
     for path, size in made:
         log("%s: %d KiB" % (path, size // 1024))
     return tree
+
+
+def _zip_modules(modules, zpath, stdlib, exe, compiled, tree, elves):
+    """The standard modules into the zip (.pyc when this Python is the board's version);
+    extension modules into lib-dynload (added to elves). Returns how many went into the zip."""
+    dynload = os.path.join(stdlib, "lib-dynload")
+    count = 0
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for name in modules:
+            rel = name.replace(".", "/")
+            for cand in (rel + "/__init__.py", rel + ".py"):
+                src = os.path.join(stdlib, cand)
+                if os.path.isfile(src):
+                    with open(src, "rb") as f:
+                        data = f.read()
+                    if compiled:
+                        from .bundle import _pyc
+
+                        z.writestr(_info(cand + "c"), _pyc(data, "/usr/lib/%s/%s" % (exe, cand)))
+                    else:
+                        z.writestr(_info(cand), data)
+                    count += 1
+                    break
+            else:
+                for so in os.listdir(dynload) if os.path.isdir(dynload) else ():
+                    if so.startswith(name + ".cpython-"):
+                        dst = os.path.join(tree, "usr/lib", exe, "lib-dynload", so)
+                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                        shutil.copy2(os.path.join(dynload, so), dst)
+                        elves.append(dst)
+    return count
+
+
+def _copy_libraries(stage, tree, triple, elves):
+    """The shared libraries the ELF files need (NEEDED, transitively), and the ELF interpreter."""
+    libdirs = ["lib/" + triple, "usr/lib/" + triple, "lib", "usr/lib"]
+    todo = list(elves)
+    seen = set()
+    interp = _interp(elves[0])
+    if interp:
+        rel = interp.lstrip("/")
+        real = os.path.realpath(os.path.join(stage, rel))
+        if not real.startswith(stage):  # an absolute link inside the package tree
+            real = os.path.join(stage, os.path.realpath(interp).lstrip("/"))
+        dst = os.path.join(tree, "usr", rel[4:] if rel.startswith("usr/") else rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(real, dst)
+    while todo:
+        elf = todo.pop()
+        for lib in _needed(elf):
+            if lib in seen or lib.startswith("ld-linux"):
+                continue
+            seen.add(lib)
+            for d in libdirs:
+                src = os.path.join(stage, d, lib)
+                if os.path.exists(src):
+                    dst = os.path.join(tree, "usr/lib", triple, lib)
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    shutil.copy2(os.path.realpath(src), dst)
+                    todo.append(dst)
+                    break
+            else:
+                raise SystemExit("runtime: %s needs %s, not in the packages" % (elf, lib))
 
 
 def _info(name):

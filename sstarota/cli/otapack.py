@@ -58,6 +58,40 @@ def operation_flags(f):
     return f
 
 
+def _stacked(*options):
+    """Several click options as one decorator, shown in --help in the order given."""
+    def deco(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return deco
+
+
+#: reading, gzip, packing choices, and the SDK drop-in: after the operations in --help
+MORE_OPTIONS = _stacked(
+    click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines."),
+    click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default 0.4)."),
+    click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the tool id, up to 63 bytes (default: sstarota-VERSION)."),
+    click.option("--info", "info", metavar="PKG", help="Describe a package (.gz too) and verify its checksums."),
+    click.option("--json", "as_json", is_flag=True, help="With --info: JSON output."),
+    click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0)."),
+    click.option("-k", "--keep", is_flag=True, help="With --gzip: keep PKG."),
+    click.option("--skip-special", is_flag=True, help="Dir updates: skip symlinks and special files (else an error)."),
+    click.option("--manifest", "with_manifest", is_flag=True,
+                 help="With -c: add the sstarota manifest (record hashes, delta sources); later -a keep it updated."),
+    click.option("--patch-threshold", "threshold", default="0.95", metavar="RATIO",
+                 help="Pack a full update when a delta is not smaller than RATIO x NEW (default 0.95; 'off')."),
+    click.option("-j", "--jobs", type=int, default=None, metavar="N",
+                 help="--dir-update-diff: make patches in N processes (default: one per core)."),
+    click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe)."),
+    click.option("--install-dropin", "install_dropin", metavar="SDK",
+                 help="Put a launcher for this otapack in place of the SDK's vendor binary (kept as otapack.vendor); "
+                      "-c then defaults to the vendor's format and tool id."),
+    click.option("--uninstall-dropin", "uninstall_dropin", metavar="SDK", help="Restore the SDK's vendor otapack."),
+    click.option("--version", "version", is_flag=True, help="Print the version and the -c defaults in effect."),
+)
+
+
 @click.command(cls=PrefixCommand, preferred=VENDOR_LONG_OPTIONS, help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "--create", "create", metavar="PKG", help="Create a package (header and scripts).")
 @click.option("-a", "--append", "append", metavar="PKG", help="Append a record to PKG (its own format).")
@@ -71,26 +105,7 @@ def operation_flags(f):
 @click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board.")
 @click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
 @operation_flags
-@click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default 0.4).")
-@click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the tool id, up to 63 bytes (default: sstarota-VERSION).")
-@click.option("--info", "info", metavar="PKG", help="Describe a package (.gz too) and verify its checksums.")
-@click.option("--json", "as_json", is_flag=True, help="With --info: JSON output.")
-@click.option("--gzip", "gzip_path", metavar="PKG", help="Write PKG.gz reproducibly (no name, mtime 0).")
-@click.option("-k", "--keep", is_flag=True, help="With --gzip: keep PKG.")
-@click.option("--skip-special", is_flag=True, help="Dir updates: skip symlinks and special files (else an error).")
-@click.option("--manifest", "with_manifest", is_flag=True,
-              help="With -c: add the sstarota manifest (record hashes, delta sources); later -a keep it updated.")
-@click.option("--patch-threshold", "threshold", default="0.95", metavar="RATIO",
-              help="Pack a full update when a delta is not smaller than RATIO x NEW (default 0.95; 'off').")
-@click.option("-j", "--jobs", type=int, default=None, metavar="N",
-              help="--dir-update-diff: make patches in N processes (default: one per core).")
-@click.option("--sync", is_flag=True, help="fsync the package before renaming it into place (power-loss safe).")
-@click.option("--install-dropin", "install_dropin", metavar="SDK",
-              help="Put a launcher for this otapack in place of the SDK's vendor binary (kept as otapack.vendor); "
-                   "-c then defaults to the vendor's format and tool id.")
-@click.option("--uninstall-dropin", "uninstall_dropin", metavar="SDK", help="Restore the SDK's vendor otapack.")
-@click.option("--version", "version", is_flag=True, help="Print the version and the -c defaults in effect.")
+@MORE_OPTIONS
 @debug_option
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
