@@ -29,7 +29,9 @@ from .errors import PackageError
 
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-TEMP_RE = re.compile(r"^\.?sstarota-(\d+)-[a-z0-9_]+(\.tmp|-patch|-spool|-result)?$")
+#: our temp files beside targets, and our work files under -t (exactly these shapes, nothing else)
+TEMP_BESIDE = re.compile(r"^\.sstarota-(\d+)-[0-9a-f]{8}\.tmp$")
+TEMP_WORK = re.compile(r"^sstarota-(\d+)-[0-9a-f]{8}-(patch|spool|script|begin-script|end-script)$")
 
 
 class TargetProblem(PackageError):
@@ -93,13 +95,15 @@ class Root:
                              % (target, link, text, self.given))
 
     def _absolute(self, target, link, text):
-        """The components, below the root, of an absolute symlink's text."""
-        real = os.path.normpath(text)
+        """The components, below the root, of an absolute symlink's text ('..' kept: the walk
+        climbs through what it has really opened, as the kernel does)."""
+        comps = _components(text)
         if not self.confined:
-            return _components(real)
-        if real != self.real and not real.startswith(self.real.rstrip("/") + "/"):
+            return comps
+        root = _components(self.real)
+        if comps[:len(root)] != root:
             raise self._out(target, link, text)
-        return _components(real[len(self.real):])
+        return comps[len(root):]
 
     def locate(self, target, create=False, follow_final=False, missing_ok=False):
         """The parent directory of target, opened safely, and the final name in it.
@@ -184,6 +188,12 @@ class Root:
         return os.path.join(self.real, *_components(target))
 
 
+def fd_path(fd):
+    """A path that names an open file itself (no re-resolution of the name it was opened by):
+    for sysfs look-ups by st_rdev and for opening the same node again."""
+    return "/proc/self/fd/%d" % fd
+
+
 def _lstat(name, dirfd):
     try:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -251,7 +261,7 @@ class StaleCleaner:
         self.note = note or (lambda msg: None)
         self.removed = 0
 
-    def sweep(self, dirfd, where):
+    def sweep(self, dirfd, where, pattern=TEMP_BESIDE):
         st = os.fstat(dirfd)
         key = (st.st_dev, st.st_ino)
         if key in self.seen:
@@ -262,7 +272,7 @@ class StaleCleaner:
         except OSError:
             return
         for name in names:
-            m = TEMP_RE.match(name)
+            m = pattern.match(name)
             if not m or _alive(int(m.group(1))):
                 continue
             try:
@@ -275,13 +285,14 @@ class StaleCleaner:
             self.removed += 1
             self.note("removed %s, left by an interrupted run" % os.path.join(where, name))
 
-    def sweep_path(self, path):
+    def sweep_work_dir(self, path):
+        """Our work files in -t whose process has gone."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return
         try:
-            self.sweep(fd, path)
+            self.sweep(fd, path, TEMP_WORK)
         finally:
             os.close(fd)
 

@@ -51,3 +51,8 @@ class InstallError(OtaError):
     """An update failed after writing began."""
 
     exit_code = 1
+
+
+class Interrupted(InstallError):
+    """The installer was told to stop (SIGTERM, SIGHUP): what it had started is cleaned up
+    and the end script runs with OTA_STATUS=-1."""

@@ -37,11 +37,12 @@ class Counts:
 class MtdSink:
     """Streams an image onto /dev/mtdN from offset 0, one erase block at a time."""
 
-    def __init__(self, info, on_stage=None):
+    def __init__(self, info, on_stage=None, fd=None):
+        """fd: /dev/mtdN already open read-write (else it is opened here by its name)."""
         self.info = info
         self.eb = info.erasesize
         self.page = max(info.writesize, 1)
-        self.fd = os.open(info.char_path, os.O_RDWR)
+        self.fd = fd if fd is not None else os.open(info.char_path, os.O_RDWR)
         self.pos = 0  # next physical erase-block offset in the partition
         self.buf = bytearray()
         self.counts = Counts()

@@ -191,10 +191,10 @@ class PackageReader:
         return self.header
 
     def _read_script(self, length, what):
-        if length > MAX_SCRIPT:
+        if length > schema.MAX_BEGIN_END:
             raise PackageError(
-                "%s: the %s declares %d bytes, more than the %d MiB limit for scripts"
-                % (self.name, what, length, MAX_SCRIPT >> 20)
+                "%s: the %s declares %d bytes, more than the %d MiB limit for begin and end scripts"
+                % (self.name, what, length, schema.MAX_BEGIN_END >> 20)
             )
         return self._read_exact(length, what)
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List
 
+from .errors import Interrupted
 from .text import shown
 
 #: stages in the order an install passes them; erasing and updating alternate per record
@@ -90,6 +91,8 @@ class Progress:
         for r in list(self.renderers):
             try:
                 r(event)
+            except Interrupted:  # a signal that arrived while a renderer ran: it stops the update
+                raise
             except Exception as exc:  # a broken screen or pipe never fails the update
                 self.renderers.remove(r)
                 try:

@@ -206,7 +206,9 @@ U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 GZIP_MAGIC = b"\x1f\x8b"
 #: the largest script a reader holds in memory (scripts are piped into sh whole)
-MAX_SCRIPT = 16 << 20
+MAX_SCRIPT = 16 << 20  # a script record (spooled by the installer, not held)
+#: the begin and end scripts (read into memory with the header that covers them)
+MAX_BEGIN_END = 1 << 20
 #: the most records a package may hold: otapack refuses to write more, otaunpack to read more
 MAX_RECORDS = 100000
 

@@ -22,6 +22,8 @@ from .errors import InputError, PackageError, UsageError
 from .schema import GZIP_MAGIC, is_gzip
 
 BLOCK = 1 << 20
+#: how many bytes after the gzip data a stream is read to count them (a file is counted by its size)
+TRAILING_CAP = 1 << 20
 
 
 def refuse_gzip(head, name, hint):
@@ -84,16 +86,27 @@ class Inflated(io.RawIOBase):
         return 0
 
     def _finish(self, rest):
+        """Count what follows the gzip data without reading it as data: a file by its size, a
+        stream up to TRAILING_CAP bytes (never drained without end, never spooled further)."""
         n = len(rest)
-        while True:
-            more = self.raw.read(1 << 16)
+        try:
+            n += os.fstat(self.raw.fileno()).st_size - self.raw.tell() if self.raw.seekable() else 0
+            counted = self.raw.seekable()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            counted = False
+        more_than = False
+        while not counted:
+            more = self.raw.read(min(1 << 16, TRAILING_CAP + 1 - n))
             if not more:
                 break
             n += len(more)
+            if n > TRAILING_CAP:
+                more_than = True
+                break
         self.done = True
         self.trailing = n
         if n and self.on_trailing is not None:
-            self.on_trailing(n)
+            self.on_trailing("more than %d" % TRAILING_CAP if more_than else "%d" % n)
 
     def close(self):
         try:
@@ -148,7 +161,7 @@ class FileSource:
 
     def _trailing(self, n):
         if self.passes == 1 and self.warn is not None:
-            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+            self.warn("%s: %s byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
 
     def stream(self):
         self.passes += 1
@@ -218,7 +231,7 @@ class StreamSource:
 
     def _trailing(self, n):
         if self.passes == 1 and self.warn is not None:
-            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+            self.warn("%s: %s byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
 
     def stream(self):
         self.passes += 1

@@ -618,3 +618,193 @@ def test_a_gzip_trailer_error_is_named_as_such(tmp_path):
     assert proc.returncode == 3
     line = one_line(proc)
     assert "header" not in line and ("CRC" in line or "gzip" in line), line
+
+
+# ---------------------------------------------------------------------------- a second review
+
+
+def _in_process(pkg, root, board_root=None, **opts):
+    """Install in this process; board_root: act as a board (no --root) whose / is that directory."""
+    from sstarota import install
+    from sstarota.confine import Root
+    from sstarota.errors import OtaError
+
+    source = install.open_source(str(pkg))
+    try:
+        inst = install.Installer(source, install.Options(root=None if board_root else str(root), **opts))
+        if board_root:
+            inst.ctx.fsroot = Root(None)
+            inst.ctx.fsroot.real = str(board_root)
+        try:
+            inst.run()
+            return 0
+        except OtaError as exc:
+            return exc.exit_code
+    finally:
+        source.close()
+
+
+def test_a_device_node_swapped_after_its_check_is_not_written(tmp_path, monkeypatch):
+    """The writer opens the node in the directory the walk reached, not by its name again."""
+    from sstarota.install import pipeline
+
+    disks = []
+    for name in ("inside", "outside"):
+        backing = tmp_path / name
+        backing.write_bytes(b"\0" * 65536)
+        dev = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        disks.append((backing, dev))
+    try:
+        root, host = tmp_path / "root", tmp_path / "host"
+        (root / "dev").mkdir(parents=True)
+        host.mkdir()
+        os.mknod(root / "dev" / "blk", stat.S_IFBLK | 0o600, os.stat(disks[0][1]).st_rdev)
+        os.mknod(host / "blk", stat.S_IFBLK | 0o600, os.stat(disks[1][1]).st_rdev)
+        pkg = tmp_path / "p.bin"
+        pkg.write_bytes(pkg04([rec04("/dev/blk", OP_BLOCK, b"\x5a" * 4096)]))
+        real = pipeline.open_dest
+
+        def swapping(ctx, rec, name, create=False):
+            dest = real(ctx, rec, name, create=create)
+            if create:  # the apply pass: the attacker swaps /dev right after the check
+                os.rename(root / "dev", root / "dev.old")
+                os.symlink(str(host), root / "dev")
+            return dest
+
+        monkeypatch.setattr(pipeline, "open_dest", swapping)
+        assert _in_process(pkg, root, allow_devices=True) == 0
+        assert disks[1][0].read_bytes() == b"\0" * 65536, "a device outside the root was written"
+        assert disks[0][0].read_bytes()[:4096] == b"\x5a" * 4096
+    finally:
+        for _, dev in disks:
+            subprocess.run(["losetup", "-d", dev])
+
+
+@pytest.mark.parametrize("target", ["/dev/mtd9", "//dev/mtd9", "/dev//mtd9"])
+def test_on_a_board_a_missing_dev_target_is_refused_however_it_is_spelt(tmp_path, target):
+    board = tmp_path / "board"
+    (board / "dev").mkdir(parents=True)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04(target, OP_BLOCK, b"img")]))
+    assert _in_process(pkg, None, board_root=board) == 3
+    assert os.listdir(board / "dev") == []
+
+
+def test_on_a_board_a_regular_file_in_dev_is_not_a_partition(tmp_path):
+    board = tmp_path / "board"
+    (board / "dev").mkdir(parents=True)
+    (board / "dev" / "mtd9").write_bytes(b"a file in devtmpfs")
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/dev/mtd9", OP_BLOCK, b"img")]))
+    assert _in_process(pkg, None, board_root=board) == 3
+    assert (board / "dev" / "mtd9").read_bytes() == b"a file in devtmpfs"
+
+
+def test_on_a_board_a_block_image_file_gets_its_directories(tmp_path):
+    board = tmp_path / "board"
+    board.mkdir()
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/data/new/img.bin", OP_BLOCK, b"image"), rec04("/data/u/v.img", OP_UBI, b"vol")]))
+    assert _in_process(pkg, None, board_root=board) == 0
+    assert (board / "data" / "new" / "img.bin").read_bytes() == b"image"
+    assert (board / "data" / "u" / "v.img").read_bytes() == b"vol"
+
+
+def test_files_that_only_look_like_ours_are_not_swept(tmp_path):
+    root, work = tmp_path / "root", tmp_path / "work"
+    (root / "etc").mkdir(parents=True)
+    work.mkdir()
+    names = ["sstarota-99999-notes", "sstarota-4000000-backup", ".sstarota-99999-keep.tmp"]
+    for d in (root / "etc", work):
+        for n in names:
+            (d / n).write_text("mine")
+    stale = ".sstarota-4000000-0badf00d.tmp"  # ours, its process long gone
+    (root / "etc" / stale).write_text("left by a killed run")
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/etc/x.conf", OP_ADD, b"hi\n")]))
+    proc = otaunpack("-r", pkg, "--root", root, "-t", work)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(work)) == sorted(names)
+    assert sorted(os.listdir(root / "etc")) == sorted(names + ["x.conf"])
+
+
+def test_begin_and_end_scripts_have_a_1_mib_limit_in_packer_and_reader(cli, tmp_path):
+    from sstarota import schema
+
+    big = (b"# " + b"x" * 77 + b"\n") * ((schema.MAX_BEGIN_END // 80) + 1)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/a", OP_ADD, b"1")], begin=big))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 3 and "limit for begin and end scripts" in one_line(proc)
+    script = tmp_path / "begin.sh"
+    script.write_bytes(big)
+    code, out, err = cli.otapack("-c", tmp_path / "q.bin", "-b", script)
+    assert code == 2 and "script record" in err
+    assert not (tmp_path / "q.bin").exists()
+
+
+def test_endless_bytes_after_the_gzip_data_on_a_pipe_are_not_drained(cli, tmp_path):
+    src = tmp_path / "f"
+    src.write_bytes(b"payload")
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg)
+    otapack(cli, "-a", pkg, "-s", src, "-d", "/f", "--file-update")
+    gz = tmp_path / "p.bin.gz"
+    gz.write_bytes(gzip.compress(pkg.read_bytes()))
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    script = "cat {gz}; cat /dev/zero".format(gz=gz)
+    feeder = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", "-", "-t", str(work), "--root",
+                               str(root), "-q"], stdin=feeder.stdout, capture_output=True, text=True, cwd=PROJECT,
+                              timeout=120)
+    finally:
+        feeder.stdout.close()
+        feeder.kill()
+        feeder.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "more than 1048576 byte(s) after the end of the gzip data ignored" in proc.stderr
+    assert (root / "f").read_bytes() == b"payload"
+    assert os.listdir(work) == []
+
+
+def test_sigterm_mid_update_runs_the_end_script_and_cleans_up(cli, tmp_path):
+    end = tmp_path / "end.sh"
+    end.write_text('echo "$OTA_STATUS" > "$OTA_ROOT/status"\n')
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(3 << 20))
+    pkg = tmp_path / "p.bin"
+    otapack(cli, "-c", pkg, "-e", end)
+    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/a", "--file-update")
+    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/b", "--file-update")
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 2 and e.done - state.setdefault("start", e.done) >= 1 << 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+    """)
+    assert proc.returncode == 1, proc.stderr
+    assert "stopped by signal %d" % signal.SIGTERM in proc.stderr.splitlines()[-1]
+    assert (root / "status").read_text() == "-1\n"
+    assert (root / "data" / "a").read_bytes() == big.read_bytes()
+    assert sorted(os.listdir(root / "data")) == ["a"]  # b's temp file removed, b never appeared
+
+
+def test_an_absolute_symlink_climbs_through_what_it_names(tmp_path):
+    """/etc -> <root>/mnt/l/../etc with /mnt/l -> x/y: the kernel reaches x/etc, so do we."""
+    root = tmp_path / "root"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "etc").mkdir()
+    (root / "mnt").mkdir()
+    os.symlink("../x/y", root / "mnt" / "l")
+    os.symlink(str(root / "mnt" / "l" / ".." / "etc"), root / "etc")
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/etc/conf", OP_UPDATE, b"where the kernel looks")]))
+    proc = otaunpack("-r", pkg, "--root", root)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "x" / "etc" / "conf").read_bytes() == b"where the kernel looks"

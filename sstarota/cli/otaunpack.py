@@ -291,6 +291,25 @@ def _lazy_modules(names=LAZY):
             sys.modules[name] = Deferred(name)
 
 
+def _stop_on_signals():
+    """SIGTERM and SIGHUP (a supervisor stopping us, a closed session) stop the update the
+    way a failure does: temp files removed, the end script run with OTA_STATUS=-1, exit 1."""
+    import signal
+
+    from ..errors import Interrupted
+
+    def stop(signum, frame):
+        raise Interrupted("stopped by signal %d" % signum)
+
+    saved = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            saved[sig] = signal.signal(sig, stop)
+        except (ValueError, OSError):  # not the main thread (embedded use): leave them be
+            pass
+    return saved
+
+
 def main(argv=None):
     """The command: returns its exit code (0, 1, 2, 3; 130 when interrupted)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -306,6 +325,7 @@ def main(argv=None):
     _lazy_modules()
     from ..errors import OtaError
 
+    saved = _stop_on_signals()
     try:
         return install(opts)
     except KeyboardInterrupt:
@@ -316,6 +336,11 @@ def main(argv=None):
             raise
         _stderr("%s: error: %s" % (PROG, exc))
         return exc.exit_code
+    finally:
+        import signal
+
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

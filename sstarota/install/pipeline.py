@@ -284,7 +284,7 @@ class Installer:
         if self.opts.dry_run:
             p.emit("done", final=True, message="dry run: verified, nothing written")
             return plan
-        self.ctx.cleaner.sweep_path(self.ctx.tmpdir)
+        self.ctx.cleaner.sweep_work_dir(self.ctx.tmpdir)
         with Scripts(self, plan) as scripts:
             return self._install(plan, scripts)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from .. import delta, flash, manifest, schema
-from ..confine import TargetProblem
+from ..confine import TargetProblem, fd_path
 from ..errors import PackageError
 from ..flashio import open_content
 from ..paths import check_target
@@ -40,12 +40,23 @@ class Dest:
     @property
     def partition(self):
         """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
-        return self.kind == "device" or self.name.startswith("/dev/")
+        return self.kind == "device" or _under_dev(self.name)
+
+    def open_device(self, flags):
+        """The device node, opened in the directory the target walk reached (its name is not
+        resolved again: a symlink swapped in since cannot redirect the write)."""
+        return self.loc.open(flags)
 
     def close(self):
         if self.loc is not None:
             self.loc.close()
             self.loc = None
+
+
+def _under_dev(name):
+    """Is the target under /dev (a run of '/' counting as one, as the kernel reads it)?"""
+    comps = [c for c in name.split("/") if c]
+    return name.startswith("/") and len(comps) > 1 and comps[0] == "dev"
 
 
 def _kind_name(st):
@@ -64,8 +75,9 @@ def open_dest(ctx, rec, name, create=False):
     except PackageError as exc:
         raise PackageError("record %d: %s" % (rec.index, exc)) from None
     follow = op in _DEVICE_OPS
-    loc = root.locate(name, create=create and (op in _FILE_OPS or (op in _DEVICE_OPS and root.confined)),
-                      follow_final=follow, missing_ok=True)
+    makes_dirs = op in _FILE_OPS or (op in (schema.OP_BLOCK, schema.OP_UBI) and (root.confined or
+                                                                                   not _under_dev(name)))
+    loc = root.locate(name, create=create and makes_dirs, follow_final=follow, missing_ok=True)
     if loc is None:
         st = None
     else:
@@ -85,12 +97,16 @@ def open_dest(ctx, rec, name, create=False):
 def _checked(ctx, rec, name, what, loc, st):
     op = rec.op
     path = loc.path if loc is not None else ctx.fsroot.resolve_path(name)
+    board_dev = op in _DEVICE_OPS and not ctx.fsroot.confined and _under_dev(name)
     if st is None:
         if op == schema.OP_FILE_DIFF:
             raise TargetProblem("%s: the file to patch, %s, does not exist" % (what, shown(name)))
-        if op in _DEVICE_OPS and not ctx.fsroot.confined and name.startswith("/dev/"):
+        if board_dev:
             raise TargetProblem("%s: target %s does not exist on this board" % (what, shown(name)))
         return Dest(name, path, loc, "absent")
+    if board_dev and stat.S_IFMT(st.st_mode) not in (stat.S_IFBLK, stat.S_IFCHR):
+        raise TargetProblem("%s: %s is %s, not a device node; refused (on a board /dev holds devices)"
+                            % (what, shown(name), "a regular file" if stat.S_ISREG(st.st_mode) else _kind_name(st)))
     fmt = stat.S_IFMT(st.st_mode)
     if fmt == stat.S_IFREG or (fmt == stat.S_IFLNK and op in _FILE_OPS + (schema.OP_FILE_DELETE,)):
         if fmt == stat.S_IFLNK:  # replaced (or deleted) itself; where it points must stay inside
@@ -104,11 +120,14 @@ def _checked(ctx, rec, name, what, loc, st):
                                 "files; give --allow-devices to write device nodes)"
                                 % (what, shown(name), ctx.fsroot.given))
         try:
-            os.close(loc.open(os.O_RDONLY | os.O_NONBLOCK))  # ENXIO and the like: found now, not mid-write
+            fd = loc.open(os.O_RDONLY | os.O_NONBLOCK)  # ENXIO and the like: found now, not mid-write
         except OSError as exc:
             raise TargetProblem("%s: cannot open %s: %s" % (what, shown(name), exc.strerror)) from None
-        # the writers open the node by its path once more (a UBI volume update needs the only open fd)
-        if not _device_supported(op, st, path):
+        try:  # the writers open the node again in the same directory (a UBI update needs the only fd)
+            supported = _device_supported(op, st, fd_path(fd))
+        finally:
+            os.close(fd)
+        if not supported:
             raise TargetProblem("%s: %s is %s that is not %s; refused" % (
                 what, shown(name), _kind_name(st), "a UBI volume" if op == schema.OP_UBI else "an MTD partition"))
         return Dest(name, path, loc, "device")
@@ -128,9 +147,13 @@ def check_capacity(rec, dest, need, what_bytes="the image"):
     """Reject (in the verify pass) data larger than its device target."""
     if dest.kind != "device":
         return
-    capacity = flash.device_capacity(dest.path)
+    fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        capacity = flash.device_capacity(fd_path(fd))
+        index = flash.mtd_index_of(fd_path(fd))
+    finally:
+        os.close(fd)
     if capacity is not None and need > capacity:
-        index = flash.mtd_index_of(dest.path)
         note = ""
         if index is not None:
             note = ", mtd%d less %d bad blocks" % (index, flash.mtd_info(index).bad_blocks)
@@ -229,7 +252,11 @@ def _content_digest(f, limit):
 def open_current(dest):
     """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
     if dest.kind == "device":
-        return open_content(dest.path)
+        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return open_content(fd_path(fd))
+        finally:
+            os.close(fd)
     return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
 
 

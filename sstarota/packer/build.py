@@ -56,9 +56,14 @@ def read_script(path, what):
         return b""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(schema.MAX_BEGIN_END + 1)
     except OSError as exc:
         raise InputError("cannot read %s script %s: %s" % (what, path, exc.strerror)) from None
+    if len(data) > schema.MAX_BEGIN_END:
+        raise InputError("%s script %s is larger than the %d MiB otaunpack accepts for begin and end scripts "
+                         "(a script record, --script-add, may hold up to %d MiB)"
+                         % (what, path, schema.MAX_BEGIN_END >> 20, schema.MAX_SCRIPT >> 20))
+    return data
 
 
 def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False):

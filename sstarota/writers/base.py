@@ -132,8 +132,8 @@ class Writer:
 class DeviceFile:
     """A device node written in place from offset 0, fsynced on commit."""
 
-    def __init__(self, path, flags=os.O_WRONLY):
-        self.fd = os.open(path, flags)
+    def __init__(self, fd):
+        self.fd = fd
 
     def write(self, block):
         write_all(self.fd, block)

@@ -6,8 +6,10 @@ staging under --root) a partition image file.
 """
 
 import os
+import stat
 
 from .. import flash, schema
+from ..confine import fd_path
 from ..flashio import MtdSink
 from ..fsutil import copy_stream
 from .base import DeviceFile, Writer, register, replaced_file
@@ -24,12 +26,19 @@ def pad_len(rec):
 class BlockWriter(Writer):
     def open(self):
         self.mtd = None
-        index = flash.mtd_index_of(self.path)
         self.device = self.dest.kind == "device"
-        if index is not None:
-            self.mtd = MtdSink(flash.mtd_info(index), on_stage=self._stage)
-        elif self.device:
-            self.out = DeviceFile(self.path)
+        if self.device:
+            fd = self.dest.open_device(os.O_RDWR)
+            index = flash.mtd_index_of(fd_path(fd))
+            if index is None:
+                self.out = DeviceFile(fd)
+                return
+            # /dev/mtdN itself, or /dev/mtdblockN whose MTD is written through /dev/mtdN (mtdblock
+            # cannot skip bad blocks)
+            char = stat.S_ISCHR(os.fstat(fd).st_mode)
+            if not char:
+                os.close(fd)
+            self.mtd = MtdSink(flash.mtd_info(index), on_stage=self._stage, fd=fd if char else None)
         else:
             # a staging partition image: the image replaces its first bytes, the rest stays
             self.out = replaced_file(self.ctx, self.dest, 0o644)

@@ -7,6 +7,7 @@ import os
 import struct
 
 from .. import flash, schema
+from ..confine import fd_path
 from ..errors import InstallError
 from .base import DeviceFile, Writer, register, replaced_file
 
@@ -17,10 +18,10 @@ UBI_IOCVOLUP = flash.UBI_IOCVOLUP
 @register(schema.OP_UBI)
 class UbiWriter(Writer):
     def open(self):
-        self.volume = self.dest.kind == "device" and flash.ubi_volume(self.path) is not None
+        self.volume = self.dest.kind == "device"  # the verify pass accepts UBI volume nodes only
         self.sha = hashlib.sha256()
         if self.volume:
-            self.out = DeviceFile(self.path, os.O_RDWR)
+            self.out = DeviceFile(self.dest.open_device(os.O_RDWR))
             if self.ctx.progress is not None:
                 self.ctx.progress.emit("erasing", message="UBI volume update")
             fcntl.ioctl(self.out.fd, UBI_IOCVOLUP, struct.pack("<q", self.rec.data_len))
@@ -41,13 +42,13 @@ class UbiWriter(Writer):
     def _read_back(self):
         """Static volumes report the exact size, dynamic ones their reserved size: compare
         the first data_len bytes either way."""
-        vol = flash.ubi_volume(self.path)
-        if vol is not None and vol.type == "static" and vol.data_bytes != self.rec.data_len:
-            raise InstallError("%s holds %d bytes after the update, expected %d" % (self.target, vol.data_bytes,
-                                                                                  self.rec.data_len))
-        h = hashlib.sha256()
-        left = self.rec.data_len
-        with open(self.path, "rb") as f:
+        with os.fdopen(self.dest.open_device(os.O_RDONLY), "rb") as f:
+            vol = flash.ubi_volume(fd_path(f.fileno()))
+            if vol is not None and vol.type == "static" and vol.data_bytes != self.rec.data_len:
+                raise InstallError("%s holds %d bytes after the update, expected %d"
+                                   % (self.target, vol.data_bytes, self.rec.data_len))
+            h = hashlib.sha256()
+            left = self.rec.data_len
             while left:
                 piece = f.read(min(left, 1 << 20))
                 if not piece:
