@@ -10,7 +10,7 @@ ends early it asks again with `Range: bytes=N-` and `If-Range`/`If-Match` pinned
 validator, so the bytes it hands out are one file's: an answer for another file (a 200 to a
 ranged request, a changed ETag or length, a 412) is an error, never mixed in. Retries that
 get no byte back off (0.5 s doubling, at most 8 s); a retry after progress is immediate.
-Every socket operation has a timeout, and the whole transfer a time limit.
+Every socket operation has a timeout, and every pass over the file a time limit.
 
 Proxies come from http_proxy / https_proxy / no_proxy (as curl and wget read them; the
 parser is urllib.request's, imported only when one of them is set). HTTPS verifies the
@@ -108,7 +108,6 @@ class Remote:
         self.etag = None
         self.modified = None
         self.pinned = False
-        self.deadline = time.monotonic() + self.net.time_limit
 
     def get(self, offset):
         """A response positioned at offset (following redirects). Raises DownloadError for
@@ -192,6 +191,7 @@ class HttpStream(io.RawIOBase):
         self.offset = 0
         self.conn = self.resp = None
         self.failures = 0
+        self.deadline = time.monotonic() + remote.net.time_limit  # per pass
         self._connect()
 
     def readable(self):
@@ -218,7 +218,7 @@ class HttpStream(io.RawIOBase):
         if self.failures > r.net.retries:
             raise r.give_up(_why(exc, r.net)) from None
         wait = 0 if self.failures == 1 else min(8.0, 0.5 * 2 ** (self.failures - 2))
-        if time.monotonic() + wait > r.deadline:
+        if time.monotonic() + wait > self.deadline:
             raise r.give_up("%s; time limit of %g s reached" % (_why(exc, r.net), r.net.time_limit)) from None
         if wait:
             time.sleep(wait)
@@ -233,7 +233,7 @@ class HttpStream(io.RawIOBase):
         while True:
             if length is not None and self.offset >= length:
                 return 0
-            if time.monotonic() > self.remote.deadline:
+            if time.monotonic() > self.deadline:
                 raise self.remote.give_up("time limit of %g s reached" % self.remote.net.time_limit)
             try:
                 if self.resp is None:

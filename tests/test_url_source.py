@@ -195,3 +195,50 @@ def test_a_file_install_imports_no_http_module(served, tmp_path):
     assert proc.returncode == 0, proc.stderr
     mods = proc.stderr.rsplit("MODULES ", 1)[1].split()
     assert not [m for m in mods if m.split(".")[0] in ("http", "ssl", "socket") or m == "sstarota.netsource"]
+
+
+def test_a_file_replaced_mid_download_is_refused_not_mixed(served, tmp_path):
+    """The spool download drops; before it resumes the file is replaced: the resumed request
+    is pinned to the first ETag (If-Match), so the server's 412 ends it with one line."""
+    www = served.root
+    (www / "moving.bin.gz").write_bytes((www / "SStarOta.bin.gz").read_bytes())
+
+    def replace():
+        build(tmp_path / "new.bin.gz", 9)
+        os.replace(tmp_path / "new.bin.gz", www / "moving.bin.gz")
+        os.utime(www / "moving.bin.gz", (1000000000, 1000000000))
+
+    proxy = webserver.DroppingProxy(served.http, drops=1, cut=900000, on_drop=replace)
+    try:
+        root = fresh_root(tmp_path, "root")
+        before = snapshot(root)
+        proc = otaunpack("-x", served.url("moving.bin.gz", port=proxy.port), "--root", root, "-t", tmp_path, "-q",
+                         *FAST)
+    finally:
+        proxy.stop()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("changed on the server since it was first read (precondition failed)")
+    assert snapshot(root) == before and spools(tmp_path) == []
+
+
+def test_a_server_without_range_support_is_an_error_after_a_drop(served, tmp_path):
+    """Python's http.server ignores Range: after a drop, its 200 to a ranged request ends the
+    download with one line (never a mix of two answers, never a hang)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served.root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = webserver.DroppingProxy(server.server_address[1], drops=1, cut=900000)
+    try:
+        proc = otaunpack("-x", "http://127.0.0.1:%d/SStarOta.bin.gz" % proxy.port, "--root",
+                         fresh_root(tmp_path, "root"), "-t", tmp_path, "-q", *FAST)
+    finally:
+        proxy.stop()
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and "cannot resume" in proc.stderr

@@ -125,8 +125,9 @@ class DroppingProxy:
     """A TCP proxy to 127.0.0.1:upstream that cuts each of the first `drops` connections
     after `cut` bytes from the server have passed."""
 
-    def __init__(self, upstream, drops=3, cut=700000):
+    def __init__(self, upstream, drops=3, cut=700000, on_drop=None):
         self.upstream = upstream
+        self.on_drop = on_drop
         self.drops = drops
         self.cut = cut
         self.connections = 0
@@ -161,7 +162,7 @@ class DroppingProxy:
             return
         up = threading.Thread(target=self._pump, args=(client, server, None), daemon=True)
         up.start()
-        self._pump(server, client, cut)
+        self._pump(server, client, cut, self.on_drop)
         for s in (client, server):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -170,7 +171,7 @@ class DroppingProxy:
             s.close()
 
     @staticmethod
-    def _pump(src, dst, cut):
+    def _pump(src, dst, cut, on_drop=None):
         sent = 0
         try:
             while cut is None or sent < cut:
@@ -182,6 +183,8 @@ class DroppingProxy:
         except OSError:
             pass
         if cut is not None:
+            if on_drop is not None:
+                on_drop()  # before the client sees the drop
             try:
                 dst.shutdown(socket.SHUT_RDWR)
                 src.shutdown(socket.SHUT_RDWR)
