@@ -1,0 +1,190 @@
+"""otapack --incremental OLD NEW: two ALKAID-shaped image sets (a raw kernel with a few bytes
+changed, a squashfs made twice from slightly different trees, an unchanged partition, a logo
+whose delta does not pay, a ubifs image), the choices and the report, an install onto a root
+holding the old images, and a root holding other images refused before any write."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sstarota.packer import incremental
+
+pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
+
+CONFIG = """\
+# as ALKAID's configs: the suffixes come from the image makefile
+OTA_IMAGE_LIST = kernel rootfs logo misc customer
+kernel$(OTABLK) = /dev/mtdblock3
+kernel$(PATSIZE) = 0x100000
+rootfs$(OTABLK) = /dev/mtdblock4
+rootfs$(PATSIZE) = 0x200000
+rootfs$(FSTYPE) = squashfs
+logo$(OTABLK) = /dev/mtdblock2
+logo$(PATSIZE) = 0x40000
+misc$(OTABLK) = /dev/mtdblock6
+misc$(PATSIZE) = 0x20000
+misc$(FSTYPE) = fwfs
+customer$(OTABLK) = /dev/ubi0_0
+customer$(PATSIZE) = 0x400000
+customer$(FSTYPE) = ubifs
+"""
+PARTS = {"kernel": ("kernel", "dev/mtdblock3", 0x100000), "rootfs": ("rootfs.sqfs", "dev/mtdblock4", 0x200000),
+         "logo": ("logo", "dev/mtdblock2", 0x40000), "misc": ("misc.fwfs", "dev/mtdblock6", 0x20000),
+         "customer": ("customer.ubifs", "dev/ubi0_0", None)}
+
+
+def otapack(*argv):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv],
+                          capture_output=True, text=True)
+
+
+def otaunpack(*argv):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
+                          capture_output=True, text=True)
+
+
+def squashfs(tree_dir, out, version):
+    t = tree_dir / ("tree-%d" % version)
+    (t / "etc").mkdir(parents=True)
+    rnd = random.Random(5)
+    (t / "bin").mkdir()
+    (t / "bin" / "busybox").write_bytes(rnd.randbytes(300000))
+    for i in range(40):
+        (t / "etc" / ("conf%02d.ini" % i)).write_text("[section]\nkey=%d\n" % i * 30)
+    (t / "etc" / "version").write_text("build %d\n" % version)
+    subprocess.run(["mksquashfs", str(t), str(out), "-noappend", "-all-root", "-quiet", "-mkfs-time", "0",
+                    "-all-time", "0"], check=True, stdout=subprocess.DEVNULL)
+
+
+def ubifs(tree_dir, out, version):
+    t = tree_dir / ("ubi-%d" % version)
+    t.mkdir()
+    (t / "data.txt").write_text("customer data, build %d\n" % version * 100)
+    if shutil.which("mkfs.ubifs"):
+        subprocess.run(["mkfs.ubifs", "-r", str(t), "-m", "2048", "-e", "126976", "-c", "64", "-o", str(out)],
+                       check=True)
+    else:  # packed whole whatever it holds: any bytes stand for one
+        out.write_bytes(random.Random(version).randbytes(200000))
+
+
+def image_set(d, version):
+    d.mkdir(parents=True)
+    kernel = bytearray(random.Random(1).randbytes(700000))
+    if version == 2:
+        for off in (1000, 250000, 600000):
+            kernel[off:off + 4] = b"NEW!"
+    (d / "kernel").write_bytes(bytes(kernel))
+    squashfs(d.parent, d / "rootfs.sqfs", version)
+    (d / "logo").write_bytes(random.Random(100 + version).randbytes(200000))  # all new: the delta does not pay
+    (d / "misc.fwfs").write_bytes(b"misc settings\n" * 1000)
+    ubifs(d.parent, d / "customer.ubifs", version)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("inc")
+    (base / "partitions.mk").write_text(CONFIG)
+    return image_set(base / "old" / "images", 1), image_set(base / "new" / "images", 2), base / "partitions.mk"
+
+
+@pytest.fixture(scope="module")
+def built(sets, tmp_path_factory):
+    old, new, config = sets
+    out = tmp_path_factory.mktemp("out") / "SStarOta.bin"
+    proc = otapack("-c", out, "--incremental", old, new, "--config", config, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return out.with_suffix(".bin.gz"), json.loads(proc.stdout)
+
+
+def seeded_root(tmp_path, images):
+    """A staging root whose partitions hold images (raw ones padded with 0xff)."""
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    for name, (image, target, size) in PARTS.items():
+        data = (images / image).read_bytes()
+        (root / target).write_bytes(data + b"\xff" * (size - len(data)) if size else data)
+    return root
+
+
+def snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_choices_and_the_report(sets, built):
+    old, new, _ = sets
+    pkg, report = built
+    choice = {c["partition"]: c for c in report["partitions"]}
+    assert {n: c["choice"] for n, c in choice.items()} == {
+        "kernel": "delta", "rootfs": "delta", "logo": "full", "misc": "same", "customer": "full"}
+    assert choice["kernel"]["patch"] < 0.05 * choice["kernel"]["new"]
+    assert choice["rootfs"]["patch"] < 0.95 * choice["rootfs"]["new"]
+    assert choice["logo"]["patch"] >= 0.95 * choice["logo"]["new"] and "threshold" in choice["logo"]["reason"]
+    assert choice["customer"]["patch"] is None and "ubifs" in choice["customer"]["reason"]
+    assert choice["misc"]["packed"] == 0
+    assert choice["customer"]["packed"] == (new / "customer.ubifs").stat().st_size
+    assert report["package_gz"] == pkg.stat().st_size and not pkg.with_suffix("").exists()
+    assert report["package_gz"] < report["full_gz"]
+    assert report["package_raw"] < report["full_raw"]
+
+
+def test_the_text_report(sets, tmp_path):
+    old, new, config = sets
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:7] == ["partition", "fstype", "choice", "old", "new", "patch", "packed"]
+    assert [l.split()[:3] for l in lines[1:6]] == [["kernel", "raw", "delta"], ["rootfs", "squashfs", "delta"],
+                                                   ["logo", "raw", "full"], ["misc", "fwfs", "same"],
+                                                   ["customer", "ubifs", "full"]]
+    assert lines[6].startswith("package %s.gz: " % (tmp_path / "p.bin")) and "the full package" in lines[6]
+
+
+def test_installs_onto_the_old_images_and_gives_the_new_ones(sets, built, tmp_path):
+    old, new, _ = sets
+    pkg, _ = built
+    root = seeded_root(tmp_path, old)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    for name, (image, target, size) in PARTS.items():
+        data = (new / image).read_bytes()
+        assert (root / target).read_bytes()[:len(data)] == data, name
+    assert (root / "dev/ubi0_0").read_bytes() == (new / "customer.ubifs").read_bytes()
+
+
+def test_a_root_holding_other_images_is_refused_before_any_write(sets, built, tmp_path):
+    old, new, _ = sets
+    pkg, _ = built
+    root = seeded_root(tmp_path, old)
+    kernel = bytearray((root / "dev/mtdblock3").read_bytes())
+    kernel[5] ^= 0xFF  # another base: one byte differs
+    (root / "dev/mtdblock3").write_bytes(bytes(kernel))
+    before = snapshot(root)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 3
+    assert "not the content the delta was made from" in proc.stderr
+    assert snapshot(root) == before
+
+
+def test_config_parsing_and_usage_errors(sets, tmp_path):
+    old, new, config = sets
+    parts = incremental.read_config(config)
+    assert [(p.name, p.targets, p.size, p.fstype, p.image) for p in parts][:2] == [
+        ("kernel", ["/dev/mtdblock3"], 0x100000, "", "kernel"),
+        ("rootfs", ["/dev/mtdblock4"], 0x200000, "squashfs", "rootfs.sqfs")]
+    proc = otapack("--incremental", old, new, "--config", config)
+    assert proc.returncode == 2 and "goes with -c PKG and --config" in proc.stderr
+    bad = tmp_path / "bad.mk"
+    bad.write_text("OTA_IMAGE_LIST = kernel\nkernel_patsize = 0x1000\n")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", bad)
+    assert proc.returncode == 2 and "kernel_otablk is not set" in proc.stderr
+    small = tmp_path / "small.mk"
+    small.write_text("OTA_IMAGE_LIST = kernel\nkernel_otablk = /dev/mtdblock3\nkernel_patsize = 0x1000\n")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", small)
+    assert proc.returncode == 2 and "larger than the partition" in proc.stderr
+    assert not os.path.exists(tmp_path / "p.bin.gz")
