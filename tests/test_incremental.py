@@ -188,3 +188,30 @@ def test_config_parsing_and_usage_errors(sets, tmp_path):
     proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", small)
     assert proc.returncode == 2 and "larger than the partition" in proc.stderr
     assert not os.path.exists(tmp_path / "p.bin.gz")
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental(sets, built, tmp_path):
+    """mk/ota.mk's target in an ALKAID-shaped image directory gives the package otapack does."""
+    old, new, config = sets
+    image = tmp_path / "project" / "image"
+    (image / "configs").mkdir(parents=True)
+    shutil.copy(config, image / "configs" / "partitions.mk")
+    shutil.copytree(new, image / "output" / "images")
+    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
+    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\n"
+                                    "IMAGEDIR := $(CURDIR)/output/images\ninclude configs/partitions.mk\n"
+                                    "include %s\n" % ota_mk)
+    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
+    proc = subprocess.run(["make", "-s", "-C", str(image), "image-ota-incremental", "OTA_BASE=%s" % old,
+                           "OTAPACK=%s" % otapack_bin], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = image / "output" / "images"
+    assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
+    table = (out / "SStarOtaIncremental.txt").read_text().splitlines()
+    assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
+    assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
+    assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
+    proc = subprocess.run(["make", "-s", "-C", str(image), "ota_images_incremental", "OTAPACK=%s" % otapack_bin],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
