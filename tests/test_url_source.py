@@ -242,3 +242,12 @@ def test_a_server_without_range_support_is_an_error_after_a_drop(served, tmp_pat
         server.server_close()
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and "cannot resume" in proc.stderr
+
+
+def test_url_options_need_a_url_and_numbers(tmp_path):
+    proc = otaunpack("-x", tmp_path / "p.bin.gz", "--no-spool")
+    assert proc.returncode == 2 and "--no-spool and --ca go with an http:// or https:// package URL" in proc.stderr
+    proc = otaunpack("-x", "http://127.0.0.1:1/p.bin.gz", "--timeout", "soon")
+    assert proc.returncode == 2 and "Invalid value for '--timeout'" in proc.stderr
+    proc = otaunpack("-x", "ftp://127.0.0.1/p.bin.gz")
+    assert proc.returncode == 2 and "cannot open package ftp://" in proc.stderr

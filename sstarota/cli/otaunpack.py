@@ -275,6 +275,10 @@ def _net_options(opts, prog):
     """open_source's arguments for a URL: how hard to try, spool or not, download progress."""
     path = opts["gz_path"] or opts["raw_path"]
     if not path.startswith(("http://", "https://")):
+        if opts["no_spool"] or opts["ca"]:
+            from ..errors import UsageError
+
+            raise UsageError("--no-spool and --ca go with an http:// or https:// package URL")
         return {}
     from ..netsource import Net
 
