@@ -164,6 +164,8 @@ class Remote:
         if not self.pinned:
             self.length, self.etag, self.modified, self.pinned = length, etag, modified, True
             return
+        if self.length is None:
+            self.length = length  # a first answer without a length (chunked): a range's total gives it
         if (self.etag and etag and etag != self.etag) or (length is not None and length != self.length) or \
                 (not self.etag and self.modified and modified and modified != self.modified):
             raise ChangedError("%s changed on the server since it was first read (ETag %s, %s bytes; was %s, %s "
@@ -229,8 +231,8 @@ class HttpStream(io.RawIOBase):
         self.conn = self.resp = None
 
     def readinto(self, b):
-        length = self.remote.length
         while True:
+            length = self.remote.length
             if length is not None and self.offset >= length:
                 return 0
             if time.monotonic() > self.deadline:
