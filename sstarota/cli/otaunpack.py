@@ -147,6 +147,12 @@ def parse_args(argv):
         except ValueError:
             raise _Usage("Invalid value for '--progress-fd': %r is not a valid integer." % opts["progress_fd"]) \
                 from None
+    _numbers(opts)
+    return opts
+
+
+def _numbers(opts):
+    """The URL options' numbers (--timeout, --retries, --time-limit): not negative."""
     for dest, kind in NUMBERS.items():
         try:
             opts[dest] = kind(opts[dest])
@@ -155,7 +161,6 @@ def parse_args(argv):
         except ValueError:
             raise _Usage("Invalid value for '--%s': %r is not a valid number." % (dest.replace("_", "-"), opts[dest])) \
                 from None
-    return opts
 
 
 def _stderr(msg):
