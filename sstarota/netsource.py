@@ -21,11 +21,18 @@ import http.client
 import io
 import os
 import socket
-import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
 from .errors import InputError
+
+try:
+    import ssl
+
+    CERT_ERRORS = (ssl.SSLCertVerificationError,)
+except ImportError:  # a board Python built without OpenSSL: http:// only
+    ssl = None
+    CERT_ERRORS = ()
 
 CHUNK = 1 << 16
 REDIRECTS = 5
@@ -51,6 +58,9 @@ class Net:
         self._ctx = None
 
     def ssl_context(self):
+        if ssl is None:
+            raise InputError("this Python has no ssl module (built without OpenSSL): https:// URLs cannot be "
+                             "verified; use an http:// URL (then nothing proves where the package came from)")
         if self._ctx is None:
             try:
                 self._ctx = ssl.create_default_context(cafile=self.ca)
@@ -205,7 +215,7 @@ class HttpStream(io.RawIOBase):
             try:
                 self.conn, self.resp = r.get(self.offset)
                 return
-            except ssl.SSLCertVerificationError as exc:
+            except CERT_ERRORS as exc:
                 raise r.give_up("the server's certificate is not trusted (%s)" % exc.verify_message) from None
             except DownloadError:
                 raise

@@ -251,3 +251,11 @@ def test_url_options_need_a_url_and_numbers(tmp_path):
     assert proc.returncode == 2 and "Invalid value for '--timeout'" in proc.stderr
     proc = otaunpack("-x", "ftp://127.0.0.1/p.bin.gz")
     assert proc.returncode == 2 and "cannot open package ftp://" in proc.stderr
+
+
+def test_a_python_without_ssl_refuses_https_in_one_line(monkeypatch):
+    from sstarota import netsource
+
+    monkeypatch.setattr(netsource, "ssl", None)
+    with pytest.raises(netsource.InputError, match="no ssl module .* https:// URLs cannot be verified"):
+        netsource.Remote("https://127.0.0.1:1/p.bin.gz").get(0)
