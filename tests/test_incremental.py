@@ -179,6 +179,8 @@ def test_config_parsing_and_usage_errors(sets, tmp_path):
         ("rootfs", ["/dev/mtdblock4"], 0x200000, "squashfs", "rootfs.sqfs")]
     proc = otapack("--incremental", old, new, "--config", config)
     assert proc.returncode == 2 and "goes with -c PKG and --config" in proc.stderr
+    proc = otapack("-c", tmp_path / "p.bin", "-a", tmp_path / "q.bin", "--incremental", old, new, "--config", config)
+    assert proc.returncode == 2 and "no other action goes with it" in proc.stderr
     bad = tmp_path / "bad.mk"
     bad.write_text("OTA_IMAGE_LIST = kernel\nkernel_patsize = 0x1000\n")
     proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", bad)
@@ -215,3 +217,20 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     proc = subprocess.run(["make", "-s", "-C", str(image), "ota_images_incremental", "OTAPACK=%s" % otapack_bin],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
+
+
+def test_format_1_6_one_record_per_partition_installs(sets, tmp_path):
+    old, new, config = sets
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--format", "1.6", "-k",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = otapack("--info", tmp_path / "p.bin", "--json")
+    records = json.loads(info.stdout)["records"]
+    assert [(r["op"], r["label"]) for r in records][:4] == [
+        ("file-diff", "kernel"), ("file-diff", "rootfs"), ("block", "logo"), ("ubi", "customer")]
+    root = seeded_root(tmp_path, old)
+    proc = otaunpack("-x", tmp_path / "p.bin.gz", "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    for name, (image, target, size) in PARTS.items():
+        data = (new / image).read_bytes()
+        assert (root / target).read_bytes()[:len(data)] == data, name

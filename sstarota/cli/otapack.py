@@ -124,6 +124,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     from .. import dropin, info as pkginfo, packer, package
 
     if incremental or config:
+        if append or read or info or gzip_path or ops or install_dropin or uninstall_dropin:
+            raise UsageError("--incremental makes a package with -c PKG; no other action goes with it")
         return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json)
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         click.echo(dropin.version_text())
