@@ -259,6 +259,8 @@ class UrlSource:
             self.file = self._download(netsource, spool_dir or os.environ.get("TMPDIR") or "/tmp", report)
 
     def _download(self, netsource, spool_dir, report):
+        from .fsutil import copy_stream
+
         meter = netsource.Meter(report) if report else None
         src = netsource.HttpStream(self.remote, meter)
         try:
@@ -274,7 +276,7 @@ class UrlSource:
                                                                       st.f_bavail * st.f_frsize))
             spool = Spool(spool_dir, "spool")
             try:
-                copy_all(src, spool)
+                copy_stream(src.read, spool.write, BLOCK)
                 spool.rewind()
                 if meter is not None:
                     meter(src.offset, src.offset, force=True)
@@ -307,15 +309,6 @@ class UrlSource:
     def close(self):
         if self.file is not None:
             self.file.close()
-
-
-def copy_all(src, spool):
-    buf = bytearray(BLOCK)
-    while True:
-        n = src.readinto(buf)
-        if not n:
-            return
-        spool.write(memoryview(buf)[:n])
 
 
 def open_source(path, gz=None, tmpdir=None, stdin=None, warn=None, net=None, spool=True, report=None):
