@@ -44,7 +44,8 @@ Options:
   --timeout SEC         URL: seconds to wait for any answer.  [default: 30]
   --retries N           URL: attempts in a row that get no byte before giving
                         up (dropped connections resume).  [default: 8]
-  --time-limit SEC      URL: seconds for the whole download.  [default: 3600]
+  --time-limit SEC      URL: seconds for one read of the package (the
+                        download; with --no-spool each pass).  [default: 3600]
   -p PIC                Show progress on the framebuffer over this picture
                         (jpg/png).
   --fb DEV              Framebuffer device for -p.  [default: /dev/fb0]
