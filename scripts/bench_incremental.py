@@ -8,7 +8,7 @@
 2. A 32 MiB package served by nginx on the loopback (tests/webserver.py): curl of the file
    into -t, our download alone (UrlSource spooling it), and otaunpack -x URL against
    otaunpack -x FILE; the overhead of the URL install is (URL install - file install),
-   shown against curl's time. Best of 3 each, same run.
+   shown against curl's time. Best of 5 each, same run.
 """
 
 import json
@@ -95,15 +95,16 @@ def bench_url(tool, mixed_data):
                 subprocess.run([tool("otaunpack"), "-x", str(src), "--root", str(root), "-t", str(d / "spool"), "-q"]
                                + list(extra), check=True)
 
-            t_curl = _best(3, lambda: subprocess.run(["curl", "-sf", "-o", str(d / "spool" / "c.gz"), url],
+            t_curl = _best(5, lambda: subprocess.run(["curl", "-sf", "-o", str(d / "spool" / "c.gz"), url],
                                                      check=True))
-            t_ours = _best(3, lambda: sources.UrlSource(url, str(d / "spool")).close())
-            t_file = _best(3, lambda: install(d / "www" / "SStarOta.bin.gz"))
-            t_url = _best(3, lambda: install(url))
-            t_nospool = _best(3, lambda: install(url, "--no-spool"))
+            t_ours = _best(5, lambda: sources.UrlSource(url, str(d / "spool")).close())
+            t_file = _best(5, lambda: install(d / "www" / "SStarOta.bin.gz"))
+            t_url = _best(5, lambda: install(url))
+            t_nospool = _best(5, lambda: install(url, "--no-spool"))
         finally:
             server.stop()
-    print("URL install of a %.1f MiB package from nginx on the loopback (best of 3):" % (size / MiB))
+    print("URL install of a %.1f MiB package from nginx on the loopback (best of 5; on a loaded machine "
+          "the overheads vary by a few tenths of a second):" % (size / MiB))
     print("  curl to -t                %6.3f s  (%.0f MiB/s)" % (t_curl, size / MiB / t_curl))
     print("  our download to -t        %6.3f s  (%.0f MiB/s, %.2f x curl; in-process: no start-up)"
           % (t_ours, size / MiB / t_ours, t_ours / t_curl))
