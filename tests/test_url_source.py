@@ -259,3 +259,21 @@ def test_a_python_without_ssl_refuses_https_in_one_line(monkeypatch):
     monkeypatch.setattr(netsource, "ssl", None)
     with pytest.raises(netsource.InputError, match="no ssl module .* https:// URLs cannot be verified"):
         netsource.Remote("https://127.0.0.1:1/p.bin.gz").get(0)
+
+
+def test_download_progress_reaches_the_json_renderer(served, tmp_path):
+    events = tmp_path / "events.jsonl"
+    root = fresh_root(tmp_path, "root")
+    with open(events, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", served.url("SStarOta.bin.gz"),
+                               "--root", str(root), "-t", str(tmp_path), "-q", "--progress-fd", str(f.fileno())],
+                              capture_output=True, text=True, pass_fds=(f.fileno(),))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    stages = [json.loads(line) for line in events.read_text().splitlines()]
+    down = [e for e in stages if e["stage"] == "downloading"]
+    mib = (served.root / "SStarOta.bin.gz").stat().st_size / 1048576.0
+    assert down and down[-1]["message"].startswith("%.1f MiB of %.1f MiB at " % (mib, mib))
+    order = [e["stage"] for e in stages]
+    assert order.index("downloading") < order.index("verifying") and order[-1] == "done"
