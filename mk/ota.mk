@@ -125,6 +125,23 @@ image_for() { # part fstype -> $image (path) and $kind, or fails: the SDK ota.mk
     case "$f" in /*) image=$f ;; *) image=$IMAGEDIR/$f ;; esac
 }
 
+env_04() { # part -> $env_sh: the 2021 flow's script from <part>_blkenv (shell text for `echo -e`,
+    # each line becomes a fw_setenv call), or empty
+    pvar "$1" blkenv
+    env_sh=
+    eval "[ -n \"$val\" ]" || return 0
+    env_sh=$IMAGEDIR/${1}_otaenv.sh
+    rm -f "$env_sh"  # a fresh file: its mode (stored in the record) comes from the umask
+    eval "echo -e \"$val\"" | sed 's/^/\/etc\/fw_setenv /g' > "$env_sh"
+}
+env_kernel_16() { # -> $env_sh: the 2025 spinand flow's kernel_otaenv.sh (printf %x of the kernel's size)
+    local ksize
+    ksize=$(wc -c < "$IMAGEDIR/kernel")
+    env_sh=$IMAGEDIR/kernel_otaenv.sh
+    rm -f "$env_sh"
+    printf '/etc/fw_setenv kernel_file_size %x\n/etc/fw_setenv recovery_file_size  %x\n' "$ksize" "$ksize" > "$env_sh"
+}
+
 # Check the whole config first: a bad one fails before anything is written.
 for p in $SSTAROTA_LIST; do
     case "$p" in *[!A-Za-z0-9_]*) die "partition name '$p' in OTA_IMAGE_LIST: letters, digits and _ only" ;; esac
@@ -140,9 +157,18 @@ if [ -n "${SSTAROTA_INCREMENTAL_BASE-}" ]; then
     cfg=$IMAGEDIR/SStarOtaPartitions.mk
     { echo "OTA_IMAGE_LIST = $SSTAROTA_LIST"
       for p in $SSTAROTA_LIST; do
-          pvar "$p" fstype; image_for "$p" "${val// }"
+          pvar "$p" fstype; fs=${val// }; image_for "$p" "$fs"
           for v in otablk patsize fstype otamask; do pvar "$p" $v; echo "${p}_$v = $(echo $val)"; done
           echo "${p}_otaimg = ${image#"$IMAGEDIR"/}"
+          # the env script the full flow adds after the partition, added when it is packed
+          if [ "$fmt" != 1.6 ]; then
+              env_04 "$p"
+          elif [ "$p" = kernel ] && [ -z "$fs" ] && [ "$FLASH_TYPE" = spinand ] && [ -f "$IMAGEDIR/kernel" ]; then
+              env_kernel_16
+          else
+              env_sh=
+          fi
+          [ -z "$env_sh" ] || echo "${p}_otaenv = $env_sh"
       done; } > "$cfg"
     inc=(-c "$PKG" --incremental "$base" "$IMAGEDIR" --config "$cfg" --format "$fmt"
          --patch-threshold "${OTA_PATCH_THRESHOLD:-0.95}")
@@ -217,14 +243,8 @@ for p in $SSTAROTA_LIST; do
             for target in $targets; do
                 "${ota[@]}" -s "$image" -d "$target" -t "$size" -m 0 $kind -a "$PKG"
             done
-            # 2021 flow: _blkenv is shell text for `echo -e`; each line becomes a fw_setenv call
-            pvar "$p" blkenv; blkenv=$val
-            if eval "[ -n \"$blkenv\" ]"; then
-                env_sh=$IMAGEDIR/${p}_otaenv.sh
-                rm -f "$env_sh"  # a fresh file: its mode (stored in the record) comes from the umask
-                eval "echo -e \"$blkenv\"" | sed 's/^/\/etc\/fw_setenv /g' > "$env_sh"
-                "${ota[@]}" -s "$env_sh" -d "${p}_otaenv.sh" --script-add -a "$PKG"
-            fi
+            env_04 "$p"
+            [ -z "$env_sh" ] || "${ota[@]}" -s "$env_sh" -d "${p}_otaenv.sh" --script-add -a "$PKG"
         fi
     fi
     if [ "$fmt" = 1.6 ] && [ "$p" = kernel ] && [ -z "$fs" ] && [ "$FLASH_TYPE" = spinand ]; then
@@ -232,10 +252,7 @@ for p in $SSTAROTA_LIST; do
         # kernel was packed, with the size of the kernel image in IMAGEDIR (printf %x, no 0x)
         [ -f "$IMAGEDIR/kernel" ] || die "$IMAGEDIR/kernel not found: the 1.6 spinand flow writes its size into kernel_otaenv.sh"
         [ "$packed" = yes ] || warn "kernel is not packed, but kernel_otaenv.sh is (as the vendor's 2025 flow does): it sets kernel_file_size to the size of $IMAGEDIR/kernel"
-        ksize=$(wc -c < "$IMAGEDIR/kernel")
-        env_sh=$IMAGEDIR/kernel_otaenv.sh
-        rm -f "$env_sh"
-        printf '/etc/fw_setenv kernel_file_size %x\n/etc/fw_setenv recovery_file_size  %x\n' "$ksize" "$ksize" > "$env_sh"
+        env_kernel_16
         "${ota[@]}" -s "$env_sh" -d kernel_otaenv.sh -l kernel_otaenv.sh --script-add -a "$PKG"
     fi
 done

@@ -234,3 +234,46 @@ def test_format_1_6_one_record_per_partition_installs(sets, tmp_path):
     for name, (image, target, size) in PARTS.items():
         data = (new / image).read_bytes()
         assert (root / target).read_bytes()[:len(data)] == data, name
+
+
+def test_a_partitions_env_script_follows_it_when_it_is_packed(sets, tmp_path):
+    old, new, config = sets
+    env = tmp_path / "kernel_otaenv.sh"
+    env.write_text("/etc/fw_setenv kernel_file_size 0xaae60\n")
+    cfg = tmp_path / "p.mk"
+    cfg.write_text(config.read_text() + "kernel_otaenv = %s\nmisc_otaenv = %s\n" % (env, env))
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg, "-k", "--json")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(otapack("--info", tmp_path / "p.bin", "--json").stdout)["records"]
+    assert [(r["op"], r["targets"][0]) for r in records][:3] == [
+        ("file-diff", "/dev/mtdblock3"), ("script", "kernel_otaenv.sh"), ("file-diff", "/dev/mtdblock4")]
+    assert [r for r in records if r["op"] == "script"][1]["targets"] == ["sstarota-manifest.sh"]  # misc: same
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+@pytest.mark.parametrize("fmt", ["0.4", "1.6"])
+def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
+    """0.4: <part>_blkenv's fw_setenv script after the partition; 1.6 on spinand: kernel_otaenv.sh."""
+    old, new, config = sets
+    image = tmp_path / "image"
+    (image / "configs").mkdir(parents=True)
+    (image / "configs" / "partitions.mk").write_text(
+        config.read_text() + "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n")
+    shutil.copytree(new, image / "output" / "images")
+    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
+    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\nBLKENV := _blkenv\n"
+                                    "FLASH_TYPE := spinand\nIMAGEDIR := $(CURDIR)/output/images\n"
+                                    "include configs/partitions.mk\ninclude %s\n" % ota_mk)
+    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
+    proc = subprocess.run(["make", "-s", "-C", str(image), "image-ota-incremental", "OTA_BASE=%s" % old,
+                           "OTAPACK=%s" % otapack_bin, "OTA_FORMAT=" + fmt], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = image / "output" / "images"
+    records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json").stdout)["records"]
+    assert [(r["op"], r["targets"][0]) for r in records][:2] == [("file-diff", "/dev/mtdblock3"),
+                                                                ("script", "kernel_otaenv.sh")]
+    text = (out / "kernel_otaenv.sh").read_text()
+    if fmt == "0.4":
+        assert text == "/etc/fw_setenv kernel_file_size 0xaae60\n"
+    else:
+        assert text == "/etc/fw_setenv kernel_file_size aae60\n/etc/fw_setenv recovery_file_size  aae60\n"

@@ -2,7 +2,8 @@
 
 The partitions come from an ALKAID partition config (OTA_IMAGE_LIST, <part>_otablk,
 _patsize, _fstype, _otamask, _otaimg; read by read_config), their images from the two image
-directories under the names ALKAID's ota.mk gives them (image_name). Per partition:
+directories under the names ALKAID's ota.mk gives them (image_name); <part>_otaenv names a
+script (ota.mk's fw_setenv scripts) added after the partition when it is packed. Per partition:
 
   same   the old and new images are identical: nothing packed
   delta  a raw image or a read-only filesystem image (no fstype, squashfs, ramfs): a
@@ -25,11 +26,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from .. import schema
 from ..errors import InputError
 from .build import DEFAULT_TOOL_ID, build
 from .compress import gzip_package
 from .data import FileData
-from .records import DEFAULT_THRESHOLD, RecordSpec, delta_spec, full_update_op
+from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delta_spec, full_update_op
 from .trees import _same_content, make_patches
 
 SUFFIXES = {"OTABLK": "_otablk", "PATSIZE": "_patsize", "FSTYPE": "_fstype", "BLKENV": "_blkenv",
@@ -48,6 +50,7 @@ class Partition:
     fstype: str = ""
     image: str = ""  # file name under the image directories
     masks: Optional[List[int]] = None
+    script: str = ""  # <part>_otaenv: a script record after the partition's when it is packed
 
 
 @dataclass
@@ -132,7 +135,8 @@ def read_config(path):
             raise InputError("partition config: no image name for %s (fstype '%s'): set %s_otaimg" % (p, fstype, p))
         masks = env.get(p + "_otamask", "").split()
         parts.append(Partition(p, targets, _number(env[p + "_patsize"], p + "_patsize"), fstype, image,
-                               [_number(m, p + "_otamask") for m in masks] if masks else None))
+                               [_number(m, p + "_otamask") for m in masks] if masks else None,
+                               env.get(p + "_otaenv", "").strip()))
     return parts
 
 
@@ -197,7 +201,17 @@ def specs_for(parts, choices, patches, old_dir, new_dir, generation):
                 spec.masks = p.masks
             c.packed += spec.data_len
             specs.append(spec)
+        if p.script:
+            spec = script_spec(p, generation)
+            c.packed += spec.data_len
+            specs.append(spec)
     return specs
+
+
+def script_spec(part, generation):
+    """The partition's env script, as ota.mk adds it: -d NAME (1.6: -l NAME too) --script-add."""
+    name = os.path.basename(part.script)
+    return add_spec(part.script, name, schema.OP_SCRIPT, name if generation == "1.6" else "")
 
 
 def full_spec(dst, image, size, label=""):
@@ -237,6 +251,8 @@ def _full_sizes(parts, new_dir, generation, begin, end, tool_id, where):
             spec = full_spec(dst, image, p.size, p.name if generation == "1.6" else "")
             spec.masks = p.masks if generation == "1.6" else None
             specs.append(spec)
+        if p.script:
+            specs.append(script_spec(p, generation))
     fd, tmp = tempfile.mkstemp(prefix=".sstarota-full-", dir=where)
     os.close(fd)
     try:
