@@ -192,21 +192,32 @@ def test_config_parsing_and_usage_errors(sets, tmp_path):
     assert not os.path.exists(tmp_path / "p.bin.gz")
 
 
+def image_dir(where, config_text, images, settings=""):
+    """An ALKAID-shaped project/image: its makefile (suffixes, settings, the config, mk/ota.mk)
+    and output/images holding a copy of images."""
+    image = where / "image"
+    (image / "configs").mkdir(parents=True)
+    (image / "configs" / "partitions.mk").write_text(config_text)
+    shutil.copytree(images, image / "output" / "images")
+    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
+    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\n%s"
+                                    "IMAGEDIR := $(CURDIR)/output/images\ninclude configs/partitions.mk\n"
+                                    "include %s\n" % (settings, ota_mk))
+    return image
+
+
+def make(image, *args):
+    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
+    return subprocess.run(["make", "-s", "-C", str(image), "OTAPACK=%s" % otapack_bin] + list(args),
+                          capture_output=True, text=True)
+
+
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
 def test_make_image_ota_incremental(sets, built, tmp_path):
     """mk/ota.mk's target in an ALKAID-shaped image directory gives the package otapack does."""
     old, new, config = sets
-    image = tmp_path / "project" / "image"
-    (image / "configs").mkdir(parents=True)
-    shutil.copy(config, image / "configs" / "partitions.mk")
-    shutil.copytree(new, image / "output" / "images")
-    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
-    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\n"
-                                    "IMAGEDIR := $(CURDIR)/output/images\ninclude configs/partitions.mk\n"
-                                    "include %s\n" % ota_mk)
-    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
-    proc = subprocess.run(["make", "-s", "-C", str(image), "image-ota-incremental", "OTA_BASE=%s" % old,
-                           "OTAPACK=%s" % otapack_bin], capture_output=True, text=True)
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
     assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
@@ -214,8 +225,7 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
     assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
     assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
-    proc = subprocess.run(["make", "-s", "-C", str(image), "ota_images_incremental", "OTAPACK=%s" % otapack_bin],
-                          capture_output=True, text=True)
+    proc = make(image, "ota_images_incremental")
     assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
 
 
@@ -255,18 +265,9 @@ def test_a_partitions_env_script_follows_it_when_it_is_packed(sets, tmp_path):
 def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
     """0.4: <part>_blkenv's fw_setenv script after the partition; 1.6 on spinand: kernel_otaenv.sh."""
     old, new, config = sets
-    image = tmp_path / "image"
-    (image / "configs").mkdir(parents=True)
-    (image / "configs" / "partitions.mk").write_text(
-        config.read_text() + "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n")
-    shutil.copytree(new, image / "output" / "images")
-    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
-    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\nBLKENV := _blkenv\n"
-                                    "FLASH_TYPE := spinand\nIMAGEDIR := $(CURDIR)/output/images\n"
-                                    "include configs/partitions.mk\ninclude %s\n" % ota_mk)
-    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
-    proc = subprocess.run(["make", "-s", "-C", str(image), "image-ota-incremental", "OTA_BASE=%s" % old,
-                           "OTAPACK=%s" % otapack_bin, "OTA_FORMAT=" + fmt], capture_output=True, text=True)
+    blkenv = "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n"
+    image = image_dir(tmp_path, config.read_text() + blkenv, new, "BLKENV := _blkenv\nFLASH_TYPE := spinand\n")
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
     records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json").stdout)["records"]
