@@ -20,6 +20,7 @@
 # OTAPACK: the packer; default $(PROJ_ROOT)/image/makefiletools/bin/otapack when that is
 # sstarota's (or its drop-in launcher), else otapack on PATH.
 # Output: $(IMAGEDIR)/SStarOta.bin.gz, and with 1.6 $(IMAGEDIR)/SStarOtaLayout.txt.
+# ota_images_incremental OTA_BASE=DIR: only what changed since the images in DIR (below).
 
 OTABLK ?= _otablk
 PATSIZE ?= _patsize
@@ -35,6 +36,9 @@ OTA_MANIFEST ?=
 OTA_PARTS ?=
 OTA_START_SCRIPT ?=
 OTA_END_SCRIPT ?=
+OTA_BASE ?=
+OTA_PATCH_THRESHOLD ?=
+SSTAROTA_INCREMENTAL_BASE ?=
 
 # The recipe is bash (the vendor flow relies on bash's `echo -e`); it reads everything from the
 # environment, so no value is ever re-quoted: _blkenv text reaches the shell as the vendor's does.
@@ -121,6 +125,23 @@ image_for() { # part fstype -> $image (path) and $kind, or fails: the SDK ota.mk
     case "$f" in /*) image=$f ;; *) image=$IMAGEDIR/$f ;; esac
 }
 
+env_04() { # part -> $env_sh: the 2021 flow's script from <part>_blkenv (shell text for `echo -e`,
+    # each line becomes a fw_setenv call), or empty
+    pvar "$1" blkenv
+    env_sh=
+    eval "[ -n \"$val\" ]" || return 0
+    env_sh=$IMAGEDIR/${1}_otaenv.sh
+    rm -f "$env_sh"  # a fresh file: its mode (stored in the record) comes from the umask
+    eval "echo -e \"$val\"" | sed 's/^/\/etc\/fw_setenv /g' > "$env_sh"
+}
+env_kernel_16() { # -> $env_sh: the 2025 spinand flow's kernel_otaenv.sh (printf %x of the kernel's size)
+    local ksize
+    ksize=$(wc -c < "$IMAGEDIR/kernel")
+    env_sh=$IMAGEDIR/kernel_otaenv.sh
+    rm -f "$env_sh"
+    printf '/etc/fw_setenv kernel_file_size %x\n/etc/fw_setenv recovery_file_size  %x\n' "$ksize" "$ksize" > "$env_sh"
+}
+
 # Check the whole config first: a bad one fails before anything is written.
 for p in $SSTAROTA_LIST; do
     case "$p" in *[!A-Za-z0-9_]*) die "partition name '$p' in OTA_IMAGE_LIST: letters, digits and _ only" ;; esac
@@ -129,6 +150,37 @@ for p in $SSTAROTA_LIST; do
     pvar "$p" fstype; fs=${val// }
     image_for "$p" "$fs" || die "partition '$p' (fstype '${fs}'): the SDK flow has no image for it (raw: ipl ipl_cust uboot boot logo kernel, rootfs ramfs; or a squashfs ubifs jffs2 lfs fwfs ext4 fstype); set ${p}_otaimg to its file under IMAGEDIR"
 done
+if [ -n "${SSTAROTA_INCREMENTAL_BASE-}" ]; then
+    # ota_images_incremental: every partition of OTA_IMAGE_LIST, against the images in OTA_BASE
+    base=$SSTAROTA_INCREMENTAL_BASE
+    [ -d "$base" ] || die "OTA_BASE=$base is not a directory (give the old build's output/images)"
+    cfg=$IMAGEDIR/SStarOtaPartitions.mk
+    { echo "OTA_IMAGE_LIST = $SSTAROTA_LIST"
+      for p in $SSTAROTA_LIST; do
+          pvar "$p" fstype; fs=${val// }; image_for "$p" "$fs"
+          for v in otablk patsize fstype otamask; do pvar "$p" $v; echo "${p}_$v = $(echo $val)"; done
+          echo "${p}_otaimg = ${image#"$IMAGEDIR"/}"
+          # the env script the full flow adds after the partition, added when it is packed
+          if [ "$fmt" != 1.6 ]; then
+              env_04 "$p"
+          elif [ "$p" = kernel ] && [ -z "$fs" ] && [ "$FLASH_TYPE" = spinand ] && [ -f "$IMAGEDIR/kernel" ]; then
+              env_kernel_16
+          else
+              env_sh=
+          fi
+          [ -z "$env_sh" ] || echo "${p}_otaenv = $env_sh"
+      done; } > "$cfg"
+    inc=(-c "$PKG" --incremental "$base" "$IMAGEDIR" --config "$cfg" --format "$fmt"
+         --patch-threshold "${OTA_PATCH_THRESHOLD:-0.95}")
+    [ "$fmt" != 1.6 ] || [ -z "$tool_id" ] || inc+=(--tool-id "$tool_id")
+    [ -z "$OTA_START_SCRIPT" ] || inc+=(-b "$OTA_START_SCRIPT")
+    [ -z "$OTA_END_SCRIPT" ] || inc+=(-e "$OTA_END_SCRIPT")
+    rm -f "$PKG" "$PKG.gz"
+    "${ota[@]}" "${inc[@]}" | tee "$IMAGEDIR/SStarOtaIncremental.txt"
+    rm -f "$cfg"
+    echo "$prog: $PKG.gz ($fmt, incremental from $base)"
+    exit 0
+fi
 if [ -n "$OTA_PARTS" ] && [ "$OTA_PARTS" != all ]; then
     for want in $OTA_PARTS; do
         case " $SSTAROTA_LIST " in *" $want "*) ;; *) die "OTA_PARTS names '$want', which is not in OTA_IMAGE_LIST ($SSTAROTA_LIST)" ;; esac
@@ -191,14 +243,8 @@ for p in $SSTAROTA_LIST; do
             for target in $targets; do
                 "${ota[@]}" -s "$image" -d "$target" -t "$size" -m 0 $kind -a "$PKG"
             done
-            # 2021 flow: _blkenv is shell text for `echo -e`; each line becomes a fw_setenv call
-            pvar "$p" blkenv; blkenv=$val
-            if eval "[ -n \"$blkenv\" ]"; then
-                env_sh=$IMAGEDIR/${p}_otaenv.sh
-                rm -f "$env_sh"  # a fresh file: its mode (stored in the record) comes from the umask
-                eval "echo -e \"$blkenv\"" | sed 's/^/\/etc\/fw_setenv /g' > "$env_sh"
-                "${ota[@]}" -s "$env_sh" -d "${p}_otaenv.sh" --script-add -a "$PKG"
-            fi
+            env_04 "$p"
+            [ -z "$env_sh" ] || "${ota[@]}" -s "$env_sh" -d "${p}_otaenv.sh" --script-add -a "$PKG"
         fi
     fi
     if [ "$fmt" = 1.6 ] && [ "$p" = kernel ] && [ -z "$fs" ] && [ "$FLASH_TYPE" = spinand ]; then
@@ -206,10 +252,7 @@ for p in $SSTAROTA_LIST; do
         # kernel was packed, with the size of the kernel image in IMAGEDIR (printf %x, no 0x)
         [ -f "$IMAGEDIR/kernel" ] || die "$IMAGEDIR/kernel not found: the 1.6 spinand flow writes its size into kernel_otaenv.sh"
         [ "$packed" = yes ] || warn "kernel is not packed, but kernel_otaenv.sh is (as the vendor's 2025 flow does): it sets kernel_file_size to the size of $IMAGEDIR/kernel"
-        ksize=$(wc -c < "$IMAGEDIR/kernel")
-        env_sh=$IMAGEDIR/kernel_otaenv.sh
-        rm -f "$env_sh"
-        printf '/etc/fw_setenv kernel_file_size %x\n/etc/fw_setenv recovery_file_size  %x\n' "$ksize" "$ksize" > "$env_sh"
+        env_kernel_16
         "${ota[@]}" -s "$env_sh" -d kernel_otaenv.sh -l kernel_otaenv.sh --script-add -a "$PKG"
     fi
 done
@@ -235,7 +278,15 @@ $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_blkenv =
 $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otamask = $$($(p)$$(OTAMASK))))
 $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otaimg = $$($(p)_otaimg)))
 
-.PHONY: ota_images
+# ota_images_incremental (or image-ota-incremental) OTA_BASE=<the old build's output/images>:
+# SStarOta.bin.gz holding only what changed from those images (see otapack --incremental),
+# and its size report in SStarOtaIncremental.txt. OTA_PATCH_THRESHOLD: default 0.95.
+.PHONY: ota_images ota_images_incremental image-ota-incremental
+ota_images_incremental image-ota-incremental:
+	@[ -n "$(OTA_BASE)" ] || { echo "$@: error: set OTA_BASE=<the old build's output/images>" >&2; exit 2; }
+	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ota_images SSTAROTA_INCREMENTAL_BASE="$(abspath $(OTA_BASE))"
+ota_images: export SSTAROTA_INCREMENTAL_BASE := $(SSTAROTA_INCREMENTAL_BASE)
+ota_images: export OTA_PATCH_THRESHOLD := $(OTA_PATCH_THRESHOLD)
 ota_images: export SSTAROTA_OTA_IMAGES_SH = $(value sstarota_ota_images_sh)
 ota_images: export SSTAROTA_LIST = $(OTA_IMAGE_LIST)
 ota_images: export SSTAROTA_LIST_AT_INCLUDE := $(OTA_IMAGE_LIST)

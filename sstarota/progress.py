@@ -19,10 +19,10 @@ from .errors import Interrupted
 from .text import shown
 
 #: stages in the order an install passes them; erasing and updating alternate per record
-STAGES = ("start", "verifying", "begin-script", "erasing", "updating", "end-script", "done")
-STAGE_RANK = {"start": 0, "verifying": 1, "begin-script": 2, "erasing": 3, "updating": 3, "end-script": 4,
+STAGES = ("start", "downloading", "verifying", "begin-script", "erasing", "updating", "end-script", "done")
+STAGE_RANK = {"start": 0, "downloading": 0.5, "verifying": 1, "begin-script": 2, "erasing": 3, "updating": 3, "end-script": 4,
               "done": 5}
-TITLES = {"start": "Start", "verifying": "Verifying", "begin-script": "Begin script", "erasing": "Erasing",
+TITLES = {"start": "Start", "downloading": "Downloading", "verifying": "Verifying", "begin-script": "Begin script", "erasing": "Erasing",
           "updating": "Updating", "end-script": "End script", "done": "Done"}
 
 

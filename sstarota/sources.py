@@ -1,4 +1,6 @@
-"""Where a package comes from: a file, or a stream (stdin, a pipe or FIFO given by path).
+"""Where a package comes from: a file, a stream (stdin, a pipe or FIFO given by path), or
+an http(s) URL (UrlSource: spooled under the work directory, or read from the server once
+per pass with --no-spool; the HTTP side is netsource.py, imported only for a URL).
 
 A source is opened once and hands out a fresh stream of the package bytes for every pass
 (gzip inflated in-process). It tells gzip from raw by one check of the first bytes
@@ -250,8 +252,82 @@ class StreamSource:
                 self.closing = None
 
 
-def open_source(path, gz=None, tmpdir=None, stdin=None, warn=None):
-    """A package source for a path, or for '-' (stdin); streams are spooled under tmpdir."""
+class UrlSource:
+    """A package at an http(s) URL. Spooled (default): downloaded once under the work
+    directory, after a check that it fits there, resuming dropped connections; every pass
+    reads the spool, which is removed on close. Not spooled: every pass GETs the URL again,
+    pinned to the first answer's length and validator (netsource.Remote), and the later
+    passes are checked block by block against the verify pass anyway (install/blocks.py)."""
+
+    def __init__(self, url, spool_dir=None, gz=None, net=None, spool=True, report=None, warn=None):
+        from . import netsource
+
+        self.name = url
+        self.gz = gz
+        self.warn = warn
+        self.passes = 0
+        self.file = None
+        self.remote = netsource.Remote(url, net)
+        if spool:
+            self.file = self._download(netsource, spool_dir or os.environ.get("TMPDIR") or "/tmp", report)
+
+    def _download(self, netsource, spool_dir, report):
+        from .fsutil import copy_stream
+
+        meter = netsource.Meter(report) if report else None
+        src = netsource.HttpStream(self.remote, meter)
+        try:
+            need = self.remote.length
+            try:
+                st = os.statvfs(spool_dir)
+            except OSError as exc:
+                raise InputError("cannot spool the package %s in the work directory %s: %s"
+                                 % (self.name, spool_dir, exc.strerror or exc)) from None
+            if need is not None and need > st.f_bavail * st.f_frsize:
+                raise InputError("the package %s is %d bytes but the work directory %s has %d bytes free: give "
+                                 "-t DIR with room, or --no-spool" % (self.name, need, spool_dir,
+                                                                      st.f_bavail * st.f_frsize))
+            spool = Spool(spool_dir, "spool")
+            try:
+                copy_stream(src.read, spool.write, BLOCK)
+                spool.rewind()
+                if meter is not None:
+                    meter(src.offset, src.offset, force=True)
+                source = FileSource(spool.path, self.gz, warn=self.warn)
+            finally:
+                spool.close()  # the open FileSource keeps the bytes until it is closed
+        except OSError as exc:
+            raise InputError("cannot spool the package %s in the work directory %s: %s"
+                             % (self.name, spool_dir, exc.strerror or exc)) from None
+        finally:
+            src.close()
+        source.name = self.name
+        return source
+
+    def stream(self):
+        self.passes += 1
+        if self.file is not None:
+            return self.file.stream()
+        from .netsource import HttpStream
+
+        f = io.BufferedReader(HttpStream(self.remote), BLOCK)
+        if self.gz is None:
+            self.gz = is_gzip(f.peek(2)[:2])
+        return _inflated(f, self.gz, self._trailing)
+
+    def _trailing(self, n):
+        if self.passes == 1 and self.warn is not None:
+            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+def open_source(path, gz=None, tmpdir=None, stdin=None, warn=None, net=None, spool=True, report=None):
+    """A package source for a path, a URL, or '-' (stdin); streams are spooled under tmpdir."""
+    if path.startswith(("http://", "https://")):
+        return UrlSource(path, tmpdir, gz, net, spool, report, warn)
     if path == "-":
         if not tmpdir:
             raise UsageError("reading the package from stdin needs -t DIR to spool it")

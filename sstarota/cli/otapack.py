@@ -91,6 +91,16 @@ MORE_OPTIONS = _stacked(
     click.option("--version", "version", is_flag=True, help="Print the version and the -c defaults in effect."),
 )
 
+#: otapack --incremental (packer/incremental.py)
+INCREMENTAL_OPTIONS = _stacked(
+    click.option("--incremental", "incremental", nargs=2, metavar="OLD NEW",
+                 help="With -c PKG and --config: PKG.gz holding what changed from the images in OLD to those in NEW "
+                      "(a delta, the whole image, or nothing per partition); a size report (--json)."),
+    click.option("--config", "config", metavar="PARTITIONS.mk",
+                 help="--incremental: the ALKAID partition config (OTA_IMAGE_LIST, <part>_otablk, _patsize, "
+                      "_fstype)."),
+)
+
 
 @click.command(cls=PrefixCommand, preferred=VENDOR_LONG_OPTIONS, help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "--create", "create", metavar="PKG", help="Create a package (header and scripts).")
@@ -106,12 +116,17 @@ MORE_OPTIONS = _stacked(
 @click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
 @operation_flags
 @MORE_OPTIONS
+@INCREMENTAL_OPTIONS
 @debug_option
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
-        install_dropin, uninstall_dropin, version, debug):
+        install_dropin, uninstall_dropin, version, incremental, config, debug):
     from .. import dropin, info as pkginfo, packer, package
 
+    if incremental or config:
+        if append or read or info or gzip_path or ops or install_dropin or uninstall_dropin:
+            raise UsageError("--incremental makes a package with -c PKG; no other action goes with it")
+        return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json)
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         click.echo(dropin.version_text())
         return 0
@@ -164,6 +179,20 @@ def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifes
         raise UsageError("--format goes with -c (appends keep the package's own format)")
     if with_manifest and not create:
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
+
+
+def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json):
+    from .. import dropin
+    from ..packer import incremental
+
+    if not (create and dirs and config):
+        raise UsageError("--incremental OLD NEW goes with -c PKG and --config PARTITIONS.mk")
+    env_fmt, env_id = dropin.env_defaults()
+    report = incremental.make_incremental(create, config, dirs[0], dirs[1], fmt or env_fmt or "0.4", begin, end,
+                                          tool_id or env_id or incremental.DEFAULT_TOOL_ID, _ratio(threshold), jobs,
+                                          keep)
+    click.echo(json.dumps(report, indent=2) if as_json else incremental.report_text(report))
+    return 0
 
 
 def _ratio(text):

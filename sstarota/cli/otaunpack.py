@@ -17,6 +17,7 @@ Usage: otaunpack [OPTIONS]
     otaunpack -x SStarOta.bin.gz [-t DIR] [-p upgrade.jpg]
     otaunpack -r SStarOta.bin    [-t DIR]
     otaunpack -r - -t DIR < SStarOta.bin     (stdin; spooled under DIR)
+    otaunpack -x https://host/SStarOta.bin.gz [-t DIR | --no-spool]
 
   Every checksum, length and target is verified first; only then the begin
   script runs and records are written, in order. The end script runs after
@@ -31,10 +32,20 @@ Usage: otaunpack [OPTIONS]
     3  the package was rejected and nothing was written
 
 Options:
-  -x PKG.gz             A gzip-compressed package ('-' for stdin).
-  -r PKG                A raw package ('-' for stdin).
-  -t DIR                Work directory (patches, stdin spool). Default:
-                        $TMPDIR or /tmp.
+  -x PKG.gz             A gzip-compressed package ('-' for stdin, or an
+                        http:// or https:// URL).
+  -r PKG                A raw package ('-' for stdin, or a URL).
+  -t DIR                Work directory (patches, stdin and URL spool).
+                        Default: $TMPDIR or /tmp.
+  --no-spool            URL: read the package from the server once per pass
+                        instead of downloading it under -t first.
+  --ca FILE             URL: trust only the CA certificates in FILE (default:
+                        the system store).
+  --timeout SEC         URL: seconds to wait for any answer.  [default: 30]
+  --retries N           URL: attempts in a row that get no byte before giving
+                        up (dropped connections resume).  [default: 8]
+  --time-limit SEC      URL: seconds for one read of the package (the
+                        download; with --no-spool each pass).  [default: 3600]
   -p PIC                Show progress on the framebuffer over this picture
                         (jpg/png).
   --fb DEV              Framebuffer device for -p.  [default: /dev/fb0]
@@ -65,13 +76,15 @@ Options:
 VALUE_OPTIONS = {
     "-x": "gz_path", "-r": "raw_path", "-t": "tmpdir", "-p": "picture", "--fb": "fb_device",
     "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
+    "--ca": "ca", "--timeout": "timeout", "--retries": "retries", "--time-limit": "time_limit",
 }
 FLAG_OPTIONS = {
     "--no-scripts": "no_scripts", "--allow-devices": "allow_devices", "--ignore-script-errors": "ignore_script_errors",
-    "--dry-run": "dry_run", "--all-targets": "all_targets", "-q": "quiet",
+    "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
     "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
 }
-DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32"}
+DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
+NUMBERS = {"timeout": float, "retries": int, "time_limit": float}
 
 
 class _Usage(Exception):
@@ -135,7 +148,20 @@ def parse_args(argv):
         except ValueError:
             raise _Usage("Invalid value for '--progress-fd': %r is not a valid integer." % opts["progress_fd"]) \
                 from None
+    _numbers(opts)
     return opts
+
+
+def _numbers(opts):
+    """The URL options' numbers (--timeout, --retries, --time-limit): not negative."""
+    for dest, kind in NUMBERS.items():
+        try:
+            opts[dest] = kind(opts[dest])
+            if opts[dest] < 0:
+                raise ValueError
+        except ValueError:
+            raise _Usage("Invalid value for '--%s': %r is not a valid number." % (dest.replace("_", "-"), opts[dest])) \
+                from None
 
 
 def _stderr(msg):
@@ -235,18 +261,39 @@ def install(opts):
 
             renderers.append(FramebufferRenderer(screen))
     path = opts["gz_path"] or opts["raw_path"]
-    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn)
+    prog = progress.Progress(renderers, warn)
+    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn,
+                                 **_net_options(opts, prog))
     try:
         options = install.Options(root=opts["root"], tmpdir=opts["tmpdir"], run_scripts=not opts["no_scripts"],
                                   all_targets=opts["all_targets"], dry_run=opts["dry_run"],
                                   allow_devices=opts["allow_devices"],
                                   ignore_script_errors=opts["ignore_script_errors"],
                                   listing=lambda line: _write(sys.stdout, line))
-        install.Installer(source, options, progress.Progress(renderers, warn), note).run()
+        install.Installer(source, options, prog, note).run()
     finally:
         guard.restore()
         source.close()
     return 0
+
+
+def _net_options(opts, prog):
+    """open_source's arguments for a URL: how hard to try, spool or not, download progress."""
+    path = opts["gz_path"] or opts["raw_path"]
+    if not path.startswith(("http://", "https://")):
+        if opts["no_spool"] or opts["ca"]:
+            from ..errors import UsageError
+
+            raise UsageError("--no-spool and --ca go with an http:// or https:// package URL")
+        return {}
+    from ..netsource import Net
+
+    def report(done, total, rate):
+        of = " of %.1f MiB" % (total / 1048576.0) if total else ""
+        prog.emit("downloading", message="%.1f MiB%s at %.1f MiB/s" % (done / 1048576.0, of, rate / 1048576.0))
+
+    net = Net(opts["timeout"], opts["retries"], opts["time_limit"], opts["ca"])
+    return {"net": net, "spool": not opts["no_spool"], "report": report}
 
 
 def _screen(picture, device, fb_file, mode, warn):

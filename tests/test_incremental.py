@@ -1,0 +1,280 @@
+"""otapack --incremental OLD NEW: two ALKAID-shaped image sets (a raw kernel with a few bytes
+changed, a squashfs made twice from slightly different trees, an unchanged partition, a logo
+whose delta does not pay, a ubifs image), the choices and the report, an install onto a root
+holding the old images, and a root holding other images refused before any write."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sstarota.packer import incremental
+
+pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
+
+CONFIG = """\
+# as ALKAID's configs: the suffixes come from the image makefile
+OTA_IMAGE_LIST = kernel rootfs logo misc customer
+kernel$(OTABLK) = /dev/mtdblock3
+kernel$(PATSIZE) = 0x100000
+rootfs$(OTABLK) = /dev/mtdblock4
+rootfs$(PATSIZE) = 0x200000
+rootfs$(FSTYPE) = squashfs
+logo$(OTABLK) = /dev/mtdblock2
+logo$(PATSIZE) = 0x40000
+misc$(OTABLK) = /dev/mtdblock6
+misc$(PATSIZE) = 0x20000
+misc$(FSTYPE) = fwfs
+customer$(OTABLK) = /dev/ubi0_0
+customer$(PATSIZE) = 0x400000
+customer$(FSTYPE) = ubifs
+"""
+PARTS = {"kernel": ("kernel", "dev/mtdblock3", 0x100000), "rootfs": ("rootfs.sqfs", "dev/mtdblock4", 0x200000),
+         "logo": ("logo", "dev/mtdblock2", 0x40000), "misc": ("misc.fwfs", "dev/mtdblock6", 0x20000),
+         "customer": ("customer.ubifs", "dev/ubi0_0", None)}
+
+
+def otapack(*argv):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv],
+                          capture_output=True, text=True)
+
+
+def otaunpack(*argv):
+    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
+                          capture_output=True, text=True)
+
+
+def squashfs(tree_dir, out, version):
+    t = tree_dir / ("tree-%d" % version)
+    (t / "etc").mkdir(parents=True)
+    rnd = random.Random(5)
+    (t / "bin").mkdir()
+    (t / "bin" / "busybox").write_bytes(rnd.randbytes(300000))
+    for i in range(40):
+        (t / "etc" / ("conf%02d.ini" % i)).write_text("[section]\nkey=%d\n" % i * 30)
+    (t / "etc" / "version").write_text("build %d\n" % version)
+    subprocess.run(["mksquashfs", str(t), str(out), "-noappend", "-all-root", "-quiet", "-mkfs-time", "0",
+                    "-all-time", "0"], check=True, stdout=subprocess.DEVNULL)
+
+
+def ubifs(tree_dir, out, version):
+    t = tree_dir / ("ubi-%d" % version)
+    t.mkdir()
+    (t / "data.txt").write_text("customer data, build %d\n" % version * 100)
+    if shutil.which("mkfs.ubifs"):
+        subprocess.run(["mkfs.ubifs", "-r", str(t), "-m", "2048", "-e", "126976", "-c", "64", "-o", str(out)],
+                       check=True)
+    else:  # packed whole whatever it holds: any bytes stand for one
+        out.write_bytes(random.Random(version).randbytes(200000))
+
+
+def image_set(d, version):
+    d.mkdir(parents=True)
+    kernel = bytearray(random.Random(1).randbytes(700000))
+    if version == 2:
+        for off in (1000, 250000, 600000):
+            kernel[off:off + 4] = b"NEW!"
+    (d / "kernel").write_bytes(bytes(kernel))
+    squashfs(d.parent, d / "rootfs.sqfs", version)
+    (d / "logo").write_bytes(random.Random(100 + version).randbytes(200000))  # all new: the delta does not pay
+    (d / "misc.fwfs").write_bytes(b"misc settings\n" * 1000)
+    ubifs(d.parent, d / "customer.ubifs", version)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("inc")
+    (base / "partitions.mk").write_text(CONFIG)
+    return image_set(base / "old" / "images", 1), image_set(base / "new" / "images", 2), base / "partitions.mk"
+
+
+@pytest.fixture(scope="module")
+def built(sets, tmp_path_factory):
+    old, new, config = sets
+    out = tmp_path_factory.mktemp("out") / "SStarOta.bin"
+    proc = otapack("-c", out, "--incremental", old, new, "--config", config, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return out.with_suffix(".bin.gz"), json.loads(proc.stdout)
+
+
+def seeded_root(tmp_path, images):
+    """A staging root whose partitions hold images (raw ones padded with 0xff)."""
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    for name, (image, target, size) in PARTS.items():
+        data = (images / image).read_bytes()
+        (root / target).write_bytes(data + b"\xff" * (size - len(data)) if size else data)
+    return root
+
+
+def snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_choices_and_the_report(sets, built):
+    old, new, _ = sets
+    pkg, report = built
+    choice = {c["partition"]: c for c in report["partitions"]}
+    assert {n: c["choice"] for n, c in choice.items()} == {
+        "kernel": "delta", "rootfs": "delta", "logo": "full", "misc": "same", "customer": "full"}
+    assert choice["kernel"]["patch"] < 0.05 * choice["kernel"]["new"]
+    assert choice["rootfs"]["patch"] < 0.95 * choice["rootfs"]["new"]
+    assert choice["logo"]["patch"] >= 0.95 * choice["logo"]["new"] and "threshold" in choice["logo"]["reason"]
+    assert choice["customer"]["patch"] is None and "ubifs" in choice["customer"]["reason"]
+    assert choice["misc"]["packed"] == 0
+    assert choice["customer"]["packed"] == (new / "customer.ubifs").stat().st_size
+    assert report["package_gz"] == pkg.stat().st_size and not pkg.with_suffix("").exists()
+    assert report["package_gz"] < report["full_gz"]
+    assert report["package_raw"] < report["full_raw"]
+
+
+def test_the_text_report(sets, tmp_path):
+    old, new, config = sets
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:7] == ["partition", "fstype", "choice", "old", "new", "patch", "packed"]
+    assert [l.split()[:3] for l in lines[1:6]] == [["kernel", "raw", "delta"], ["rootfs", "squashfs", "delta"],
+                                                   ["logo", "raw", "full"], ["misc", "fwfs", "same"],
+                                                   ["customer", "ubifs", "full"]]
+    assert lines[6].startswith("package %s.gz: " % (tmp_path / "p.bin")) and "the full package" in lines[6]
+
+
+def test_installs_onto_the_old_images_and_gives_the_new_ones(sets, built, tmp_path):
+    old, new, _ = sets
+    pkg, _ = built
+    root = seeded_root(tmp_path, old)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    for name, (image, target, size) in PARTS.items():
+        data = (new / image).read_bytes()
+        assert (root / target).read_bytes()[:len(data)] == data, name
+    assert (root / "dev/ubi0_0").read_bytes() == (new / "customer.ubifs").read_bytes()
+
+
+def test_a_root_holding_other_images_is_refused_before_any_write(sets, built, tmp_path):
+    old, new, _ = sets
+    pkg, _ = built
+    root = seeded_root(tmp_path, old)
+    kernel = bytearray((root / "dev/mtdblock3").read_bytes())
+    kernel[5] ^= 0xFF  # another base: one byte differs
+    (root / "dev/mtdblock3").write_bytes(bytes(kernel))
+    before = snapshot(root)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 3
+    assert "not the content the delta was made from" in proc.stderr
+    assert snapshot(root) == before
+
+
+def test_config_parsing_and_usage_errors(sets, tmp_path):
+    old, new, config = sets
+    parts = incremental.read_config(config)
+    assert [(p.name, p.targets, p.size, p.fstype, p.image) for p in parts][:2] == [
+        ("kernel", ["/dev/mtdblock3"], 0x100000, "", "kernel"),
+        ("rootfs", ["/dev/mtdblock4"], 0x200000, "squashfs", "rootfs.sqfs")]
+    proc = otapack("--incremental", old, new, "--config", config)
+    assert proc.returncode == 2 and "goes with -c PKG and --config" in proc.stderr
+    proc = otapack("-c", tmp_path / "p.bin", "-a", tmp_path / "q.bin", "--incremental", old, new, "--config", config)
+    assert proc.returncode == 2 and "no other action goes with it" in proc.stderr
+    bad = tmp_path / "bad.mk"
+    bad.write_text("OTA_IMAGE_LIST = kernel\nkernel_patsize = 0x1000\n")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", bad)
+    assert proc.returncode == 2 and "kernel_otablk is not set" in proc.stderr
+    small = tmp_path / "small.mk"
+    small.write_text("OTA_IMAGE_LIST = kernel\nkernel_otablk = /dev/mtdblock3\nkernel_patsize = 0x1000\n")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", small)
+    assert proc.returncode == 2 and "larger than the partition" in proc.stderr
+    assert not os.path.exists(tmp_path / "p.bin.gz")
+
+
+def image_dir(where, config_text, images, settings=""):
+    """An ALKAID-shaped project/image: its makefile (suffixes, settings, the config, mk/ota.mk)
+    and output/images holding a copy of images."""
+    image = where / "image"
+    (image / "configs").mkdir(parents=True)
+    (image / "configs" / "partitions.mk").write_text(config_text)
+    shutil.copytree(images, image / "output" / "images")
+    ota_mk = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mk", "ota.mk")
+    (image / "makefile").write_text("OTABLK := _otablk\nPATSIZE := _patsize\nFSTYPE := _fstype\n%s"
+                                    "IMAGEDIR := $(CURDIR)/output/images\ninclude configs/partitions.mk\n"
+                                    "include %s\n" % (settings, ota_mk))
+    return image
+
+
+def make(image, *args):
+    otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
+    return subprocess.run(["make", "-s", "-C", str(image), "OTAPACK=%s" % otapack_bin] + list(args),
+                          capture_output=True, text=True)
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental(sets, built, tmp_path):
+    """mk/ota.mk's target in an ALKAID-shaped image directory gives the package otapack does."""
+    old, new, config = sets
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old)
+    assert proc.returncode == 0, proc.stderr
+    out = image / "output" / "images"
+    assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
+    table = (out / "SStarOtaIncremental.txt").read_text().splitlines()
+    assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
+    assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
+    assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
+    proc = make(image, "ota_images_incremental")
+    assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
+
+
+def test_format_1_6_one_record_per_partition_installs(sets, tmp_path):
+    old, new, config = sets
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--format", "1.6", "-k",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = otapack("--info", tmp_path / "p.bin", "--json")
+    records = json.loads(info.stdout)["records"]
+    assert [(r["op"], r["label"]) for r in records][:4] == [
+        ("file-diff", "kernel"), ("file-diff", "rootfs"), ("block", "logo"), ("ubi", "customer")]
+    root = seeded_root(tmp_path, old)
+    proc = otaunpack("-x", tmp_path / "p.bin.gz", "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    for name, (image, target, size) in PARTS.items():
+        data = (new / image).read_bytes()
+        assert (root / target).read_bytes()[:len(data)] == data, name
+
+
+def test_a_partitions_env_script_follows_it_when_it_is_packed(sets, tmp_path):
+    old, new, config = sets
+    env = tmp_path / "kernel_otaenv.sh"
+    env.write_text("/etc/fw_setenv kernel_file_size 0xaae60\n")
+    cfg = tmp_path / "p.mk"
+    cfg.write_text(config.read_text() + "kernel_otaenv = %s\nmisc_otaenv = %s\n" % (env, env))
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg, "-k", "--json")
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(otapack("--info", tmp_path / "p.bin", "--json").stdout)["records"]
+    assert [(r["op"], r["targets"][0]) for r in records][:3] == [
+        ("file-diff", "/dev/mtdblock3"), ("script", "kernel_otaenv.sh"), ("file-diff", "/dev/mtdblock4")]
+    assert [r for r in records if r["op"] == "script"][1]["targets"] == ["sstarota-manifest.sh"]  # misc: same
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+@pytest.mark.parametrize("fmt", ["0.4", "1.6"])
+def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
+    """0.4: <part>_blkenv's fw_setenv script after the partition; 1.6 on spinand: kernel_otaenv.sh."""
+    old, new, config = sets
+    blkenv = "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n"
+    image = image_dir(tmp_path, config.read_text() + blkenv, new, "BLKENV := _blkenv\nFLASH_TYPE := spinand\n")
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
+    assert proc.returncode == 0, proc.stderr
+    out = image / "output" / "images"
+    records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json").stdout)["records"]
+    assert [(r["op"], r["targets"][0]) for r in records][:2] == [("file-diff", "/dev/mtdblock3"),
+                                                                ("script", "kernel_otaenv.sh")]
+    text = (out / "kernel_otaenv.sh").read_text()
+    if fmt == "0.4":
+        assert text == "/etc/fw_setenv kernel_file_size 0xaae60\n"
+    else:
+        assert text == "/etc/fw_setenv kernel_file_size aae60\n/etc/fw_setenv recovery_file_size  aae60\n"
