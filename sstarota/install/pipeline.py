@@ -91,8 +91,6 @@ class Installer:
         plan.stream_size = tap.size
         if check is not None:
             plan.manifest = check.finish(reader)
-            plan.script_records -= 1
-            plan.units -= plan.manifest_units
         else:
             plan.manifest_index = None
         self.policy.check(plan.manifest, self.note)
@@ -106,15 +104,15 @@ class Installer:
         p = self.progress
         p.emit("verifying", record=rec.index + 1, records=reader.header.record_count, target=rec.dst,
                label=rec.label)
+        last = rec.index == reader.header.record_count - 1
+        check = self._manifest_check(plan, reader, rec, last)  # read here, never run: no target, no script limit
         try:
-            dests = self._dests(rec)
+            dests = self._dests(rec) if check is None else []
         except TargetProblem as exc:
             # integrity first: a corrupt package is named as such, not by the target it garbles
             plan.problem = plan.problem or exc
             dests = []
         try:
-            last = rec.index == reader.header.record_count - 1
-            check = self._manifest_check(plan, reader, rec, last)
             whole = hashlib.sha256()
             head = b""
             for piece in chunks:
@@ -144,9 +142,8 @@ class Installer:
                 d.close()
         if check is not None:
             plan.manifest_index = rec.index
-            plan.manifest_units = rec.data_len + WRITE_UNITS
-        else:
-            plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
+            return check
+        plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
             plan.script_records += 1
         plan.units += len(selected) * (rec.data_len + new_size + WRITE_UNITS)

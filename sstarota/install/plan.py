@@ -152,7 +152,6 @@ class Plan:
     units: int = 0  # apply-pass work, for progress
     script_records: int = 0
     manifest_index: Optional[int] = None
-    manifest_units: int = 0
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
     manifest: Optional[object] = None  # manifest.Manifest, once checked (records: their count)
