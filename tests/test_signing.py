@@ -106,6 +106,15 @@ def _last_record(data, gen="0.4"):
     return last
 
 
+def _assert_refused_in_root(tmp_path, pkg, want):
+    """otaunpack refuses pkg (exit 3, one line naming want) and the root stays empty."""
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root, "-q")
+    assert proc.returncode == 3 and want in one_line(proc)
+    assert os.listdir(root) == []
+
+
 def test_the_manifest_op_flip_is_refused_even_unsigned(cli, tmp_path, keys):
     pkg = make(cli, tmp_path, keys, sign=False)
     data = bytearray(pkg.read_bytes())
@@ -113,11 +122,7 @@ def test_the_manifest_op_flip_is_refused_even_unsigned(cli, tmp_path, keys):
     assert data[at] == 6
     data[at] = 2
     pkg.write_bytes(bytes(data))
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-q")
-    assert proc.returncode == 3 and "looks like the sstarota manifest but its header is not" in one_line(proc)
-    assert os.listdir(root) == []
+    _assert_refused_in_root(tmp_path, pkg, "looks like the sstarota manifest but its header is not")
 
 
 def test_a_compensating_begin_script_edit_is_refused(cli, tmp_path, keys):
@@ -127,43 +132,30 @@ def test_a_compensating_begin_script_edit_is_refused(cli, tmp_path, keys):
     data[at], data[at + 1] = data[at] + 1, data[at + 1] - 1  # the 0.4 byte-sum stays
     pkg.write_bytes(bytes(data))
     assert package.PackageReader(open(pkg, "rb"), "p").open()  # the vendor's checksum passes
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-q")
-    assert proc.returncode == 3 and "begin/end scripts do not match the manifest" in one_line(proc)
-    assert os.listdir(root) == []
+    _assert_refused_in_root(tmp_path, pkg, "begin/end scripts do not match the manifest")
 
 
 def test_an_oversized_manifest_is_refused_not_run(tmp_path):
     body = manifest.MAGIC + b"2\n"
     data = body + b"#" * (manifest.MAX_SIZE + 1 - len(body))
-    head = rec04(manifest.NAME, OP_SCRIPT, data, mode=manifest.MODE, dst_size=len(data))
     pkg = tmp_path / "big"
-    pkg.write_bytes(pkg04([head], begin=BEGIN))
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-q")
-    assert proc.returncode == 3 and "more than the" in one_line(proc)
-    assert os.listdir(root) == []
+    pkg.write_bytes(pkg04([rec04(manifest.NAME, OP_SCRIPT, data, mode=manifest.MODE, dst_size=len(data))],
+                          begin=BEGIN))
+    _assert_refused_in_root(tmp_path, pkg, "more than the")
 
 
 def test_a_last_record_that_starts_like_a_manifest_is_never_a_script(tmp_path):
     data = manifest.MAGIC + b"2\n# end\n"
     pkg = tmp_path / "p"
     pkg.write_bytes(pkg04([rec04("other.sh", OP_SCRIPT, data, dst_size=len(data))], begin=BEGIN))
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-q")
-    assert proc.returncode == 3 and "starts like the sstarota manifest" in one_line(proc)
+    _assert_refused_in_root(tmp_path, pkg, "starts like the sstarota manifest")
 
 
 def test_a_version_1_manifest_is_refused_clearly(tmp_path):
     data = b"# sstarota-manifest 1\n# end\n"
-    head = rec04(manifest.NAME, OP_SCRIPT, data, mode=manifest.MODE, dst_size=len(data))
     pkg = tmp_path / "v1"
-    pkg.write_bytes(pkg04([head]))
-    proc = otaunpack("-r", pkg, "--root", tmp_path, "-q")
-    assert proc.returncode == 3 and "manifest version 1 is not supported" in one_line(proc)
+    pkg.write_bytes(pkg04([rec04(manifest.NAME, OP_SCRIPT, data, mode=manifest.MODE, dst_size=len(data))]))
+    _assert_refused_in_root(tmp_path, pkg, "manifest version 1 is not supported")
 
 
 # ---------------------------------------------------------------------------- the board's policy
