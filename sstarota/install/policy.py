@@ -16,6 +16,7 @@ The new version is recorded (record_version) only after the end script reports s
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -111,6 +112,7 @@ class Policy:
         if sig is None:
             raise PackageError("unsigned package: this board accepts only signed packages"
                                + ("" if m is not None else " (it has no sstarota manifest)"))
+        started = time.perf_counter()
         from .. import signing
 
         keys = signing.load_keys(self.key_paths)
@@ -121,7 +123,7 @@ class Policy:
         if not signing.verify(vk, sig, m.body_sha256):
             raise PackageError("bad signature: the package's %s signature does not verify with key %s"
                                % (sig.alg, sig.key_id))
-        note("signature checked: %s key %s" % (sig.alg, sig.key_id))
+        note("signature checked: %s key %s (%.0f ms)" % (sig.alg, sig.key_id, 1000 * (time.perf_counter() - started)))
 
     def _check_compatible(self, m, note):
         if not m.compatible or self.compatible is None or self.compatible in m.compatible:
