@@ -46,7 +46,8 @@ def bundle_files():
     """(arcname, path) of every module that goes into the zipapp."""
     files = [f for f in _package_files("sstarota") if not f[0].startswith(HOST_ONLY)]
     six = importlib.import_module("six").__file__
-    return files + _package_files("construct") + _package_files("ecdsa") + [("six.py", six)]
+    ecdsa = [f for f in _package_files("ecdsa") if not f[0].startswith("ecdsa/test_")]
+    return files + _package_files("construct") + ecdsa + [("six.py", six)]
 
 
 def _pyc(source, arcname):
