@@ -10,6 +10,7 @@ import os
 import random
 import struct
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -333,3 +334,55 @@ def test_memory_is_flat_in_the_number_of_records_of_a_signed_package(tmp_path, k
     small = _peak_rss_kib(["-r", _signed_deletes(tmp_path, 1000, keys["ed"]), "--root", root, "-q", "--key", pub])
     large = _peak_rss_kib(["-r", _signed_deletes(tmp_path, 60000, keys["ed"]), "--root", root, "-q", "--key", pub])
     assert large - small < 6 * 1024, "60,000 records cost %d KiB more than 1,000" % (large - small)
+
+
+# ---------------------------------------------------------------------------- config, u-boot, goldens
+
+
+def test_config_option_unknown_settings_and_require_signature(cli, tmp_path, keys):
+    root = tmp_path / "root"
+    root.mkdir()
+    conf = tmp_path / "board.conf"
+    conf.write_text("compatible = cam-z  # this board\n")
+    pkg = make(cli, tmp_path, keys, extra=("--compatible", "cam-a"))
+    _refused(_run(pkg, root, "--config", conf), root, "this board is cam-z")
+    conf.write_text("require_signatures = yes\n")
+    proc = _run(pkg, root, "--config", conf)
+    assert proc.returncode == 2 and "not a setting" in one_line(proc)
+    conf.write_text("require_signature = yes\n")
+    _refused(_run(make(cli, tmp_path, keys, name="u", sign=False), root, "--config", conf), root,
+             "no public keys")
+
+
+def test_the_version_can_live_in_a_u_boot_variable(cli, tmp_path, keys, board):
+    """version_env: read with fw_printenv -n, written with fw_setenv (fakes on PATH here)."""
+    env = tmp_path / "uboot.env"
+    env.write_text("4\n")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "fw_printenv").write_text('#!/bin/sh\n[ "$2" = sst_ver ] && cat %s\n' % env)
+    (bin_ / "fw_setenv").write_text('#!/bin/sh\n[ "$1" = sst_ver ] && echo "$2" > %s\n' % env)
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    (board / "etc/sstarota/board.conf").write_text("version_env = sst_ver\n")
+    path = dict(os.environ, PATH="%s:%s" % (bin_, os.environ["PATH"]))
+    old = make(cli, tmp_path, keys, name="old", extra=("--fw-version", "3"))
+    proc = otaunpack("-r", old, "--root", board, "-q", env=path)
+    _refused(proc, board, "this board has 4")
+    new = make(cli, tmp_path, keys, name="new", extra=("--fw-version", "4.1"))
+    assert otaunpack("-r", new, "--root", board, "-q", env=path).returncode == 0
+    assert env.read_text() == "4.1\n"
+
+
+def test_vendor_goldens_are_refused_on_a_board_with_keys(tmp_path, keys):
+    """(They install on a board without keys: tests/test_install_golden.py, whose roots have no
+    board config.) A board with a key refuses them: they carry no signature."""
+    goldens = sorted((Path(__file__).parent / "golden").glob("v*/p*.bin*"))
+    assert len(goldens) >= 8
+    for pkg in goldens:
+        flag = "-x" if pkg.name.endswith(".gz") else "-r"
+        root = tmp_path / ("%s-%s" % (pkg.parent.name, pkg.name))
+        root.mkdir()
+        proc = otaunpack(flag, pkg, "--root", root, "-q", "--key", keys["ed"] + ".pub")
+        assert proc.returncode == 3 and "unsigned package" in one_line(proc)
+        assert os.listdir(root) == []
