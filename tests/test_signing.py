@@ -386,3 +386,12 @@ def test_vendor_goldens_are_refused_on_a_board_with_keys(tmp_path, keys):
         proc = otaunpack(flag, pkg, "--root", root, "-q", "--key", keys["ed"] + ".pub")
         assert proc.returncode == 3 and "unsigned package" in one_line(proc)
         assert os.listdir(root) == []
+
+
+def test_otapack_will_not_name_a_record_like_the_manifest(cli, tmp_path):
+    src = tmp_path / "x.sh"
+    src.write_text("true\n")
+    pkg = tmp_path / "p"
+    otapack(cli, "-c", pkg)
+    code, _, err = cli.otapack("-a", pkg, "-s", src, "-d", manifest.NAME, "--script-add")
+    assert code == 2 and "is the sstarota manifest's" in err

@@ -135,6 +135,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         return 0
     if signing["gen_key"] or signing["sign_key"]:
         return _sign(signing, create or append, bool(ops or create), sync)
+    if (signing["compatible"] or signing["fw_version"]) and not create:
+        raise UsageError("--compatible and --fw-version go with -c, or with -a PKG --sign KEY")
     _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin, uninstall_dropin)
     if install_dropin or uninstall_dropin:
         log = (lambda m: click.echo(m, err=True))

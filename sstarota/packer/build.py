@@ -93,7 +93,7 @@ def _write_records(f, gen, specs, raws, m, log, key=None):
             log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
     if m is not None:
         spec = _manifest_spec(m, key)
-        _write_record(f, gen, spec, validate(gen, spec))
+        _write_record(f, gen, spec, validate(gen, spec, manifest_record=True))
 
 
 def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
