@@ -15,7 +15,10 @@
 # SStarOtaLayout.txt). Unset: SSTAROTA_FORMAT, else the version of the SDK's vendor otapack
 # (makefiletools/bin/otapack or the otapack.vendor a drop-in keeps), else 0.4.
 # Non-interactive (CI): OTA_PARTS="kernel rootfs" or OTA_PARTS=all, OTA_START_SCRIPT,
-# OTA_END_SCRIPT. OTA_MANIFEST=1 adds sstarota's manifest. OTA_TOOL_ID: the 1.6 tool id
+# OTA_END_SCRIPT. OTA_MANIFEST=1 adds sstarota's manifest. OTA_SIGN_KEY=KEY.pem signs the
+# package as the last step (a manifest always). OTA_COMPATIBLE="board .." and OTA_FW_VERSION
+# go into the manifest (boards refuse other boards' packages and downgrades; docs/SIGNING.md).
+# OTA_TOOL_ID: the 1.6 tool id
 # (default: the SDK vendor binary's commit, so packages match its byte for byte).
 # OTAPACK: the packer; default $(PROJ_ROOT)/image/makefiletools/bin/otapack when that is
 # sstarota's (or its drop-in launcher), else otapack on PATH.
@@ -33,6 +36,9 @@ OTAPACK ?=
 OTA_FORMAT ?=
 OTA_TOOL_ID ?=
 OTA_MANIFEST ?=
+OTA_SIGN_KEY ?=
+OTA_COMPATIBLE ?=
+OTA_FW_VERSION ?=
 OTA_PARTS ?=
 OTA_START_SCRIPT ?=
 OTA_END_SCRIPT ?=
@@ -223,6 +229,10 @@ if [ -n "$end" ]; then [ -f "$end" ] || die "end script '$end' not found"; creat
 create+=(--format "$fmt")
 [ "$fmt" != 1.6 ] || [ -z "$tool_id" ] || create+=(--tool-id "$tool_id")
 [ -z "$OTA_MANIFEST" ] || [ "$OTA_MANIFEST" = 0 ] || create+=(--manifest)
+[ -z "$OTA_SIGN_KEY" ] || [ -f "$OTA_SIGN_KEY" ] || die "OTA_SIGN_KEY '$OTA_SIGN_KEY' not found"
+[ -z "$OTA_SIGN_KEY" ] || create+=(--manifest)  # deltas' sources are named from the start
+[ -z "$OTA_COMPATIBLE" ] || create+=(--compatible "$OTA_COMPATIBLE")
+[ -z "$OTA_FW_VERSION" ] || create+=(--fw-version "$OTA_FW_VERSION")
 rm -f "$PKG" "$PKG.gz"
 [ -z "$LAYOUT" ] || rm -f "$LAYOUT"
 "${ota[@]}" "${create[@]}"
@@ -264,6 +274,7 @@ for p in $SSTAROTA_LIST; do
         pvar "$p" otamask; [ -z "${val// }" ] || warn "${p}_otamask is for the 1.6 format; OTA_FORMAT=$fmt ignores it"
     fi
 done
+[ -z "$OTA_SIGN_KEY" ] || "${ota[@]}" -a "$PKG" --sign "$OTA_SIGN_KEY"
 [ -z "$LAYOUT" ] || "${ota[@]}" --out-layout "$LAYOUT" -r "$PKG"
 "${ota[@]}" --gzip "$PKG"
 echo "$prog: $PKG.gz ($fmt)"
@@ -297,6 +308,9 @@ ota_images: export OTAPACK := $(OTAPACK)
 ota_images: export OTA_FORMAT := $(OTA_FORMAT)
 ota_images: export OTA_TOOL_ID := $(OTA_TOOL_ID)
 ota_images: export OTA_MANIFEST := $(OTA_MANIFEST)
+ota_images: export OTA_SIGN_KEY := $(OTA_SIGN_KEY)
+ota_images: export OTA_COMPATIBLE := $(OTA_COMPATIBLE)
+ota_images: export OTA_FW_VERSION := $(OTA_FW_VERSION)
 ota_images: export OTA_PARTS := $(OTA_PARTS)
 ota_images: export OTA_START_SCRIPT := $(OTA_START_SCRIPT)
 ota_images: export OTA_END_SCRIPT := $(OTA_END_SCRIPT)

@@ -1,8 +1,9 @@
 """The board bundle: what goes onto a board (host side; see docs/BOARD.md).
 
 `zipapp()` writes otaunpack as one executable file: a zip with a `#!` line holding the
-installer's modules (the host-only ones left out) and construct, its one pure-Python
-dependency on the board (click is otapack's; Pillow is optional and native). Each module
+installer's modules (the host-only ones left out), construct, and ecdsa (with six, its one
+dependency) for signature checks: pure-Python dependencies on the board (click is
+otapack's; Pillow is optional and native). ecdsa is imported only when a signature is checked. Each module
 is stored as source and as bytecode of the building Python (unchecked-hash .pyc, so a
 board with the same Python minor version never compiles; any other uses the source).
 `__main__.py` passes main()'s return value to sys.exit, so the exit codes survive.
@@ -44,7 +45,9 @@ def _package_files(pkg):
 def bundle_files():
     """(arcname, path) of every module that goes into the zipapp."""
     files = [f for f in _package_files("sstarota") if not f[0].startswith(HOST_ONLY)]
-    return files + _package_files("construct")
+    six = importlib.import_module("six").__file__
+    ecdsa = [f for f in _package_files("ecdsa") if not f[0].startswith("ecdsa/test_")]
+    return files + _package_files("construct") + ecdsa + [("six.py", six)]
 
 
 def _pyc(source, arcname):

@@ -2,18 +2,78 @@
 
 import os
 
-from .package import PackageReader, read_all
+import hashlib
+
+from . import manifest
+from .errors import OtaError
+from .package import PackageReader
 from .sources import FileSource
 
 
-def describe(path):
+def _read(reader):
+    """Every record, the (header, data) SHA-256s of each, and the last record's data when it
+    looks like a manifest."""
+    records, hashes, last = [], [], None
+    for rec, chunks in reader.records():
+        h = hashlib.sha256()
+        named = reader.header.format is not None and manifest.looks_like(rec)
+        keep = [] if named and rec.index == reader.header.record_count - 1 else None
+        for piece in chunks:
+            h.update(piece)
+            if keep is not None:
+                keep.append(bytes(piece))
+        records.append(rec)
+        hashes.append((hashlib.sha256(rec.raw_header).hexdigest(), h.hexdigest()))
+        last = b"".join(keep) if keep is not None else None
+    return records, hashes, last
+
+
+def manifest_verdict(reader, records, hashes, last, keys=()):
+    """--info's manifest line: what it holds, whether it matches, who signed it and the verdict."""
+    if last is None:
+        return None
+    out = {"signed_by": None, "compatible": [], "version": None}
+    try:
+        m = manifest.parse(last)
+        manifest.check_record_header(reader.header.format, records[-1])
+        h = reader.header
+        ok = (m.records == hashes[:-1]
+              and manifest.header_digest(h.format, h.raw, reader.begin_script, reader.end_script) == m.package)
+        out.update(compatible=list(m.compatible), version=m.version, matches=ok)
+        sig = m.signature
+        verdict = "unsigned"
+        if sig is not None:
+            out["signed_by"] = sig.key_id
+            verdict = "signed by %s key %s, not checked (give --key)" % (sig.alg, sig.key_id)
+            if keys:
+                from . import signing
+
+                vk = signing.load_keys(keys).get(sig.key_id)
+                good = vk is not None and signing.verify(vk, sig, m.body_sha256)
+                verdict = "signed by %s key %s: %s" % (sig.alg, sig.key_id, "good signature" if good else
+                                                        "BAD signature" if vk else "unknown key")
+        out["verdict"] = verdict
+        text = "v%d, %s, %s" % (manifest.VERSION, "matches the package" if ok else "DOES NOT MATCH", verdict)
+    except OtaError as exc:
+        out.update(matches=False, verdict="unreadable")
+        text = "UNREADABLE: %s" % exc
+    if out["compatible"]:
+        text += "; compatible %s" % " ".join(out["compatible"])
+    if out["version"]:
+        text += "; version %s" % out["version"]
+    out["text"] = text
+    return out
+
+
+def describe(path, keys=()):
     """Everything --info shows about a package, as plain data (JSON-ready)."""
     with FileSource(path) as source, source.stream() as stream:
         compressed = source.gz
         reader = PackageReader(stream, os.path.basename(path), strict=False)
-        records = read_all(reader)
+        records, hashes, last = _read(reader)
     h = reader.header
     return {
+        "manifest": manifest_verdict(reader, records, hashes, last, keys),
         "package": path,
         "compressed": compressed,
         "generation": h.generation,

@@ -353,6 +353,21 @@ def test_all_partitions_and_manifest(tmp_path):
     assert ("block", "/dev/mtdblock5") in [(r.op_name, r.dst) for r in records]  # rootfs (squashfs)
 
 
+def test_signed_with_compatible_and_version(tmp_path):
+    from sstarota import manifest, signing
+
+    key = str(tmp_path / "sign.pem")
+    signing.generate(key)
+    root, out = make_tree(tmp_path, CONFIG_2021)
+    proc = run_make(root, OTA_PARTS="all", OTA_SIGN_KEY=key, OTA_COMPATIBLE="cam-a cam-b", OTA_FW_VERSION="7")
+    assert proc.returncode == 0, proc.stderr
+    with gzip.open(str(out / "SStarOta.bin.gz")) as f:
+        data = f.read()
+    m = manifest.parse(data[data.rindex(manifest.MAGIC):])
+    assert (m.compatible, m.version) == (("cam-a", "cam-b"), "7")
+    assert m.signature.key_id == signing.key_id(signing.load_public(key + ".pub"))
+
+
 @pytest.mark.parametrize("case,needle", [
     ("no-otablk", "partition 'extra' is in OTA_IMAGE_LIST but extra_otablk is not set"),
     ("no-rule", "partition 'extra' (fstype ''): the SDK flow has no image for it"),

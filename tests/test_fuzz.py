@@ -117,7 +117,11 @@ class Rec:
     old: Optional[bytes] = None  # file-diff: the old content the manifest names
 
 
-MANIFEST_MAGIC = b"# sstarota-manifest 1\n"
+MANIFEST_MAGIC = b"# sstarota-manifest 2\n"
+MANIFEST_COMMENT = b"# a no-op for sh: sstarota's otaunpack reads it (hashes of every byte, signature)\n"
+#: the header fields that depend on the manifest record (checksum, record count, data total)
+MANIFEST_ZEROED = {"0.3": ((0, 4), (12, 20)), "0.4": ((0, 4), (12, 24)), "1.6": ((0, 16), (40, 44), (48, 56))}
+HEADER_SIZE = {"0.3": 28, "0.4": 32, "1.6": 128}
 
 
 @dataclass
@@ -171,7 +175,10 @@ def manifest_record(p):
     import bsdiff4
 
     sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
-    lines = [MANIFEST_MAGIC, b"# a no-op for sh: record hashes and delta sources, read by sstarota's otaunpack\n"]
+    head = bytearray(build(Pkg(**dict(p.__dict__, manifest=False)))[:HEADER_SIZE[p.gen]])
+    for a, b in MANIFEST_ZEROED[p.gen]:
+        head[a:b] = bytes(b - a)
+    lines = [MANIFEST_MAGIC, MANIFEST_COMMENT, b"# package %s\n" % sha(bytes(head) + p.begin + p.end).encode()]
     for i, r in enumerate(p.records):
         lines.append(b"# record %d %s %s\n" % (i, sha(rec_header(p.gen, r)).encode(), sha(r.data).encode()))
     for i, r in enumerate(p.records):
@@ -184,7 +191,8 @@ def manifest_record(p):
                                                                sha(new).encode()))
     lines.append(b"# end\n")
     data = b"".join(lines)
-    return Rec(OP_SCRIPT, b"sstarota-manifest.sh", data, mode=0o100644, dst_size=len(data))
+    return Rec(OP_SCRIPT, b"sstarota-manifest.sh", data, mode=0o100644, dst_size=len(data),
+               src_name=b"sstarota-manifest.sh")
 
 
 def build04(p):

@@ -102,6 +102,23 @@ INCREMENTAL_OPTIONS = _stacked(
 )
 
 
+#: signing (docs/SIGNING.md): after the others in --help
+SIGN_OPTIONS = _stacked(
+    click.option("--sign", "sign_key", metavar="KEY", help="Sign a finished package, the last step: -a PKG --sign KEY "
+                 "(a PEM Ed25519/P-256 private key; writes the manifest)."),
+    click.option("--gen-key", "gen_key", metavar="OUT", help="Write a new private key to OUT and its public key to "
+                 "OUT.pub."),
+    click.option("--key-type", "key_type", type=click.Choice(("ed25519", "p256")), default="ed25519",
+                 help="With --gen-key (default ed25519)."),
+    click.option("--compatible", "compatible", metavar='"BOARD .."', help="With -c or --sign: the boards the package "
+                 "is for."),
+    click.option("--fw-version", "fw_version", metavar="VERSION", help="With -c or --sign: the package's version "
+                 "(boards refuse older ones)."),
+    click.option("--key", "keys", metavar="PUB", multiple=True, help="With --info: check the signature with this "
+                 "public key (repeatable)."),
+)
+
+
 @click.command(cls=PrefixCommand, preferred=VENDOR_LONG_OPTIONS, help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.option("-c", "--create", "create", metavar="PKG", help="Create a package (header and scripts).")
 @click.option("-a", "--append", "append", metavar="PKG", help="Append a record to PKG (its own format).")
@@ -117,10 +134,11 @@ INCREMENTAL_OPTIONS = _stacked(
 @operation_flags
 @MORE_OPTIONS
 @INCREMENTAL_OPTIONS
+@SIGN_OPTIONS
 @debug_option
 def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
         fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
-        install_dropin, uninstall_dropin, version, incremental, config, debug):
+        install_dropin, uninstall_dropin, version, incremental, config, debug, **signing):
     from .. import dropin, info as pkginfo, packer, package
 
     if incremental or config:
@@ -130,6 +148,10 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         click.echo(dropin.version_text())
         return 0
+    if signing["gen_key"] or signing["sign_key"]:
+        return _sign(signing, create or append, bool(ops or create), sync)
+    if (signing["compatible"] or signing["fw_version"]) and not create:
+        raise UsageError("--compatible and --fw-version go with -c, or with -a PKG --sign KEY")
     _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin, uninstall_dropin)
     if install_dropin or uninstall_dropin:
         log = (lambda m: click.echo(m, err=True))
@@ -141,7 +163,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if create:
         env_fmt, env_id = dropin.env_defaults()
         packer.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
-                      with_manifest=with_manifest)
+                      with_manifest=with_manifest, compatible=_names(signing["compatible"]),
+                      version=signing["fw_version"])
         return 0
     if append:
         if not ops:
@@ -160,7 +183,7 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         with open(out_layout, "w") as f:
             f.write("".join(line + "\n" for line in pkginfo.layout_lines(records)))
         return 0
-    return _info(info or read, as_json)
+    return _info(info or read, as_json, signing["keys"])
 
 
 def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin=None,
@@ -195,6 +218,26 @@ def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs
     return 0
 
 
+def _names(text):
+    return tuple(text.split()) if text else ()
+
+
+def _sign(o, path, other_action, sync):
+    """--gen-key, or --sign on a finished package (-a PKG --sign KEY)."""
+    from .. import packer, signing
+
+    if o["gen_key"]:
+        click.echo("key id %s: %s, %s.pub" % (signing.generate(o["gen_key"], o["key_type"]), o["gen_key"],
+                                              o["gen_key"]))
+        return 0
+    if not path or other_action:
+        raise UsageError("--sign KEY goes with -a PKG and no operation (sign a finished package)")
+    key = signing.load_private(o["sign_key"])
+    m = packer.sign(path, key, _names(o["compatible"]) or None, o["fw_version"], sync=sync)
+    click.echo("otapack: %s signed by key %s" % (path, signing.key_id(key.get_verifying_key())), err=True)
+    return 0
+
+
 def _ratio(text):
     if text.lower() == "off":
         return None
@@ -207,10 +250,10 @@ def _ratio(text):
     return value
 
 
-def _info(path, as_json):
+def _info(path, as_json, keys=()):
     from .. import info
 
-    data = info.describe(path)
+    data = info.describe(path, keys)
     bad = [r for r in data["records"] if r["verdict"] != "ok"]
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -232,6 +275,8 @@ def _info_text(d):
     ]
     if d["tool_id"]:
         lines.append("tool id:    %s" % d["tool_id"])
+    if d.get("manifest"):
+        lines.append("manifest:   %s" % d["manifest"]["text"])
     lines.append("%3s %-11s %10s %10s %8s  %-8s %s" % ("#", "op", "data", "dst_size", "mode", "checksum", "target"))
     for r in d["records"]:
         targets = " ".join(r["targets"])

@@ -67,6 +67,16 @@ Options:
                         and reported at the end).
   --dry-run             Verify only, then print the plan (exit 0 or 3).
   --all-targets         1.6: write every target of a record, mask 0 ones too.
+  --config FILE         The board config (signatures, keys, compatible name,
+                        version store).  [default: /etc/sstarota/board.conf;
+                        with --root, ROOT/etc/sstarota/board.conf]
+  --key PUB             A public key (PEM) the package may be signed with;
+                        repeat for several. Any key makes signatures required.
+  --keys-dir DIR        Public keys directory.  [default: the config's
+                        keys_dir, else /etc/sstarota/keys]
+  --require-signature   Refuse unsigned packages.
+  --force-incompatible  Install a package made for other boards.
+  --allow-downgrade     Install a package older than the board's version.
   -q, --quiet           No progress output.
   --debug               Tracebacks for errors.
   -h, --help            Show this message and exit.
@@ -77,10 +87,15 @@ VALUE_OPTIONS = {
     "-x": "gz_path", "-r": "raw_path", "-t": "tmpdir", "-p": "picture", "--fb": "fb_device",
     "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
     "--ca": "ca", "--timeout": "timeout", "--retries": "retries", "--time-limit": "time_limit",
+    "--config": "config", "--key": "key", "--keys-dir": "keys_dir",
 }
+#: value options that may be repeated, each value kept
+MULTI_OPTIONS = ("key",)
 FLAG_OPTIONS = {
     "--no-scripts": "no_scripts", "--allow-devices": "allow_devices", "--ignore-script-errors": "ignore_script_errors",
     "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
+    "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
+    "--allow-downgrade": "allow_downgrade",
     "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
@@ -96,6 +111,7 @@ def parse_args(argv):
     `--fb DEV`, grouped short flags (`-qx PKG`), the last of a repeated option wins, `--`
     ends the options; an unknown option is an error even with --help. Raises _Usage."""
     opts = {dest: DEFAULTS.get(dest) for dest in VALUE_OPTIONS.values()}
+    opts.update({dest: [] for dest in MULTI_OPTIONS})
     opts.update({dest: False for dest in FLAG_OPTIONS.values()})
     args = list(argv)
     extra = []
@@ -111,7 +127,7 @@ def parse_args(argv):
                     if not args:
                         raise _Usage("Option '%s' requires an argument." % name)
                     value = args.pop(0)
-                opts[VALUE_OPTIONS[name]] = value
+                _set(opts, VALUE_OPTIONS[name], value)
             elif name in FLAG_OPTIONS and not eq:
                 opts[FLAG_OPTIONS[name]] = True
             elif name in FLAG_OPTIONS:
@@ -130,7 +146,7 @@ def parse_args(argv):
                         value = args.pop(0)
                     else:
                         raise _Usage("Option '%s' requires an argument." % name)
-                    opts[VALUE_OPTIONS[name]] = value
+                    _set(opts, VALUE_OPTIONS[name], value)
                     break
                 if name in FLAG_OPTIONS:
                     opts[FLAG_OPTIONS[name]] = True
@@ -162,6 +178,13 @@ def _numbers(opts):
         except ValueError:
             raise _Usage("Invalid value for '--%s': %r is not a valid number." % (dest.replace("_", "-"), opts[dest])) \
                 from None
+
+
+def _set(opts, dest, value):
+    if dest in MULTI_OPTIONS:
+        opts[dest].append(value)
+    else:
+        opts[dest] = value
 
 
 def _stderr(msg):
@@ -269,7 +292,7 @@ def install(opts):
                                   all_targets=opts["all_targets"], dry_run=opts["dry_run"],
                                   allow_devices=opts["allow_devices"],
                                   ignore_script_errors=opts["ignore_script_errors"],
-                                  listing=lambda line: _write(sys.stdout, line))
+                                  listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
         install.Installer(source, options, prog, note).run()
     finally:
         guard.restore()
@@ -294,6 +317,15 @@ def _net_options(opts, prog):
 
     net = Net(opts["timeout"], opts["retries"], opts["time_limit"], opts["ca"])
     return {"net": net, "spool": not opts["no_spool"], "report": report}
+
+
+def _policy(opts):
+    """The board's policy: its config file, overridden by the command line."""
+    from ..install.policy import Policy
+
+    return Policy.load(root=opts["root"], config=opts["config"], keys=opts["key"], keys_dir=opts["keys_dir"],
+                       require_signature=opts["require_signature"], force_incompatible=opts["force_incompatible"],
+                       allow_downgrade=opts["allow_downgrade"])
 
 
 def _screen(picture, device, fb_file, mode, warn):

@@ -26,9 +26,10 @@ from ..progress import Progress
 from ..text import shown
 from ..writers import Context, writer_for
 from .blocks import ChainTap, VerifiedStream
-from .plan import (Plan, check_capacity, check_delta_source, check_manifest, delta_infos, open_dest,
-                   patch_new_size, plan_line)
+from .plan import Plan, check_capacity, check_delta_source, delta_infos, open_dest, patch_new_size, plan_line
+from .policy import Policy
 from .scripts import Scripts
+from .trust import ManifestCheck
 
 WRITE_UNITS = 4096  # progress units for committing one target
 
@@ -43,6 +44,7 @@ class Options:
     allow_devices: bool = False
     ignore_script_errors: bool = False
     listing: Optional[Callable[[str], None]] = None  # dry run: where the plan's lines go
+    policy: Optional[Policy] = None  # the board's (policy.py); None: no keys, no checks
 
 
 class Installer:
@@ -58,6 +60,7 @@ class Installer:
                            progress=self.progress, fsroot=Root(self.opts.root), allow_devices=self.opts.allow_devices,
                            cleaner=StaleCleaner(self.note), ignore_script_errors=self.opts.ignore_script_errors)
         self.script_units = 4096
+        self.policy = self.opts.policy or Policy()
 
     # ------------------------------------------------------------------ pass 1
     def verify(self):
@@ -75,9 +78,9 @@ class Installer:
             p.add(reader.offset)
             self._seen = reader.offset
             p.emit("verifying", records=header.record_count)
-            candidate = None
+            check = None
             for rec, chunks in reader.records():
-                candidate = self._verify_record(plan, reader, rec, chunks)
+                check = self._verify_record(plan, reader, rec, chunks) or check
             reader.finish()
             p.add(reader.offset - self._seen)
         plan.generation = header.generation
@@ -86,36 +89,36 @@ class Installer:
         plan.begin_len, plan.end_len = len(reader.begin_script), len(reader.end_script)
         plan.digests = tap.finish()
         plan.stream_size = tap.size
-        if candidate is not None and candidate.startswith(manifest.MAGIC):
-            check_manifest(plan, manifest.parse(candidate), plan.records - 1)
-            plan.script_records -= 1
-            plan.units -= plan.manifest_units
+        if check is not None:
+            plan.manifest = check.finish(reader)
         else:
             plan.manifest_index = None
+        self.policy.check(plan.manifest, self.note)
         if plan.problem is not None:
             raise plan.problem
         self._check_delta_sources(plan)
         return plan
 
     def _verify_record(self, plan, reader, rec, chunks):
-        """Check one record's targets and read its data; returns a manifest candidate's bytes."""
+        """Check one record's targets and read its data; returns the ManifestCheck of a manifest."""
         p = self.progress
         p.emit("verifying", record=rec.index + 1, records=reader.header.record_count, target=rec.dst,
                label=rec.label)
+        last = rec.index == reader.header.record_count - 1
+        check = self._manifest_check(plan, reader, rec, last)  # read here, never run: no target, no script limit
         try:
-            dests = self._dests(rec)
+            dests = self._dests(rec) if check is None else []
         except TargetProblem as exc:
             # integrity first: a corrupt package is named as such, not by the target it garbles
             plan.problem = plan.problem or exc
             dests = []
         try:
             whole = hashlib.sha256()
-            keep = [] if manifest.is_manifest(rec) and rec.index == reader.header.record_count - 1 else None
             head = b""
             for piece in chunks:
                 whole.update(piece)
-                if keep is not None:
-                    keep.append(bytes(piece))
+                if check is not None:
+                    check.feed(piece)
                 if len(head) < delta.HEADER:
                     head += bytes(piece[:delta.HEADER - len(head)])
                 p.add(reader.offset - self._seen)
@@ -131,18 +134,31 @@ class Installer:
             elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):
                 for d in selected:
                     check_capacity(rec, d, rec.data_len + _pad(rec))
+            if check is None and last and reader.header.format is not None and head.startswith(manifest.MAGIC):
+                raise PackageError("record %d starts like the sstarota manifest but its header is not the "
+                                   "manifest's; rejected" % rec.index)
         finally:
             for d, _ in dests:
                 d.close()
-        if keep is not None:
+        if check is not None:
             plan.manifest_index = rec.index
-            plan.manifest_units = rec.data_len + WRITE_UNITS
-        else:
-            plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
+            return check
+        plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
             plan.script_records += 1
         plan.units += len(selected) * (rec.data_len + new_size + WRITE_UNITS)
-        return b"".join(keep) if keep is not None else None
+        return check
+
+    @staticmethod
+    def _manifest_check(plan, reader, rec, last):
+        """A ManifestCheck for the last record when it is (or is named like) the manifest."""
+        gen = reader.header.format
+        if gen is None or not manifest.looks_like(rec):
+            return None
+        if not last:
+            raise PackageError("record %d is named like the sstarota manifest but is not the last record; "
+                               "rejected" % rec.index)
+        return ManifestCheck(plan, gen, rec)
 
     def _dests(self, rec, create=False):
         """(Dest, selected) for every target of the record; script records have one, without a path."""
@@ -225,7 +241,7 @@ class Installer:
                 self.progress.emit("updating", record=rec.index + 1, records=n, target=rec.dst, label=rec.label)
                 if rec.index == plan.manifest_index:
                     m = plan.manifest
-                    self.note("manifest checked: %d record hashes, %d delta sources" % (len(m.records), len(m.diffs)))
+                    self.note("manifest checked: %d record hashes, %d delta sources" % (m.records, len(m.diffs)))
                     continue
                 try:
                     self._apply_record(rec, chunks, n, infos.get(rec.index))
@@ -311,13 +327,19 @@ class Installer:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
             p.emit(p.last.stage, failed=True, message=str(error))
         finally:
+            end_code = 0
             if plan.end_len:
                 p.emit("end-script", failed=status != 0, message="OTA_STATUS=%d" % status, record=0, target="",
                        label="")
-                code = scripts.run_end(status)
+                end_code = scripts.run_end(status)
                 p.add(self.script_units)
-                if code != 0:
-                    self.note("the end script exited with status %d" % code)
+                if end_code != 0:
+                    self.note("the end script exited with status %d" % end_code)
+        if error is None and plan.manifest is not None and plan.manifest.version is not None:
+            if end_code == 0:
+                self.policy.record_version(plan.manifest.version, self.note)
+            else:
+                self.note("version %s not recorded: the end script failed" % plan.manifest.version)
         if error is not None:
             p.emit("done", failed=True, final=True, message=str(error))
             raise error

@@ -175,10 +175,9 @@ class Plan:
     units: int = 0  # apply-pass work, for progress
     script_records: int = 0
     manifest_index: Optional[int] = None
-    manifest_units: int = 0
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
-    manifest: Optional[object] = None  # manifest.Manifest, once checked
+    manifest: Optional[object] = None  # manifest.Manifest, once checked (records: their count)
     deltas: List[Tuple[int, str, List[Tuple[str, bool]]]] = field(default_factory=list)
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
     chain: object = field(default_factory=hashlib.sha256)
@@ -211,26 +210,6 @@ def patch_new_size(rec, head):
         return delta.patch_new_size(head)
     except PackageError as exc:
         raise PackageError("record %d (file-diff %s): %s" % (rec.index, shown(rec.dst), exc)) from None
-
-
-def check_manifest(plan, m, records_before):
-    """The manifest against every record's hashes (pass 1 kept a chain and fingerprints)."""
-    if len(m.records) != records_before:
-        raise PackageError("the manifest lists %d records, the package has %d before it"
-                           % (len(m.records), records_before))
-    chain = hashlib.sha256()
-    for i, (header_sha, data_sha) in enumerate(m.records):
-        pair = bytes.fromhex(header_sha) + bytes.fromhex(data_sha)
-        chain.update(pair)
-        if int.from_bytes(hashlib.sha256(pair).digest()[:4], "little") != plan.fingerprints[i]:
-            raise PackageError("record %d: its header or data does not match the manifest" % i)
-    if chain.digest() != plan.chain.digest():
-        raise PackageError("the records do not match the manifest")
-    kinds = {index: True for index, _, _ in plan.deltas}
-    for index in m.diffs:
-        if index not in kinds:
-            raise PackageError("the manifest has delta data for record %d, which is not a delta" % index)
-    plan.manifest = m
 
 
 def _content_digest(f, limit):

@@ -66,19 +66,28 @@ def read_script(path, what):
     return data
 
 
-def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False):
-    """Create an empty package (header and scripts) at path, replacing it atomically."""
-    build(path, [], generation, begin, end, tool_id, with_manifest=with_manifest)
+def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False,
+           compatible=(), version=None):
+    """Create an empty package (header and scripts) at path, replacing it atomically.
+    compatible, version: the manifest's fields (they imply with_manifest)."""
+    build(path, [], generation, begin, end, tool_id, with_manifest=with_manifest, compatible=compatible,
+          version=version)
 
 
-def _manifest_spec(m):
-    data = m.to_bytes()
+def _manifest_spec(m, key=None):
+    """The manifest record (signed with key, a signing key, when given)."""
+    sig = None
+    if key is not None:
+        from .. import signing
+
+        sig = signing.sign(key, hashlib.sha256(m.body()).digest())
+    data = m.to_bytes(sig)
     return RecordSpec(schema.OP_SCRIPT, manifest.NAME, BytesData(data, manifest.NAME), dst_size=len(data),
                       mode=0o100644, src_name=manifest.NAME)
 
 
-def _write_records(f, gen, specs, raws, m, log):
-    """Write specs (and, when m is a Manifest, the updated manifest record last)."""
+def _write_records(f, gen, specs, raws, m, log, key=None):
+    """Write specs (and, when m is a Manifest, the updated manifest record last, signed with key)."""
     for spec, raw in zip(specs, raws):
         hashes = _write_record(f, gen, spec, raw, hashes=m is not None)
         if m is not None:
@@ -88,12 +97,12 @@ def _write_records(f, gen, specs, raws, m, log):
         if log:
             log("added %s %s (%d bytes)" % (schema.OP_NAMES[spec.op], spec.dst, spec.data_len))
     if m is not None:
-        spec = _manifest_spec(m)
-        _write_record(f, gen, spec, validate(gen, spec))
+        spec = _manifest_spec(m, key)
+        _write_record(f, gen, spec, validate(gen, spec, manifest_record=True))
 
 
 def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
-          with_manifest=False):
+          with_manifest=False, compatible=(), version=None):
     """Write a whole package in one pass: header, scripts, then every record.
 
     The same bytes as create() followed by one append() per record, without the copy each
@@ -106,9 +115,14 @@ def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_T
     begin_b = read_script(begin, "begin")
     end_b = read_script(end, "end")
     raws = [validate(gen, spec) for spec in specs]
-    m = manifest.Manifest() if with_manifest else None
+    m = None
+    if with_manifest or compatible or version is not None:
+        m = manifest.Manifest(compatible=tuple(compatible), version=version)
+        manifest.check_fields(m.compatible, version)
     count, total = _totals(specs, m)
     header = gen.build_header(count, total, len(begin_b), len(end_b), gen.script_checksum(begin_b, end_b), tool_id)
+    if m is not None:
+        m.package = manifest.header_digest(gen, header, begin_b, end_b)
     with AtomicFile(path, sync=sync) as out:
         out.write(header)
         out.write(begin_b)
@@ -117,21 +131,27 @@ def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_T
         out.commit(mode=0o644 & ~umask())
 
 
-def _totals(specs, m, count=0, total=0):
-    """Record count and data total after adding specs (and the manifest, when m is given).
+def _totals(specs, m, count=0, total=0, key=None):
+    """Record count and data total after adding specs (and the manifest, when m is given,
+    signed with key when given).
 
     The manifest's final size depends on the hashes, not their values: it is computed from
-    a manifest of the same shape filled with placeholder digests."""
+    a manifest of the same shape filled with placeholder digests (and signature)."""
     count += len(specs)
     total += sum(s.data_len for s in specs)
     if m is not None:
-        shape = manifest.Manifest(list(m.records), dict(m.diffs))
+        shape = manifest.Manifest(m.package, list(m.records), dict(m.diffs), m.compatible, m.version)
         for spec in specs:
             if spec.delta is not None:
                 shape.diffs[len(shape.records)] = spec.delta
             shape.records.append(("0" * 64, "0" * 64))
         count += 1
-        total += len(shape.to_bytes())
+        sig = None
+        if key is not None:
+            from .. import signing
+
+            sig = manifest.Signature(signing.alg_of(key), "0" * 16, bytes(64))
+        total += len(shape.to_bytes(sig))
     if count > schema.MAX_RECORDS:
         raise InputError("the package would hold %d records, more than the %d otaunpack accepts"
                          % (count, schema.MAX_RECORDS))
@@ -212,7 +232,7 @@ def _records_on_disk(path, header):
             out.append((offset, r))
             offset += gen.record_size + r.data_len
         last = None
-        if out and manifest.is_manifest(out[-1][1]):
+        if out and manifest.looks_like(out[-1][1]):
             f.seek(out[-1][0] + gen.record_size)
             last = f.read(out[-1][1].data_len)
     return out, last
@@ -234,11 +254,14 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
     count, total = header.record_count, header.total_data
     m = None
     records, last = _records_on_disk(path, header)
-    if last is not None and last.startswith(manifest.MAGIC):
+    if last is not None:
         m = manifest.parse(last)
         if len(m.records) != count - 1:
             raise PackageError("%s: its manifest lists %d records, the package has %d before it"
                                % (path, len(m.records), count - 1))
+        if m.signature is not None and log:
+            log("the package was signed by key %s; its signature is dropped (sign it again)" % m.signature.key_id)
+        m.signature = None
         keep = records[-1][0]  # the old manifest record is dropped and written anew
         count -= 1
         total -= records[-1][1].data_len
@@ -246,6 +269,8 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
     new_header = gen.build_header(count, total, header.begin_len, header.end_len,
                                   gen.script_checksum(reader.begin_script, reader.end_script),
                                   tool_id or header.tool_id)
+    if m is not None:
+        m.package = manifest.header_digest(gen, new_header, reader.begin_script, reader.end_script)
     with rewrite(path, keep, sync) as out:
         _write_records(out.f, gen, specs, raws, m, log)
         out.f.seek(0)

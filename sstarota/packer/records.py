@@ -37,9 +37,13 @@ class RecordSpec:
         return dict(data_len=self.data_len, dst=self.dst, dst_size=self.dst_size, mode=self.mode, op=self.op)
 
 
-def validate(gen, spec):
-    """Check a spec against a generation's fields and limits before anything is written."""
+def validate(gen, spec, manifest_record=False):
+    """Check a spec against a generation's fields and limits before anything is written.
+    Only the packer's own manifest record (manifest_record=True) may be named like it."""
     what = "%s record for %s" % (schema.OP_NAMES[spec.op], spec.dst)
+    if not manifest_record and manifest.NAME in (spec.dst, spec.src_name if gen.multi_target else None):
+        raise UsageError("%s: the name %s is the sstarota manifest's; otaunpack would refuse the package"
+                         % (what, manifest.NAME))
     # 0.3/0.4: one target, the text as it stands (spaces included); 1.6: split on spaces
     targets = schema.split_targets(spec.dst) if gen.multi_target else [spec.dst]
     if not targets or not spec.dst.strip():
