@@ -17,7 +17,7 @@ from .errors import PackageError
 from .sources import FileSource, GzipCorrupt
 from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
 
-CHUNK = 256 << 10  # read size: small enough for a 64 MB board, large enough for speed
+CHUNK = 128 << 10  # read size: small enough for a 64 MB board, large enough for speed
 #: what reading a (possibly gzip) stream can raise besides our own errors
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 

@@ -118,7 +118,7 @@ class Inflated(io.RawIOBase):
 
 
 def _inflated(f, gz, on_trailing=None):
-    return io.BufferedReader(Inflated(f, on_trailing), BLOCK) if gz else f
+    return io.BufferedReader(Inflated(f, on_trailing), 64 << 10) if gz else f
 
 
 def _kind(fd):

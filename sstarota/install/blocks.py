@@ -13,7 +13,7 @@ import io
 
 from ..errors import InstallError
 
-BLOCK = 256 << 10  # verify/write granularity: a few of these in flight at once on a 64 MB board
+BLOCK = 128 << 10  # verify granularity: a few of these in flight at once on a 64 MB board
 
 
 class ChainTap(io.RawIOBase):
