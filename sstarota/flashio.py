@@ -172,7 +172,7 @@ def open_content(path):
     """A readable, seekable view of a target's current content: bad-block-free for MTD."""
     index = flash.mtd_index_of(path)
     if index is not None:
-        return io.BufferedReader(MtdReader(flash.mtd_info(index)), 1 << 20)
+        return io.BufferedReader(MtdReader(flash.mtd_info(index)), 128 << 10)
     return open(path, "rb")
 
 

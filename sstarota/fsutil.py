@@ -13,7 +13,11 @@ def write_all(fd, data):
         view = view[n:]
 
 
-def copy_stream(read, write, size=1 << 20):
+#: how much moves at once when copying: small, for a 64 MB board
+IO_CHUNK = 128 << 10
+
+
+def copy_stream(read, write, size=IO_CHUNK):
     """Copy read(size) pieces to write() until read gives nothing."""
     while True:
         piece = read(size)

@@ -73,7 +73,7 @@ def installer_modules(pyz, python=sys.executable):
         log = os.path.join(t, "modules.txt")
         probe = ("import atexit, runpy, sys\n"
                  "def dump():\n"
-                 "    # stand-ins (otaunpack.LAZY) never used are not needed\n"
+                 "    # stand-ins (cli.process.LAZY) never used are not needed\n"
                  "    names = [n for n, m in sys.modules.items() if type(m).__name__ != 'Deferred']\n"
                  "    open(%r, 'a').write('\\n'.join(names) + '\\n')\n"
                  "atexit.register(dump)\n"

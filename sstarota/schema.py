@@ -396,6 +396,4 @@ def detect_generation(prefix):
         raise PackageError("gzip data where a raw package was expected: use -x (or gunzip it first)")
     if len(prefix) < GEN03.header_size:
         raise PackageError("too short for any package header (%d bytes)" % len(prefix))
-    raise PackageError(
-        "not a SigmaStar OTA package: no known version words (0.3, 0.4, 1.6) and no valid legacy header"
-    )
+    raise PackageError("not a SigmaStar OTA package: no known version words (0.3, 0.4, 1.6) and no valid legacy header")

@@ -23,7 +23,7 @@ from .confine import Spool
 from .errors import InputError, PackageError, UsageError
 from .schema import GZIP_MAGIC, is_gzip
 
-BLOCK = 1 << 20
+BLOCK = 128 << 10  # buffers over a stream or a download: small, for a 64 MB board
 #: how many bytes after the gzip data a stream is read to count them (a file is counted by its size)
 TRAILING_CAP = 1 << 20
 

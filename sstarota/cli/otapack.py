@@ -67,6 +67,17 @@ def _stacked(*options):
     return deco
 
 
+#: what else goes into a record: after -s/-d/-t in --help
+RECORD_OPTIONS = _stacked(
+    click.option("-m", "--file-mode", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
+                 help="Mode stored in the record (hex with 0x, decimal otherwise)."),
+    click.option("-o", "--diff-old", "old", metavar="PATH", help="Old file or tree (diffs, dir updates)."),
+    click.option("-n", "--diff-new", "new", metavar="PATH", help="New file or tree (diffs, dir updates)."),
+    click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board."),
+    click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks."),
+)
+
+
 #: reading, gzip, packing choices, and the SDK drop-in: after the operations in --help
 MORE_OPTIONS = _stacked(
     click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines."),
@@ -125,12 +136,7 @@ SIGN_OPTIONS = _stacked(
 @click.option("-r", "read", metavar="PKG", help="Read PKG (with --out-layout; alone: like --info).")
 @script_options
 @target_options("Source image or file.", "TARGET", "Target path or device (1.6: several, space separated).", 64)
-@click.option("-m", "--file-mode", "mode", type=VendorInt(32, warn_leading_zero=True), default=0, metavar="MODE",
-              help="Mode stored in the record (hex with 0x, decimal otherwise).")
-@click.option("-o", "--diff-old", "old", metavar="PATH", help="Old file or tree (diffs, dir updates).")
-@click.option("-n", "--diff-new", "new", metavar="PATH", help="New file or tree (diffs, dir updates).")
-@click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board.")
-@click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks.")
+@RECORD_OPTIONS
 @operation_flags
 @MORE_OPTIONS
 @INCREMENTAL_OPTIONS

@@ -13,6 +13,7 @@ import tempfile
 from .. import delta, schema
 from ..errors import InstallError
 from ..confine import Spool
+from ..fsutil import copy_stream
 from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
@@ -98,11 +99,7 @@ class DeltaWriter(Writer):
             w = BlockWriter(self.ctx, self.rec, self.dest)
             w.open()
             try:
-                while True:
-                    piece = new.read(1 << 20)
-                    if not piece:
-                        break
-                    w.write(piece)
+                copy_stream(new.read, w.write)
             except BaseException:
                 w.abort()
                 raise

@@ -8,6 +8,7 @@ import struct
 
 from .. import flash, schema
 from ..confine import fd_path
+from ..fsutil import IO_CHUNK
 from ..errors import InstallError
 from .base import DeviceFile, Writer, register, replaced_file
 
@@ -50,7 +51,7 @@ class UbiWriter(Writer):
             h = hashlib.sha256()
             left = self.rec.data_len
             while left:
-                piece = f.read(min(left, 1 << 20))
+                piece = f.read(min(left, IO_CHUNK))
                 if not piece:
                     break
                 h.update(piece)
