@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import PackageError
+from .fsutil import Closing
 
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -43,7 +44,7 @@ def _components(path):
 
 
 @dataclass
-class Located:
+class Located(Closing):
     """A target's parent directory (an open fd) and its last component."""
 
     dirfd: int
@@ -71,12 +72,6 @@ class Located:
         if self.dirfd >= 0:
             os.close(self.dirfd)
             self.dirfd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Root:

@@ -13,6 +13,16 @@ def write_all(fd, data):
         view = view[n:]
 
 
+class Closing:
+    """`with obj:` closes obj (its close()) at the end, whatever happens."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 #: how much moves at once when copying: small, for a 64 MB board
 IO_CHUNK = 128 << 10
 

@@ -21,6 +21,7 @@ import zlib
 
 from .confine import Spool
 from .errors import InputError, PackageError, UsageError
+from .fsutil import Closing, copy_stream
 from .schema import GZIP_MAGIC, is_gzip
 
 BLOCK = 128 << 10  # buffers over a stream or a download: small, for a 64 MB board
@@ -130,7 +131,7 @@ def _kind(fd):
     return "stream"  # a pipe, FIFO, socket or character device: read once, in order
 
 
-class FileSource:
+class FileSource(Closing):
     """A package file, opened once; every pass reads it from the start through that fd.
 
     gz: True (gzip), None (sniff the magic), False (raw: gzip data is refused with raw_hint)."""
@@ -175,12 +176,6 @@ class FileSource:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class _Tee(io.RawIOBase):
@@ -272,7 +267,6 @@ class UrlSource:
             self.file = self._download(netsource, spool_dir or os.environ.get("TMPDIR") or "/tmp", report)
 
     def _download(self, netsource, spool_dir, report):
-        from .fsutil import copy_stream
 
         meter = netsource.Meter(report) if report else None
         src = netsource.HttpStream(self.remote, meter)
