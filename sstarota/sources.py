@@ -267,7 +267,6 @@ class UrlSource:
             self.file = self._download(netsource, spool_dir or os.environ.get("TMPDIR") or "/tmp", report)
 
     def _download(self, netsource, spool_dir, report):
-
         meter = netsource.Meter(report) if report else None
         src = netsource.HttpStream(self.remote, meter)
         try:
