@@ -1,7 +1,7 @@
 """What the verify pass learns, and the target checks both passes share.
 
 The plan holds totals, not records: the digests that tie later passes to this one (32
-bytes per MiB of package), the work ahead for progress, the manifest's delta entries and,
+bytes per verify block of package, blocks.BLOCK), the work ahead for progress, the manifest's delta entries and,
 for delta records only, their targets (their sources are hashed once the manifest has been
 read). Memory does not grow with the number of records beyond 4 bytes each (the
 fingerprints that name the first record a manifest disagrees with).
