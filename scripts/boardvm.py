@@ -76,28 +76,35 @@ def _run(cmd, **kw):
 
 
 def _modinfo_depends(path):
-    """The 'depends=' of a kernel module, read from its .modinfo ELF section."""
+    """The 'depends=' of a kernel module (ELF32 or ELF64), from its .modinfo section."""
     data = Path(path).read_bytes()
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if data[4] == 1:
+        shoff, = struct.unpack_from("<I", data, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
+        fmt = "<IIIIII"
+    else:
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        fmt = "<IIQQQQ"
 
     def section(i):
-        name, _, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        name, _, _, _, offset, size = struct.unpack_from(fmt, data, shoff + i * shentsize)
         return name, offset, size
 
     _, stroff, _ = section(shstrndx)
     for i in range(shnum):
         name, offset, size = section(i)
-        end = data.index(b"\0", stroff + name)
-        if data[stroff + name:end] == b".modinfo":
+        if data[stroff + name:data.index(b"\0", stroff + name)] == b".modinfo":
             for item in data[offset:offset + size].split(b"\0"):
                 if item.startswith(b"depends="):
                     return [d.replace("-", "_") for d in item[8:].decode().split(",") if d]
     return []
 
 
-def _modules(moddir):
-    """(name, path) of the wanted modules and their dependencies, dependencies first."""
+def module_order(moddir, wanted, required=True):
+    """(name, path) of the wanted modules and their dependencies, dependencies first. A
+    module that is not there is built into the kernel (modules.builtin, or any when not
+    required); otherwise a missing one stops the set-up."""
     index = {}
     for dp, _, files in os.walk(moddir):
         for fn in files:
@@ -114,14 +121,14 @@ def _modules(moddir):
             return
         seen.add(name)
         if name not in index:
-            if name in builtin:
+            if name in builtin or not required:
                 return
             raise SystemExit("board-vm: kernel module %s not found" % name)
         for dep in _modinfo_depends(index[name]):
             visit(dep)
         order.append(name)
 
-    for m in MODULES:
+    for m in wanted:
         visit(m)
     return [(n, index[n]) for n in order]
 
@@ -178,7 +185,7 @@ def build_initramfs(kroot, out, python=sys.executable):
     os.chmod(stage / "init", 0o755)
     (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     # modules, with a busybox-style modules.dep listing every module's full dependency chain
-    mods = _modules(moddir)
+    mods = module_order(moddir, MODULES)
     paths = dict(mods)
     direct = {n: [d for d in _modinfo_depends(p) if d in paths] for n, p in mods}
     pos = {n: i for i, (n, _) in enumerate(mods)}
@@ -352,7 +359,68 @@ while True:
 '''
 
 
-class BoardVM:
+class Guest:
+    """What both boards share: a qemu process whose guest agent reads requests from work/req;
+    STOP powers it off. Subclasses start() it and run() commands."""
+
+    proc = None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        (self.work / "req" / "STOP").write_text("")
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Workspace:
+    """A booted board plus a host folder that the guest sees as /mnt/work (tests, benches)."""
+
+    def __init__(self, vm, work):
+        self.vm = vm
+        self.work = work
+
+    def run(self, cmd, **kw):
+        return self.vm.run(cmd, **kw)
+
+    def sh(self, cmd, **kw):
+        """Run and require success; returns stdout."""
+        return self.vm.run(cmd, **kw).check().out
+
+    def path(self, host_path):
+        """The guest path of a file under the work folder."""
+        return "/mnt/work/%s" % Path(host_path).relative_to(self.work)
+
+    def fresh(self, name):
+        """An empty folder under the work share, on the host."""
+        d = self.work / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+
+def run_commands(vm, commands):
+    """Run shell commands in the guest, passing their output on; the first failure's status."""
+    rc = 0
+    for c in commands:
+        res = vm.run(c)
+        sys.stdout.write(res.out)
+        sys.stderr.write(res.err)
+        rc = rc or res.rc
+    return rc
+
+
+class BoardVM(Guest):
     """One booted board; run() shell commands in it; stop() powers it off."""
 
     def __init__(self, rig=DEFAULT_RIG, work=None, mem=1536, boot_timeout=240, python=sys.executable):
@@ -419,22 +487,6 @@ class BoardVM:
         resp.unlink()
         return Result(data["rc"], data["out"], data["err"])
 
-    def stop(self):
-        if self.proc is None:
-            return
-        (self.work / "req" / "STOP").write_text("")
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 #: the board's flash, as the tests and the benchmark use it
@@ -480,13 +532,7 @@ def main(argv=None):
     work = Path(a.work or tempfile.mkdtemp(prefix="board-"))
     with BoardVM(a.rig, work) as vm:
         print(vm.run(BOARD_SETUP).check().out, end="")
-        rc = 0
-        for c in a.commands:
-            res = vm.run(c)
-            sys.stdout.write(res.out)
-            sys.stderr.write(res.err)
-            rc = rc or res.rc
-    return rc
+        return run_commands(vm, a.commands)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from boardvm import Result  # noqa: E402
+from boardvm import Guest, Result, _run, module_order, run_commands  # noqa: E402
 
 DEFAULT_RIG = Path(os.environ.get("SSTAROTA_BOARD_ARM_DIR", Path.home() / ".cache" / "sstarota-board-arm"))
 
@@ -131,10 +130,6 @@ done
 # ---------------------------------------------------------------------------- setup
 
 
-def _run(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
-
-
 def _sudo():
     return [] if os.geteuid() == 0 else ["sudo"]
 
@@ -149,56 +144,6 @@ def _apt(args, log, **kw):
         log("board-vm-arm: apt is busy, waiting")
         time.sleep(10)
     return p
-
-
-def _modinfo_depends(path):
-    """The 'depends=' of a kernel module (ELF32 or ELF64), from its .modinfo section."""
-    data = Path(path).read_bytes()
-    if data[4] == 1:
-        shoff, = struct.unpack_from("<I", data, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
-        fmt = "<IIIIII"
-    else:
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-        fmt = "<IIQQQQ"
-
-    def section(i):
-        name, _, _, _, offset, size = struct.unpack_from(fmt, data, shoff + i * shentsize)
-        return name, offset, size
-
-    _, stroff, _ = section(shstrndx)
-    for i in range(shnum):
-        name, offset, size = section(i)
-        if data[stroff + name:data.index(b"\0", stroff + name)] == b".modinfo":
-            for item in data[offset:offset + size].split(b"\0"):
-                if item.startswith(b"depends="):
-                    return [d.replace("-", "_") for d in item[8:].decode().split(",") if d]
-    return []
-
-
-def _module_order(moddir, wanted):
-    """Paths of the wanted modules and their dependencies, dependencies first (built-ins skipped)."""
-    index = {}
-    for dp, _, files in os.walk(moddir):
-        for fn in files:
-            if fn.endswith(".ko"):
-                index[fn[:-3].replace("-", "_")] = os.path.join(dp, fn)
-    order, seen = [], set()
-
-    def visit(name):
-        if name in seen:
-            return
-        seen.add(name)
-        if name not in index:
-            return  # built into the kernel
-        for dep in _modinfo_depends(index[name]):
-            visit(dep)
-        order.append(index[name])
-
-    for m in wanted:
-        visit(m)
-    return order
 
 
 def _extract(deb, dest):
@@ -277,7 +222,7 @@ def build_initramfs(rig, debs, out):
     kroot = rig / "kroot"
     moddir = next((kroot / "lib/modules").iterdir())
     names = []
-    for path in _module_order(moddir, MODULES):
+    for _, path in module_order(moddir, MODULES, required=False):
         shutil.copy2(path, stage / "modules")
         names.append(os.path.basename(path))
     (stage / "modules/order").write_text("\n".join(names) + "\n")
@@ -351,7 +296,7 @@ def setup(rig=DEFAULT_RIG, log=print, pillow=True):
 # ---------------------------------------------------------------------------- the VM
 
 
-class ArmBoardVM:
+class ArmBoardVM(Guest):
     """One booted armhf board; run() shell commands in it; stop() powers it off."""
 
     def __init__(self, rig=DEFAULT_RIG, work=None, mem=64, boot_timeout=300, data_size=512 << 20,
@@ -438,22 +383,8 @@ class ArmBoardVM:
         return Result(rc, out, err)
 
     def stop(self):
-        if self.proc is None:
-            return
-        (self.work / "req" / "STOP").write_text("")
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+        super().stop()
         shutil.rmtree(getattr(self, "disks", self.work / "nonexistent"), ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def main(argv=None):
@@ -476,13 +407,7 @@ def main(argv=None):
     with ArmBoardVM(a.rig, work, mem=a.mem) as vm:
         print("booted in %.1f s" % vm.boot_seconds)
         print(vm.run(FLASH_SETUP).check().out, end="")
-        rc = 0
-        for c in a.commands:
-            res = vm.run(c)
-            sys.stdout.write(res.out)
-            sys.stderr.write(res.err)
-            rc = rc or res.rc
-    return rc
+        return run_commands(vm, a.commands)
 
 
 if __name__ == "__main__":

@@ -195,22 +195,22 @@ def manifest_record(p):
                src_name=b"sstarota-manifest.sh")
 
 
-def build04(p):
-    recs = b"".join(rec_header("0.4", r) + r.data for r in p.records)
-    body = struct.pack("<IIIQII", 0, 4, (len(p.records) if p.count is None else p.count) & U32, _total(p, U64),
-                       (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
+def _build_stream(p, gen, fmt, total_mask):
+    """A 0.3 or 0.4 package: header (its sum over bytes 4.. and the scripts), scripts, records."""
+    recs = b"".join(rec_header(gen, r) + r.data for r in p.records)
+    body = struct.pack(fmt, 0, int(gen[-1]), (len(p.records) if p.count is None else p.count) & U32,
+                       _total(p, total_mask), (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
                        (len(p.end) if p.end_len is None else p.end_len) & U32)
     hsum = byte_sum(body) + byte_sum(p.begin) + byte_sum(p.end) if p.header_sum is None else p.header_sum
     return struct.pack("<I", hsum & U32) + body + p.begin + p.end + recs
+
+
+def build04(p):
+    return _build_stream(p, "0.4", "<IIIQII", U64)
 
 
 def build03(p):
-    recs = b"".join(rec_header("0.3", r) + r.data for r in p.records)
-    body = struct.pack("<IIIIII", 0, 3, (len(p.records) if p.count is None else p.count) & U32, _total(p, U32),
-                       (len(p.begin) if p.begin_len is None else p.begin_len) & U32,
-                       (len(p.end) if p.end_len is None else p.end_len) & U32)
-    hsum = byte_sum(body) + byte_sum(p.begin) + byte_sum(p.end) if p.header_sum is None else p.header_sum
-    return struct.pack("<I", hsum & U32) + body + p.begin + p.end + recs
+    return _build_stream(p, "0.3", "<IIIIII", U32)
 
 
 def _s32(v):

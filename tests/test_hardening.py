@@ -124,6 +124,18 @@ def run_hooked(pkg, root, hook_code, extra=""):
                           + extra.split(), capture_output=True, text=True, cwd=PROJECT, timeout=120)
 
 
+def swap_mid_record(pkg, root, directory, outside):
+    """Install pkg; once record 1 has moved some bytes, directory becomes a symlink to outside
+    (the real one kept as <directory>.real): the attacker's swap, at an exact moment."""
+    return run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 1 and e.done > state.setdefault("start", e.done) \\
+                and not state["fired"]:
+            state["fired"] = True
+            os.rename("%(d)s", "%(d)s.real")
+            os.symlink("%(out)s", "%(d)s")
+    """ % {"d": directory, "out": outside})
+
+
 # ---------------------------------------------------------------------------- 1. escapes
 
 
@@ -140,13 +152,7 @@ def test_directory_swapped_for_a_symlink_during_a_file_diff_writes_nothing_outsi
     outside.mkdir()
     (outside / "f").write_bytes(old.read_bytes())  # the attacker's copy, so the patch applies there too
     # while the patch streams in, d becomes a symlink to a directory outside the root
-    proc = run_hooked(pkg, root, """
-        if e.stage == "updating" and e.record == 1 and e.done > state.setdefault("start", e.done) \\
-                and not state["fired"]:
-            state["fired"] = True
-            os.rename("%(d)s", "%(d)s.real")
-            os.symlink("%(out)s", "%(d)s")
-    """ % {"d": root / "d", "out": outside})
+    proc = swap_mid_record(pkg, root, root / "d", outside)
     assert "Traceback" not in proc.stderr
     assert os.listdir(outside) == ["f"], "a file was created outside the root"
     assert (outside / "f").read_bytes() == old.read_bytes(), "a file outside the root was replaced"
@@ -172,13 +178,7 @@ def test_directory_swapped_between_the_deletes_of_one_record_deletes_nothing_out
     for n in names:
         (root / n[1:]).write_bytes(b"in")
         (outside / os.path.basename(n)).write_bytes(b"out")
-    proc = run_hooked(pkg, root, """
-        if e.stage == "updating" and e.record == 1 and e.done > state.setdefault("start", e.done) \\
-                and not state["fired"]:
-            state["fired"] = True
-            os.rename("%(d)s", "%(d)s.real")
-            os.symlink("%(out)s", "%(d)s")
-    """ % {"d": root / "d", "out": outside})
+    proc = swap_mid_record(pkg, root, root / "d", outside)
     assert "Traceback" not in proc.stderr
     assert sorted(os.listdir(outside)) == sorted(os.path.basename(n) for n in names), \
         "files outside the root were deleted"

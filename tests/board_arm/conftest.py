@@ -2,7 +2,6 @@
 there from the board bundle (see scripts/boardvm_arm.py)."""
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(PROJECT / "scripts"))
 
+import boardvm  # noqa: E402
 import boardvm_arm  # noqa: E402
 
 from sstarota import bundle  # noqa: E402
@@ -20,22 +20,14 @@ W = "/mnt/work"
 #: the bundle's otaunpack, as the board runs it (its #! line finds the board's python3)
 OTAUNPACK = W + "/bundle/otaunpack"
 
-class ArmBoard:
+class ArmBoard(boardvm.Workspace):
     """A booted armhf board plus a host folder that the guest sees as /mnt/work."""
 
     bundle = OTAUNPACK
 
     def __init__(self, vm, work):
-        self.vm = vm
-        self.work = work
+        super().__init__(vm, work)
         self.emmc = vm.run("readlink /dev/emmc").check().out.strip()  # the virtio disk: /dev/vdX
-
-    def run(self, cmd, **kw):
-        return self.vm.run(cmd, **kw)
-
-    def sh(self, cmd, **kw):
-        """Run and require success; returns stdout."""
-        return self.vm.run(cmd, **kw).check().out
 
     def otaunpack(self, *args):
         return self.vm.run("%s %s" % (OTAUNPACK, " ".join(str(a) for a in args)))
@@ -47,17 +39,6 @@ class ArmBoard:
         m = re.findall(r"^maxrss (\d+)$", r.err, re.M)
         assert m, r.err
         return r, int(m[-1]) // 4
-
-    def path(self, host_path):
-        """The guest path of a file under the work folder."""
-        return "%s/%s" % (W, Path(host_path).relative_to(self.work))
-
-    def fresh(self, name):
-        """An empty folder under the work share, on the host."""
-        d = self.work / name
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        return d
 
 
 @pytest.fixture(scope="session")
