@@ -122,6 +122,17 @@ def _inflated(f, gz, on_trailing=None):
     return io.BufferedReader(Inflated(f, on_trailing), 64 << 10) if gz else f
 
 
+class _Passes:
+    """A source's passes over the package: the first one says what follows the gzip data."""
+
+    passes = 0
+    warn = None
+
+    def _trailing(self, n):
+        if self.passes == 1 and self.warn is not None:
+            self.warn("%s: %s byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+
+
 def _kind(fd):
     mode = os.fstat(fd).st_mode
     if stat.S_ISDIR(mode):
@@ -131,7 +142,7 @@ def _kind(fd):
     return "stream"  # a pipe, FIFO, socket or character device: read once, in order
 
 
-class FileSource(Closing):
+class FileSource(Closing, _Passes):
     """A package file, opened once; every pass reads it from the start through that fd.
 
     gz: True (gzip), None (sniff the magic), False (raw: gzip data is refused with raw_hint)."""
@@ -161,10 +172,6 @@ class FileSource(Closing):
     @property
     def size(self):
         return os.fstat(self.fd).st_size
-
-    def _trailing(self, n):
-        if self.passes == 1 and self.warn is not None:
-            self.warn("%s: %s byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
 
     def stream(self):
         self.passes += 1
@@ -198,7 +205,7 @@ class _Tee(io.RawIOBase):
         return n
 
 
-class StreamSource:
+class StreamSource(_Passes):
     """A package on a pipe: the first pass spools it (as received) under the work directory."""
 
     def __init__(self, stream, spool_dir, gz=None, name="<stdin>", warn=None, closing=None):
@@ -225,10 +232,6 @@ class StreamSource:
         self.head = head
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
-
-    def _trailing(self, n):
-        if self.passes == 1 and self.warn is not None:
-            self.warn("%s: %s byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
 
     def stream(self):
         self.passes += 1

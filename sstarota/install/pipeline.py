@@ -26,7 +26,7 @@ from ..progress import Progress
 from ..text import shown
 from ..writers import Context, writer_for
 from .blocks import ChainTap, VerifiedStream
-from .plan import Plan, check_capacity, check_delta_source, delta_infos, open_dest, patch_new_size, plan_line
+from .plan import Dest, Plan, check_capacity, check_delta_source, delta_infos, open_dest, patch_new_size, plan_line
 from .policy import Policy
 from .scripts import Scripts
 from .trust import ManifestCheck
@@ -164,8 +164,6 @@ class Installer:
         """(Dest, selected) for every target of the record; script records have one, without a path."""
         if rec.op == schema.OP_SCRIPT:
             writer_for(rec.op).check(self.ctx, rec, rec.dst, None)
-            from .plan import Dest
-
             return [(Dest(rec.dst, None), True)]
         unmasked = rec.unmasked_targets()
         if unmasked and not self.opts.all_targets:
