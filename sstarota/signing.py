@@ -83,6 +83,34 @@ def sign(sk, body_sha256):
     return Signature(alg, key_id(sk.get_verifying_key()), sig)
 
 
+def _plain_generator(gen):
+    """gen without its lazily built table of multiples: building that table costs more than the
+    one verification a board makes per install (python-ecdsa builds it on a generator's first use)."""
+    from ecdsa import ellipticcurve
+
+    if isinstance(gen, ellipticcurve.PointEdwards):
+        p = gen.curve().p()
+        return ellipticcurve.PointEdwards(gen.curve(), gen.x(), gen.y(), 1, gen.x() * gen.y() % p, gen.order())
+    return ellipticcurve.PointJacobi(gen.curve(), gen.x(), gen.y(), 1, gen.order())
+
+
+def _verify_once(vk, alg, sig, msg):
+    """python-ecdsa's own verification (eddsa.PublicKey / ecdsa.Public_key) over a plain generator."""
+    from ecdsa import ecdsa as ec, eddsa, util
+
+    gen = _plain_generator(vk.curve.generator)
+    if alg == "ed25519":
+        try:
+            return eddsa.PublicKey(gen, vk.to_string()).verify(msg, sig)
+        except ValueError:
+            return False
+    if len(sig) != 64:
+        return False
+    r, s = util.sigdecode_string(sig, gen.order())
+    digest = util.string_to_number(hashlib.sha256(msg).digest())
+    return ec.Public_key(gen, vk.pubkey.point, verify=False).verifies(digest, ec.Signature(r, s))
+
+
 def verify(vk, signature, body_sha256):
     """True when signature is vk's over the manifest body."""
     ecdsa = _ecdsa()
@@ -90,9 +118,7 @@ def verify(vk, signature, body_sha256):
         return False
     msg = signed_message(body_sha256)
     try:
-        if signature.alg == "ed25519":
-            return vk.verify(signature.sig, msg)
-        return vk.verify(signature.sig, msg, hashfunc=hashlib.sha256)
+        return _verify_once(vk, signature.alg, signature.sig, msg)
     except ecdsa.BadSignatureError:
         return False
 
