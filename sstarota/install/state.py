@@ -105,15 +105,20 @@ class StateDir:
             self._clear_stashes(keep=[os.path.basename(p["stash"]) for p in self.pending if p["stash"]])
 
     def expect(self, index, target, sha256, length, stash=None):
-        """A delta's result is about to replace target: journal it (and its stash) first."""
+        """A delta's result is about to replace target: journal it (and its stash) first. The
+        records before this one are complete (records are applied in order): the mark moves."""
         self.pending = [p for p in self.pending if p["record"] == index and p["target"] != target]
         self.pending.append({"record": index, "target": target, "sha256": sha256, "len": length,
                              "stash": os.path.basename(stash) if stash else None})
+        self.completed = max(self.completed, index)
         self._write()
 
     def record_done(self, index):
-        """Record index (a delta) is complete: the mark moves past it, its stashes go."""
+        """Record index (a delta) is complete. Its stashes go, after a journal that no longer
+        names them; without a stash nothing is written (the pending result names it done)."""
         stashes = [p["stash"] for p in self.pending if p["stash"]]
+        if not stashes:
+            return
         self.completed, self.pending = index + 1, []
         self._write()
         for name in stashes:
