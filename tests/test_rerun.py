@@ -122,6 +122,7 @@ def test_a_rerun_of_an_installed_package_writes_nothing(clean, tmp_path, inputs)
     dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
     lines = [ln for ln in dry.stdout.decode().splitlines() if ln.startswith("  ")]
     assert len(lines) == 7 and all(ln.endswith("(in place)") for ln in lines), dry.stdout.decode()
+    assert dry.stdout.decode().splitlines()[-1] == "targets: 7 already in place, 0 to write"
     assert os.listdir(state) == ["journal"]
 
 

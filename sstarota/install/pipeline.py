@@ -217,6 +217,7 @@ class Installer:
         """Dry run: the plan, one line per target, from a verified re-read."""
         out(plan.headline())
         stream, reader = self._verified_reader(plan)
+        placed = left = 0
         with stream:
             for rec, chunks in reader.records():
                 if rec.index == plan.manifest_index:
@@ -227,8 +228,10 @@ class Installer:
                 for name, mask in rec.target_masks():
                     state = "in place" if plan.in_place(rec.index, name) else (
                         "from the stash" if (rec.index, name) in plan.stashes else "")
-                    out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name),
-                                  bool(mask) or self.opts.all_targets, state))
+                    selected = bool(mask) or self.opts.all_targets
+                    placed, left = placed + (selected and state == "in place"), left + (selected and state != "in place")
+                    out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name), selected, state))
+        out("targets: %d already in place, %d to write" % (placed, left))
 
     def apply(self, plan):
         """Read the package again and hand every verified block to the records' writers."""
