@@ -280,14 +280,14 @@ class StaleCleaner:
             self.removed += 1
             self.note("removed %s, left by an interrupted run" % os.path.join(where, name))
 
-    def sweep_work_dir(self, path):
-        """Our work files in -t whose process has gone."""
+    def sweep_work_dir(self, path, beside=False):
+        """Our work files in -t whose process has gone (beside: our temp files, as beside targets)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return
         try:
-            self.sweep(fd, path, TEMP_WORK)
+            self.sweep(fd, path, TEMP_BESIDE if beside else TEMP_WORK)
         finally:
             os.close(fd)
 

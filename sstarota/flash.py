@@ -45,6 +45,8 @@ MEMSETBADBLOCK = _IOW("M", 12, "=q")  # __kernel_loff_t: 0x40084D0C
 BLKGETSIZE64 = _IOR(0x12, 114, "@N")
 # ubi-user.h: _IOW('O', 0, __s64)
 UBI_IOCVOLUP = _IOW("O", 0, "=q")  # 0x40084F00
+# ubi-user.h: _IOR('O', 5, __s32): is this LEB of the volume mapped (1) or not (0)
+UBI_IOCEBISMAP = _IOR("O", 5, "=i")  # 0x80044F05
 
 MTD_CHAR_MAJOR = 90
 MTD_BLOCK_MAJOR = 31
@@ -109,6 +111,7 @@ class UbiVolume:
     type: str  # "static" or "dynamic"
     capacity: int  # reserved LEBs x usable LEB size
     data_bytes: int
+    leb_size: int = 0  # usable bytes per LEB
 
 
 def ubi_volume(path, sys_ubi=SYS_UBI):
@@ -129,12 +132,18 @@ def ubi_volume(path, sys_ubi=SYS_UBI):
         try:
             if _read(os.path.join(base, "dev")) != devnum:
                 continue
+            leb = int(_read(os.path.join(base, "usable_eb_size")))
             return UbiVolume(name, _read(os.path.join(base, "name")), _read(os.path.join(base, "type")),
-                             int(_read(os.path.join(base, "reserved_ebs"))) * int(_read(os.path.join(base, "usable_eb_size"))),
-                             int(_read(os.path.join(base, "data_bytes"))))
+                             int(_read(os.path.join(base, "reserved_ebs"))) * leb,
+                             int(_read(os.path.join(base, "data_bytes"))), leb)
         except OSError:
             continue
     return None
+
+
+def leb_mapped(fd, lnum):
+    """Whether LEB lnum of the UBI volume open on fd is mapped (holds data)."""
+    return fcntl.ioctl(fd, UBI_IOCEBISMAP, bytearray(struct.pack("=i", lnum)), True) == 1
 
 
 def block_device_size(path):

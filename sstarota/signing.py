@@ -96,13 +96,13 @@ def _plain_generator(gen):
 
 def _verify_once(vk, alg, sig, msg):
     """python-ecdsa's own verification (eddsa.PublicKey / ecdsa.Public_key) over a plain generator."""
-    from ecdsa import ecdsa as ec, eddsa, util
+    from ecdsa import ecdsa as ec, eddsa, errors, numbertheory, util
 
     gen = _plain_generator(vk.curve.generator)
     if alg == "ed25519":
         try:
             return eddsa.PublicKey(gen, vk.to_string()).verify(msg, sig)
-        except ValueError:
+        except (ValueError, errors.MalformedPointError, numbertheory.Error):  # R is not a point, S too large
             return False
     if len(sig) != 64:
         return False
@@ -123,7 +123,7 @@ def verify(vk, signature, body_sha256):
         return False
 
 
-def generate(out, alg="ed25519"):
+def generate(out, alg="p256"):
     """Write a new private key to OUT (mode 0600) and its public key to OUT.pub; returns the key id."""
     ecdsa = _ecdsa()
     if alg not in ALGS:

@@ -206,6 +206,7 @@ def test_wrong_source_without_manifest_is_a_clear_record_error(cli, tmp_path, pr
     assert "record 1/1 (file-diff /usr/bin/app)" in last and "not the content this delta was made from" in last
     assert (root / "usr/bin/app").read_bytes() == old.read_bytes()[:1000]
     assert os.listdir(root / "usr/bin") == ["app"]
+    # nothing stays in -t: no work file, and no journal (nothing was completed or stashed)
     assert [p for p in os.listdir(tmp_path) if p.startswith("sstarota-")] == []
 
 

@@ -667,6 +667,8 @@ def install_and_check(world, raw, flag="-r", extra=(), channel="file", describe=
     assert outside_after == outside_before, "changed outside the root:\n" + diff_snapshots(outside_before,
                                                                                            outside_after)
     left = os.listdir(world.tmp)
+    if left == ["sstarota-state"]:  # the journal (and stashes) of a package without a manifest: its re-run's
+        left = [n for n in os.listdir(os.path.join(world.tmp, left[0])) if not re.match(r"journal$|stash-\d+-[0-9a-f]{8}$", n)]
     assert left == [], "left in -t after exit %d: %r" % (res.code, left)
     assert leftovers(world.root) == [], "temp files left in the root after exit %d: %r" % (res.code,
                                                                                           leftovers(world.root))

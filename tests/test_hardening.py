@@ -120,8 +120,10 @@ def run_hooked(pkg, root, hook_code, extra=""):
         progress.Progress.__init__ = init
         sys.exit(otaunpack.main(sys.argv[1:]))
     """) % textwrap.indent(textwrap.dedent(hook_code), "    ")
-    return subprocess.run([sys.executable, "-c", driver, "-r", str(pkg), "--root", str(root), "-q"]
-                          + extra.split(), capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    # -t beside the package: the journal a package without a manifest leaves there is this test's own
+    return subprocess.run([sys.executable, "-c", driver, "-r", str(pkg), "--root", str(root), "-q", "-t",
+                           str(pkg.parent)] + extra.split(), capture_output=True, text=True, cwd=PROJECT,
+                          timeout=120)
 
 
 def swap_mid_record(pkg, root, directory, outside):

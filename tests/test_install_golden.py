@@ -112,7 +112,12 @@ def test_golden_installs(tmp_path, version, name, suffix):
     proc = otaunpack(GOLDEN / version / (name + suffix), root, "-t", tmp_path, fake_fw_setenv=name == "p1",
                      check=True)
     check(version, name, root, proc)
-    assert sorted(os.listdir(tmp_path)) == sorted(["root"] + (["root.etc"] if name == "p1" else []))  # no work files left
+    left = sorted(os.listdir(tmp_path))
+    if name == "p4":  # deltas without a manifest: their journal stays (no --state-dir: under -t), so that a
+        # re-run knows they are done instead of patching twice; no stash, no work file
+        assert os.listdir(tmp_path / "sstarota-state") == ["journal"]
+        left.remove("sstarota-state")
+    assert left == sorted(["root"] + (["root.etc"] if name == "p1" else []))  # no work files left
 
 
 def test_all_targets_writes_mask_0_targets(tmp_path):

@@ -9,7 +9,8 @@ from sstarota import flash
 # <mtd/ubi-user.h> as built by a 64-bit and a 32-bit ARM compiler
 KNOWN = [("MEMERASE", 0x40084D02, 0x40084D02), ("MEMERASE64", 0x40104D14, 0x40104D14),
          ("MEMGETBADBLOCK", 0x40084D0B, 0x40084D0B), ("MEMSETBADBLOCK", 0x40084D0C, 0x40084D0C),
-         ("BLKGETSIZE64", 0x80081272, 0x80041272), ("UBI_IOCVOLUP", 0x40084F00, 0x40084F00)]
+         ("BLKGETSIZE64", 0x80081272, 0x80041272), ("UBI_IOCVOLUP", 0x40084F00, 0x40084F00),
+         ("UBI_IOCEBISMAP", 0x80044F05, 0x80044F05)]
 
 
 def test_ioctl_numbers_match_the_kernel_headers_on_this_abi():

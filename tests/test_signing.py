@@ -395,3 +395,34 @@ def test_otapack_will_not_name_a_record_like_the_manifest(cli, tmp_path):
     otapack(cli, "-c", pkg)
     code, _, err = cli.otapack("-a", pkg, "-s", src, "-d", manifest.NAME, "--script-add")
     assert code == 2 and "is the sstarota manifest's" in err
+
+
+@pytest.mark.parametrize("name", ["ed", "ec"])
+def test_the_one_shot_verification_agrees_with_python_ecdsa(keys, name):
+    """signing.verify skips python-ecdsa's generator table; its verdict must stay the library's
+    own (VerifyingKey.verify) for good signatures, flipped bits and wrong keys alike."""
+    import ecdsa
+
+    sk = signing.load_private(keys[name])
+    vk, other = sk.get_verifying_key(), signing.load_public(keys["other" if name == "ec" else "ec"] + ".pub")
+    rng = random.Random(14)
+    body = hashlib.sha256(b"body").digest()
+    good = signing.sign(sk, body)
+    msg = manifest.signed_message(body)
+
+    def library(sig):
+        try:
+            if good.alg == "ed25519":
+                return vk.verify(sig, msg)
+            return vk.verify(sig, msg, hashfunc=hashlib.sha256)
+        except ecdsa.BadSignatureError:
+            return False
+
+    assert signing.verify(vk, good, body) and library(good.sig)
+    assert not signing.verify(other, good, body)
+    assert not signing.verify(vk, good, hashlib.sha256(b"other body").digest())
+    for _ in range(40):
+        sig = bytearray(good.sig)
+        sig[rng.randrange(len(sig))] ^= 1 << rng.randrange(8)
+        flipped = manifest.Signature(good.alg, good.key_id, bytes(sig))
+        assert signing.verify(vk, flipped, body) is library(bytes(sig)) is False

@@ -2,7 +2,9 @@
 # Example end script: runs after every update, successful or not. otaunpack puts
 #   OTA_STATUS=0 (success) or OTA_STATUS=-1 (failure)
 # in front of it, as the vendor's tool does. Records the result where the bootloader and
-# the application can see it.
+# the application can see it. It runs again when the same package is installed again after
+# an interruption: a success leaves the same state however often it runs (the failure counter
+# counts failed runs, on purpose).
 state_dir="${OTA_ROOT:-}/var/lib/ota"
 mkdir -p "$state_dir"
 if [ "$OTA_STATUS" = 0 ]; then

@@ -75,6 +75,9 @@ Options:
   --keys-dir DIR        Public keys directory.  [default: the config's
                         keys_dir, else /etc/sstarota/keys]
   --require-signature   Refuse unsigned packages.
+  --state-dir DIR       Keep the journal and the stashes that let a re-run
+                        after a power cut finish the update, in DIR on
+                        persistent storage.  [default: the config's state_dir]
   --force-incompatible  Install a package made for other boards.
   --allow-downgrade     Install a package older than the board's version.
   -q, --quiet           No progress output.
@@ -87,7 +90,7 @@ VALUE_OPTIONS = {
     "-x": "gz_path", "-r": "raw_path", "-t": "tmpdir", "-p": "picture", "--fb": "fb_device",
     "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
     "--ca": "ca", "--timeout": "timeout", "--retries": "retries", "--time-limit": "time_limit",
-    "--config": "config", "--key": "key", "--keys-dir": "keys_dir",
+    "--config": "config", "--key": "key", "--keys-dir": "keys_dir", "--state-dir": "state_dir",
 }
 #: value options that may be repeated, each value kept
 MULTI_OPTIONS = ("key",)
@@ -285,7 +288,7 @@ def _policy(opts):
 
     return Policy.load(root=opts["root"], config=opts["config"], keys=opts["key"], keys_dir=opts["keys_dir"],
                        require_signature=opts["require_signature"], force_incompatible=opts["force_incompatible"],
-                       allow_downgrade=opts["allow_downgrade"])
+                       allow_downgrade=opts["allow_downgrade"], state_dir=opts["state_dir"])
 
 
 def _screen(picture, device, fb_file, mode, warn):

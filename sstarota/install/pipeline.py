@@ -25,13 +25,17 @@ from ..package import PackageReader
 from ..progress import Progress
 from ..text import shown
 from ..writers import Context, writer_for
+from . import deltas
 from .blocks import ChainTap, VerifiedStream
-from .plan import Dest, Plan, check_capacity, check_delta_source, delta_infos, open_dest, patch_new_size, plan_line
+from .inplace import comparer
+from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy
 from .scripts import Scripts
+from .state import StateDir
 from .trust import ManifestCheck
 
 WRITE_UNITS = 4096  # progress units for committing one target
+STATE_UNDER_TMP = "sstarota-state"  # the state directory when the board names none
 
 
 @dataclass
@@ -61,6 +65,12 @@ class Installer:
                            cleaner=StaleCleaner(self.note), ignore_script_errors=self.opts.ignore_script_errors)
         self.script_units = 4096
         self.policy = self.opts.policy or Policy()
+        self.state_fallback = not self.policy.state_dir  # then under the work directory (deltas.py)
+        self.state = StateDir(self.policy.state_dir or os.path.join(tmpdir, STATE_UNDER_TMP), self.note)
+        self.ctx.state = self.state
+
+    def warn(self, msg):
+        self.progress.warn(msg)
 
     # ------------------------------------------------------------------ pass 1
     def verify(self):
@@ -96,7 +106,8 @@ class Installer:
         self.policy.check(plan.manifest, self.note)
         if plan.problem is not None:
             raise plan.problem
-        self._check_delta_sources(plan)
+        plan.package_id = hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest()
+        deltas.settle(self, plan, self.state, plan.package_id)
         return plan
 
     def _verify_record(self, plan, reader, rec, chunks):
@@ -112,25 +123,30 @@ class Installer:
             # integrity first: a corrupt package is named as such, not by the target it garbles
             plan.problem = plan.problem or exc
             dests = []
+        selected = [d for d, sel in dests if sel]
+        comps = []
         try:
+            comps = [(d.name, c) for d, c in ((d, comparer(rec, d)) for d in selected) if c is not None]
+            feeds = [c.feed for _, c in comps] + ([check.feed] if check is not None else [])
             whole = hashlib.sha256()
             head = b""
             for piece in chunks:
                 whole.update(piece)
-                if check is not None:
-                    check.feed(piece)
+                for feed in feeds:
+                    feed(piece)
                 if len(head) < delta.HEADER:
                     head += bytes(piece[:delta.HEADER - len(head)])
                 p.add(reader.offset - self._seen)
                 self._seen = reader.offset
-            selected = [d for d, sel in dests if sel]
+            placed = [name for name, c in comps if c.finish(_pad(rec))]
             new_size = 0
             if rec.op == schema.OP_FILE_DIFF:
                 new_size = patch_new_size(rec, head)
                 for d in selected:
                     if d.partition:
                         check_capacity(rec, d, new_size, "the delta's result")
-                plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests]))
+                plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests],
+                                    rec.data_len + new_size + WRITE_UNITS))
             elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):
                 for d in selected:
                     check_capacity(rec, d, rec.data_len + _pad(rec))
@@ -138,15 +154,18 @@ class Installer:
                 raise PackageError("record %d starts like the sstarota manifest but its header is not the "
                                    "manifest's; rejected" % rec.index)
         finally:
+            for _, c in comps:
+                c.close()
             for d, _ in dests:
                 d.close()
         if check is not None:
             plan.manifest_index = rec.index
             return check
+        plan.settle(rec.index, placed, selected)
         plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
             plan.script_records += 1
-        plan.units += len(selected) * (rec.data_len + new_size + WRITE_UNITS)
+        plan.units += (len(selected) - len(placed)) * (rec.data_len + new_size + WRITE_UNITS)
         return check
 
     @staticmethod
@@ -189,22 +208,6 @@ class Installer:
             raise
         return out
 
-    def _check_delta_sources(self, plan):
-        infos = delta_infos(plan)
-        for index, dst, targets in plan.deltas:
-            info = infos.get(index)
-            if info is None:
-                continue
-            rec = _Named(index, schema.OP_FILE_DIFF, dst)
-            for name, selected in targets:
-                if not selected:
-                    continue
-                dest = open_dest(self.ctx, rec, name)
-                try:
-                    check_delta_source(index, dest, info)
-                finally:
-                    dest.close()
-
     # ------------------------------------------------------------------ later passes
     def _verified_reader(self, plan):
         stream = VerifiedStream(self.source.stream(), plan.digests, plan.stream_size)
@@ -214,6 +217,7 @@ class Installer:
         """Dry run: the plan, one line per target, from a verified re-read."""
         out(plan.headline())
         stream, reader = self._verified_reader(plan)
+        placed = left = 0
         with stream:
             for rec, chunks in reader.records():
                 if rec.index == plan.manifest_index:
@@ -222,13 +226,17 @@ class Installer:
                     out(plan_line(rec, plan.records, rec.dst, None, True))
                     continue
                 for name, mask in rec.target_masks():
-                    out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name),
-                                  bool(mask) or self.opts.all_targets))
+                    state = "in place" if plan.in_place(rec.index, name) else (
+                        "from the stash" if (rec.index, name) in plan.stashes else "")
+                    selected = bool(mask) or self.opts.all_targets
+                    placed, left = placed + (selected and state == "in place"), left + (selected and state != "in place")
+                    out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name), selected, state))
+        out("targets: %d already in place, %d to write" % (placed, left))
 
     def apply(self, plan):
         """Read the package again and hand every verified block to the records' writers."""
         n = plan.records
-        infos = delta_infos(plan)
+        infos = plan.manifest.diffs if plan.manifest is not None else {}
         stream, reader = self._verified_reader(plan)
         with stream:
             try:
@@ -242,7 +250,7 @@ class Installer:
                     self.note("manifest checked: %d record hashes, %d delta sources" % (m.records, len(m.diffs)))
                     continue
                 try:
-                    self._apply_record(rec, chunks, n, infos.get(rec.index))
+                    self._apply_record(plan, rec, chunks, infos.get(rec.index))
                 except OSError as exc:
                     where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
                     raise InstallError("%s%s" % (exc.strerror or exc, where), rec, n) from None
@@ -251,17 +259,21 @@ class Installer:
                         raise
                     raise InstallError(str(exc), rec, n) from None
 
-    def _apply_record(self, rec, chunks, n, info):
+    def _apply_record(self, plan, rec, chunks, info):
         dests = self._dests(rec, create=True)
         opened = []
         try:
-            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d, sel in dests if sel]
+            selected = [d for d, sel in dests if sel]
+            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d in selected
+                       if not plan.in_place(rec.index, d.name)]
+            for w in writers:
+                w.stash = plan.stashes.get((rec.index, w.target))
             if not writers:
-                self.note("record %d/%d (%s %s): no target selected (mask 0), skipped"
-                          % (rec.index + 1, n, rec.op_name, rec.dst))
+                self._skip(plan, rec, selected)
                 for _ in chunks:
                     pass
                 return
+            plan.applied += 1
             for w in writers:
                 w.open()
                 opened.append(w)
@@ -273,6 +285,8 @@ class Installer:
                 opened[0].commit()
                 opened.pop(0)
                 self.progress.add(WRITE_UNITS)
+            if self.state is not None and rec.op == schema.OP_FILE_DIFF:
+                self.state.record_done(rec.index)
         finally:
             for w in opened:
                 try:
@@ -281,6 +295,19 @@ class Installer:
                     pass
             for d, _ in dests:
                 d.close()
+
+    def _skip(self, plan, rec, selected):
+        """A record with nothing to write: every selected target in place, or none selected."""
+        what = "record %d/%d (%s %s)" % (rec.index + 1, plan.records, rec.op_name, shown(rec.dst))
+        if not selected:
+            self.note("%s: no target selected (mask 0), skipped" % what)
+            return
+        plan.in_place_records += 1
+        for d in selected:  # what an interrupted run left beside them goes all the same
+            if d.loc is not None and d.kind != "device":
+                self.ctx.cleaner.sweep(d.loc.dirfd, d.loc.where)
+        self.note("%s: already in place, nothing written" % what)
+        self.progress.emit("updating", message="already in place")
 
     # ------------------------------------------------------------------ the whole update
     def run(self):
@@ -299,6 +326,9 @@ class Installer:
             p.emit("done", final=True, message="dry run: verified, nothing written")
             return plan
         self.ctx.cleaner.sweep_work_dir(self.ctx.tmpdir)
+        if self.state is not None:
+            self.state.begin(plan.package_id, deltas=bool(plan.deltas))
+            self.ctx.cleaner.sweep_work_dir(self.state.path, beside=True)
         with Scripts(self, plan) as scripts:
             return self._install(plan, scripts)
 
@@ -320,9 +350,13 @@ class Installer:
                 if code != 0:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
+            if self.state is not None:
+                self.state.finish(plan.records, keep=not self.state_fallback or plan.manifest is None)
             status = 0
         except OtaError as exc:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
+            if self.state_fallback:
+                self.state.drop_if_empty()
             p.emit(p.last.stage, failed=True, message=str(error))
         finally:
             end_code = 0
@@ -341,6 +375,9 @@ class Installer:
         if error is not None:
             p.emit("done", failed=True, final=True, message=str(error))
             raise error
+        self.note("summary: %d record(s): %d written, %d already in place; written: %s"
+                  % (plan.records - (plan.manifest_index is not None), plan.applied, plan.in_place_records,
+                     self.ctx.written.summary()))
         failures = self.ctx.script_failures
         message = ""
         if failures:
@@ -349,16 +386,6 @@ class Installer:
             self.note(message)
         p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message)
         return plan
-
-
-class _Named:
-    """The fields of a record that target checks name in their messages."""
-
-    def __init__(self, index, op, dst):
-        self.index = index
-        self.op = op
-        self.dst = dst
-        self.op_name = schema.OP_NAMES[op]
 
 
 def _pad(rec):

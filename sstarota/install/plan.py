@@ -178,10 +178,45 @@ class Plan:
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
     manifest: Optional[object] = None  # manifest.Manifest, once checked (records: their count)
-    deltas: List[Tuple[int, str, List[Tuple[str, bool]]]] = field(default_factory=list)
+    deltas: List[Tuple[int, str, List[Tuple[str, bool]], int]] = field(default_factory=list)  # with write units
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
     chain: object = field(default_factory=hashlib.sha256)
     fingerprints: array.array = field(default_factory=lambda: array.array("I"))
+
+    # what is in place already (inplace.py, deltas.py): per record 0 write, 1 every selected
+    # target in place, 2 some (their names in partial); deltas finished from a stash
+    status: bytearray = field(default_factory=bytearray)
+    partial: Dict[int, set] = field(default_factory=dict)
+    stashes: Dict[Tuple[int, str], str] = field(default_factory=dict)
+    package_id: str = ""  # sha256 over the verify blocks' digests: the journal's name for the package
+    in_place_records: int = 0  # apply pass: records skipped as in place, records written
+    applied: int = 0
+
+    def settle(self, index, in_place, selected):
+        """A record's verdict from the verify pass: the names of its selected targets in place."""
+        while len(self.status) <= index:
+            self.status.append(0)
+        if in_place and len(in_place) == len(selected):
+            self.status[index] = 1
+        elif in_place:
+            self.status[index] = 2
+            self.partial[index] = set(in_place)
+
+    def mark(self, index, name, verdict, stash=None):
+        """A delta target's verdict (deltas.py)."""
+        if verdict == "from the stash":
+            self.stashes[(index, name)] = stash
+        elif verdict == "in place":
+            while len(self.status) <= index:
+                self.status.append(0)
+            if self.status[index] == 0:
+                self.status[index] = 2
+            self.partial.setdefault(index, set()).add(name)
+
+    def in_place(self, index, name):
+        if index >= len(self.status) or not self.status[index]:
+            return False
+        return self.status[index] == 1 or name in self.partial.get(index, ())
 
     def add_record_hashes(self, header_sha, data_sha):
         pair = header_sha + data_sha
@@ -194,9 +229,11 @@ class Plan:
                    self.end_len))
 
 
-def plan_line(rec, of, name, path, selected):
+def plan_line(rec, of, name, path, selected, state=""):
     where = "" if path is None or path == name else " -> %s" % shown(path)
     skip = "" if selected else " (mask 0: skipped)"
+    if selected and state:
+        skip = " (%s)" % state
     return "  %d/%d %-11s %s%s, %d bytes%s" % (rec.index + 1, of, rec.op_name, shown(name), where, rec.data_len,
                                               skip)
 
@@ -212,46 +249,11 @@ def patch_new_size(rec, head):
         raise PackageError("record %d (file-diff %s): %s" % (rec.index, shown(rec.dst), exc)) from None
 
 
-def _content_digest(f, limit):
-    """(bytes read, sha256 hex) of f's content, of at most limit bytes (None: all)."""
-    h = hashlib.sha256()
-    n = 0
-    left = limit
-    while left is None or left > 0:
-        piece = f.read(BLOCK if left is None else min(BLOCK, left))
-        if not piece:
-            break
-        h.update(piece)
-        n += len(piece)
-        if left is not None:
-            left -= len(piece)
-    return n, h.hexdigest()
+class Named:
+    """The fields of a record that target checks name in their messages."""
 
-
-def open_current(dest):
-    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
-    if dest.kind == "device":
-        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            return open_content(fd_path(fd))
-        finally:
-            os.close(fd)
-    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
-
-
-def check_delta_source(rec_index, dest, info):
-    """Hash the content a delta will patch: a file whole, a partition's first old_len bytes."""
-    what = "record %d (file-diff %s)" % (rec_index, shown(dest.name))
-    try:
-        f = open_current(dest)
-    except OSError as exc:
-        raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
-    with f:
-        n, found = _content_digest(f, info.old_len if dest.partition else None)
-    if n != info.old_len or found != info.old_sha256:
-        raise PackageError("%s: %s is not the content the delta was made from: expected sha256 %s (%d bytes),"
-                           " found %s (%d bytes)" % (what, shown(dest.name), info.old_sha256, info.old_len, found, n))
-
-
-def delta_infos(plan) -> Dict[int, object]:
-    return plan.manifest.diffs if plan.manifest is not None else {}
+    def __init__(self, index, op, dst):
+        self.index = index
+        self.op = op
+        self.dst = dst
+        self.op_name = schema.OP_NAMES[op]

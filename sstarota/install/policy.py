@@ -8,6 +8,7 @@ names are taken inside the root too), `name = value` lines, `#` comments:
     compatible = ssd202-cam1           # this board's name, matched against the package's list
     version_file = /etc/sstarota/version   # the installed version (the default), or
     version_env = sstarota_version     # a u-boot variable, through fw_printenv / fw_setenv
+    state_dir = /data/sstarota         # the journal and stashes that make re-runs safe (persistent!)
 
 Refusals are PackageErrors (exit 3) raised in the verify pass, before any script runs.
 The new version is recorded (record_version) only after the end script reports success.
@@ -25,7 +26,7 @@ from ..errors import PackageError, UsageError
 CONFIG = "/etc/sstarota/board.conf"
 KEYS_DIR = "/etc/sstarota/keys"
 VERSION_FILE = "/etc/sstarota/version"
-SETTINGS = ("require_signature", "keys_dir", "compatible", "version_file", "version_env")
+SETTINGS = ("require_signature", "keys_dir", "compatible", "version_file", "version_env", "state_dir")
 
 
 def version_key(text):
@@ -70,10 +71,11 @@ class Policy:
     record: bool = False  # the board opted in (config or version file): record versions
     force_incompatible: bool = False
     allow_downgrade: bool = False
+    state_dir: Optional[str] = None  # install/state.py; None: no journal, no stashes
 
     @classmethod
     def load(cls, root=None, config=None, keys=(), keys_dir=None, require_signature=False,
-             force_incompatible=False, allow_downgrade=False):
+             force_incompatible=False, allow_downgrade=False, state_dir=None):
         inside = (lambda p: os.path.join(root, p.lstrip("/"))) if root else (lambda p: p)
         path = config or inside(CONFIG)
         conf = read_config(path, must_exist=config is not None)
@@ -90,7 +92,7 @@ class Policy:
         vfile = inside(conf.get("version_file", VERSION_FILE))
         return cls(key_paths, require_signature or flag in ("yes", "1", "true"), conf.get("compatible"),
                    vfile, conf.get("version_env"), bool(conf) or os.path.exists(vfile), force_incompatible,
-                   allow_downgrade)
+                   allow_downgrade, state_dir or (inside(conf["state_dir"]) if conf.get("state_dir") else None))
 
     # ------------------------------------------------------------------ checks
     def check(self, m, note):

@@ -19,7 +19,7 @@ class ManifestCheck:
         manifest.check_record_header(gen, rec)
         self.plan = plan
         self.chain = hashlib.sha256()
-        self.deltas = {index for index, _, _ in plan.deltas}
+        self.deltas = {entry[0] for entry in plan.deltas}
         self.diffs = {}
         self.parser = manifest.Parser(self._record, self._diff)
 

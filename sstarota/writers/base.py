@@ -28,6 +28,21 @@ def writer_for(op):
 
 
 @dataclass
+class Written:
+    """What an install wrote, for its summary."""
+
+    files: int = 0  # files replaced, created or deleted (staged images included)
+    flash_blocks: int = 0  # MTD erase blocks erased and written
+    volumes: int = 0  # UBI volumes updated
+    device_bytes: int = 0  # bytes written to block devices (eMMC partitions)
+
+    def summary(self):
+        extra = ", %d byte(s) to block devices" % self.device_bytes if self.device_bytes else ""
+        return "%d file(s), %d flash erase block(s), %d UBI volume(s)%s" % (self.files, self.flash_blocks,
+                                                                           self.volumes, extra)
+
+
+@dataclass
 class Context:
     """What writers may use: the root, the work directory, scripts, notes, progress."""
 
@@ -41,6 +56,8 @@ class Context:
     cleaner: Optional[object] = None  # confine.StaleCleaner: our temp files left by interrupted runs
     ignore_script_errors: bool = False  # as the vendor: a failing script is logged, and the update goes on
     script_failures: list = field(default_factory=list)  # (what, status) of scripts that failed and were let go
+    written: Written = field(default_factory=Written)
+    state: Optional[object] = None  # install.state.StateDir: the journal and stashes, or None
 
     def script_failed(self, what, status):
         """A script exited non-zero: an error, or (--ignore-script-errors) a note kept for the summary."""
@@ -132,11 +149,14 @@ class Writer:
 class DeviceFile:
     """A device node written in place from offset 0, fsynced on commit."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, written=None):
         self.fd = fd
+        self.written = written  # a Written whose device_bytes count what passes, or None
 
     def write(self, block):
         write_all(self.fd, block)
+        if self.written is not None:
+            self.written.device_bytes += len(block)
 
     def commit(self):
         os.fsync(self.fd)

@@ -31,7 +31,7 @@ class BlockWriter(Writer):
             fd = self.dest.open_device(os.O_RDWR)
             index = flash.mtd_index_of(fd_path(fd))
             if index is None:
-                self.out = DeviceFile(fd)
+                self.out = DeviceFile(fd, self.ctx.written)
                 return
             # /dev/mtdN itself, or /dev/mtdblockN whose MTD is written through /dev/mtdN (mtdblock
             # cannot skip bad blocks)
@@ -60,6 +60,7 @@ class BlockWriter(Writer):
             pad -= n
         if self.mtd is not None:
             counts = self.mtd.close()
+            self.ctx.written.flash_blocks += counts.written + counts.erased_only
             summary = counts.summary(self.mtd.info)
             self.ctx.note(summary)
             if self.ctx.progress is not None:
@@ -74,6 +75,7 @@ class BlockWriter(Writer):
                 old.seek(written)
                 copy_stream(old.read, self.out.write)
         self.out.commit()
+        self.ctx.written.files += 1
 
     def abort(self):
         (self.mtd or self.out).abort()

@@ -2,8 +2,8 @@
 
 The patch is spooled under the work directory (-t). The new content goes to a temp file
 beside a file target (renamed over it once complete and of the declared size), or, for a
-device target (a raw partition delta), to a temp file under -t that is then written to the
-device from offset 0.
+device target (a raw partition delta), to a stash in the state directory (install/state.py)
+or, without one, a temp file under -t, that is then written to the device from offset 0.
 """
 
 import hashlib
@@ -11,9 +11,9 @@ import os
 import tempfile
 
 from .. import delta, schema
-from ..errors import InstallError
 from ..confine import Spool
-from ..fsutil import copy_stream
+from ..errors import InstallError
+from ..fsutil import copy_stream, fsync_dir, unlink_quietly
 from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
@@ -34,6 +34,8 @@ class _Hashing:
 
 @register(schema.OP_FILE_DIFF)
 class DeltaWriter(Writer):
+    stash = None  # a stash of this target's result to write (the plan found one: a re-run)
+
     def open(self):
         self.spool = Spool(self.ctx.tmpdir, "patch")
         self.patch = self.spool.f
@@ -42,7 +44,7 @@ class DeltaWriter(Writer):
         self.patch.write(block)
 
     def _old(self):
-        from ..install.plan import open_current
+        from ..install.deltas import open_current
 
         old = open_current(self.dest)
         old.seek(0, os.SEEK_END)
@@ -50,6 +52,10 @@ class DeltaWriter(Writer):
 
     def commit(self):
         self.patch.flush()
+        if self.stash is not None:
+            self._from_stash()
+            self._cleanup()
+            return
         old, old_size = self._old()
         with old:
             if self.dest.partition:
@@ -57,16 +63,19 @@ class DeltaWriter(Writer):
             else:
                 out = replaced_file(self.ctx, self.dest, self.rec.mode)
                 try:
-                    self._patch(old, old_size, out.f)
+                    n, sha = self._patch(old, old_size, out.f)
+                    if self.ctx.state is not None and self.expect is None:  # how a re-run knows it is done
+                        self.ctx.state.expect(self.rec.index, self.target, sha, n)
                 except BaseException:
                     out.abort()
                     raise
                 out.commit()
+                self.ctx.written.files += 1
         self._cleanup()
 
     def _patch(self, old, old_size, out):
         """Patch into out; the result's length (and, with a manifest, SHA-256) is checked
-        here, before the caller lets it replace anything."""
+        here, before the caller lets it replace anything. Returns (length, sha256 hex)."""
         self.patch.seek(0)
         want = delta.patch_new_size(self.patch.read(delta.HEADER))
         sink = _Hashing(out)
@@ -85,25 +94,58 @@ class DeltaWriter(Writer):
                                % (self.target, exc)) from None
         if size != want or sink.n != want:
             raise InstallError("patching %s gave %d bytes, the patch declares %d" % (self.target, sink.n, want))
-        if self.expect is not None:
-            got = sink.h.hexdigest()
-            if sink.n != self.expect.new_len or got != self.expect.new_sha256:
-                raise InstallError("patching %s gave sha256 %s (%d bytes), the manifest expects %s (%d bytes);"
-                                   " nothing replaced" % (self.target, got, sink.n, self.expect.new_sha256,
-                                                          self.expect.new_len))
+        got = sink.h.hexdigest()
+        if self.expect is not None and (sink.n != self.expect.new_len or got != self.expect.new_sha256):
+            raise InstallError("patching %s gave sha256 %s (%d bytes), the manifest expects %s (%d bytes);"
+                               " nothing replaced" % (self.target, got, sink.n, self.expect.new_sha256,
+                                                      self.expect.new_len))
+        return sink.n, got
 
     def _to_device(self, old, old_size):
-        with tempfile.TemporaryFile(dir=self.ctx.tmpdir) as new:
-            self._patch(old, old_size, new)
-            new.seek(0)
-            w = BlockWriter(self.ctx, self.rec, self.dest)
-            w.open()
+        """The result goes to a file first: a stash in the state directory (complete and fsynced
+        before the partition is touched, so that a re-run can finish from it), else a temp file."""
+        state = self.ctx.state
+        if state is None:
+            with tempfile.TemporaryFile(dir=self.ctx.tmpdir) as new:
+                self._patch(old, old_size, new)
+                self._write_device(new)
+            return
+        path = state.stash_path(self.rec.index, self.target)
+        with open(path + ".tmp", "w+b") as new:
             try:
-                copy_stream(new.read, w.write)
+                n, sha = self._patch(old, old_size, new)
+                new.flush()
+                os.fsync(new.fileno())
             except BaseException:
-                w.abort()
+                unlink_quietly(path + ".tmp")
                 raise
-            w.commit()
+            os.replace(path + ".tmp", path)
+            fsync_dir(state.path)
+            state.expect(self.rec.index, self.target, sha, n, stash=path)
+            self._write_device(new)
+
+    def _from_stash(self):
+        """A re-run: the partition is neither old nor new; its result was stashed complete."""
+        from ..install.deltas import stash_ok
+
+        pending = self.ctx.state.pending_for(self.ctx.state.package, self.rec.index, self.target)
+        if pending is None or not stash_ok(self.stash, pending):
+            raise InstallError("the stash %s of %s changed since it was checked; nothing written"
+                               % (self.stash, self.target))
+        self.ctx.note("%s: writing the result stashed by an interrupted run (%s)" % (self.target, self.stash))
+        with open(self.stash, "rb") as new:
+            self._write_device(new)
+
+    def _write_device(self, new):
+        new.seek(0)
+        w = BlockWriter(self.ctx, self.rec, self.dest)
+        w.open()
+        try:
+            copy_stream(new.read, w.write)
+        except BaseException:
+            w.abort()
+            raise
+        w.commit()
 
     def _cleanup(self):
         self.spool.close()

@@ -19,6 +19,10 @@ class FileWriter(Writer):
     def open(self):
         self.out = replaced_file(self.ctx, self.dest, self.rec.mode)
 
+    def commit(self):
+        super().commit()
+        self.ctx.written.files += 1
+
 
 @register(schema.OP_FILE_DELETE)
 class DeleteWriter(Writer):
@@ -28,3 +32,4 @@ class DeleteWriter(Writer):
             self.ctx.note("record %d: %s was already absent" % (self.rec.index + 1, self.target))
             return
         loc.unlink()
+        self.ctx.written.files += 1

@@ -38,7 +38,10 @@ class UbiWriter(Writer):
     def commit(self):
         self.out.commit()
         if self.volume:
+            self.ctx.written.volumes += 1
             self._read_back()
+        else:
+            self.ctx.written.files += 1
 
     def _read_back(self):
         """Static volumes report the exact size, dynamic ones their reserved size: compare

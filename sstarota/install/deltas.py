@@ -1,0 +1,161 @@
+"""Deltas after the verify pass: for each selected target, is its result already there, is
+there a stash to finish from, or is it the content the delta was made from?
+
+One read of the target answers all three (a file whole; a partition's first bytes, hashed
+at each length that matters). In order:
+1. the manifest's result hash (new_sha256, new_len) matches: in place;
+2. the journal (state.py) names the result this record was putting there and it matches:
+   in place (a package without a manifest, interrupted after the rename);
+3. a package without a manifest whose journal has moved past the record: in place;
+4. the journal has a stash of the result whose hash checks out: written from the stash
+   (a raw partition interrupted while it was written: neither old nor new);
+5. with a manifest, the source hash (old_sha256, old_len) must match, else the package is
+   refused as before.
+
+Without --state-dir (or state_dir in the board config) the state directory is
+sstarota-state under the work directory (-t): a crash is recovered from, a power cut only
+when -t is persistent storage; a warning says so for a partition delta.
+"""
+
+import hashlib
+import os
+
+from .. import schema
+from ..confine import fd_path
+from ..errors import PackageError
+from ..flashio import open_content
+from ..text import shown
+from .blocks import BLOCK
+from .plan import Named, open_dest
+
+IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
+
+
+def open_current(dest):
+    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
+    if dest.kind == "device":
+        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return open_content(fd_path(fd))
+        finally:
+            os.close(fd)
+    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
+
+
+def prefix_digests(f, lengths):
+    """{length: sha256 hex of the first length bytes} for the lengths f holds, and under
+    None (size, sha256 hex) of the whole; one read."""
+    h = hashlib.sha256()
+    n = 0
+    out = {}
+    marks = sorted(set(x for x in lengths if x is not None))
+    limit = None if None in lengths else (marks[-1] if marks else 0)
+    while limit is None or n < limit:
+        step = BLOCK
+        ahead = [m for m in marks if m > n]
+        if ahead:
+            step = min(step, ahead[0] - n)
+        piece = f.read(step if limit is None else min(step, limit - n))
+        if not piece:
+            break
+        h.update(piece)
+        n += len(piece)
+        if n in marks:
+            out[n] = h.copy().hexdigest()
+    if 0 in marks:
+        out[0] = hashlib.sha256().hexdigest()
+    if None in lengths:
+        out[None] = (n, h.hexdigest())
+    out["read"] = n
+    return out
+
+
+def _holds(digests, partition, length, sha):
+    if partition:
+        return digests.get(length) == sha
+    return digests[None] == (length, sha)
+
+
+def stash_ok(path, pending):
+    """The stash exists, has the journaled length and hash."""
+    try:
+        with open(path, "rb") as f:
+            d = prefix_digests(f, [None])[None]
+    except OSError:
+        return False
+    return d == (pending["len"], pending["sha256"])
+
+
+def settle_target(index, dest, info, state, package):
+    """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target."""
+    what = "record %d (file-diff %s)" % (index, shown(dest.name))
+    pending = state.pending_for(package, index, dest.name) if state is not None else None
+    lengths = [None]
+    if dest.partition:
+        lengths = [x for x in (info.new_len if info else None, info.old_len if info else None,
+                               pending["len"] if pending else None) if x is not None]
+    try:
+        with open_current(dest) as f:
+            digests = prefix_digests(f, lengths)
+    except OSError as exc:
+        raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
+    if info is not None and _holds(digests, dest.partition, info.new_len, info.new_sha256):
+        return IN_PLACE, None
+    if pending is not None and _holds(digests, dest.partition, pending["len"], pending["sha256"]):
+        return IN_PLACE, None
+    if info is None and state is not None and state.done_by_journal(package, index):
+        return IN_PLACE, None
+    if pending is not None and pending["stash"]:
+        path = os.path.join(state.path, pending["stash"])
+        if stash_ok(path, pending):
+            return FROM_STASH, path
+    if info is not None and not _holds(digests, dest.partition, info.old_len, info.old_sha256):
+        found, n = digests[None] if None in digests else (digests.get(info.old_len, "-"), digests["read"])
+        if not dest.partition:
+            found, n = n, found
+        raise PackageError("%s: %s is not the content the delta was made from: expected sha256 %s (%d bytes), "
+                           "found %s (%d bytes); nor is it the delta's result%s"
+                           % (what, shown(dest.name), info.old_sha256, info.old_len, found, n, _no_stash(dest, state)))
+    return APPLY, None
+
+
+def _no_stash(dest, state):
+    if dest.partition:
+        return ("; a partition interrupted while it was written is finished only from the stash its run kept in "
+                "the state directory (%s holds none for it)" % state.path)
+    return ""
+
+
+def settle(installer, plan, state, package):
+    """Mark each delta target in the plan; refuse what cannot be settled."""
+    infos = plan.manifest.diffs if plan.manifest is not None else {}
+    warned = set()
+    for index, dst, targets, units in plan.deltas:
+        info = infos.get(index)
+        rec = Named(index, schema.OP_FILE_DIFF, dst)
+        for name, selected in targets:
+            if not selected:
+                continue
+            dest = open_dest(installer.ctx, rec, name)
+            try:
+                _policy(installer, index, dest, info, state, warned)
+                verdict, stash = settle_target(index, dest, info, state, package)
+            finally:
+                dest.close()
+            plan.mark(index, name, verdict, stash)
+            if verdict == IN_PLACE:
+                plan.units -= units
+
+
+def _policy(installer, index, dest, info, state, warned):
+    """Without a state directory of its own the board keeps the journal and stashes under the
+    work directory (-t): a re-run after a crash finishes the update; after a power cut only
+    if -t is on persistent storage. Said once, for a partition delta (the one case where an
+    interruption can leave an image that is neither old nor new)."""
+    if not installer.state_fallback or not dest.partition or warned:
+        return
+    warned.add(index)
+    installer.warn("no --state-dir: the stash of record %d (a delta of the raw partition %s) is kept under the "
+                   "work directory %s; a re-run after a power cut can finish it only if that is persistent storage "
+                   "(give --state-dir DIR there, or state_dir in the board config)"
+                   % (index, shown(dest.name), state.path))

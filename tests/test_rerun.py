@@ -1,0 +1,237 @@
+"""Power cuts and re-runs (issue 15), on the host: staged targets under --root, the
+installer killed with SIGKILL at every progress event of an install, then the same
+package installed again. The qemu boards repeat this on real NAND, UBI and UBIFS
+(tests/board/), and with a real power cut.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from test_hardening import PROJECT, otaunpack, run_hooked, snapshot
+
+SUMMARY = re.compile(r"summary: (\d+) record\(s\): (\d+) written, (\d+) already in place; written: (\d+) file\(s\), "
+                     r"(\d+) flash erase block\(s\), (\d+) UBI volume\(s\)")
+BEGIN = b'echo begin > "$OTA_ROOT/begin-ran"\n'  # idempotent, as begin and end scripts must be
+END = b'echo "end $OTA_STATUS" > "$OTA_ROOT/end-ran"\n'
+
+
+def _content(rng, n):
+    """Firmware-like: runs of structure a delta can use, and noise."""
+    out = bytearray()
+    while len(out) < n:
+        out += bytes(rng.randrange(4)) * rng.randrange(1, 300) + rng.randbytes(rng.randrange(1, 200))
+    return bytes(out[:n])
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    rng = random.Random(15)
+    old_app, old_part = _content(rng, 400000), _content(rng, 600000)
+    new_app = old_app[:100000] + b"new code" * 2000 + old_app[116000:]
+    new_part = old_part[:300000] + rng.randbytes(20000) + old_part[320000:] + b"tail" * 1000
+    files = {"kernel": _content(rng, 700000), "vol": _content(rng, 300000), "app.conf": b"mode=ota\n",
+             "new.bin": rng.randbytes(50000), "app.old": old_app, "app.new": new_app, "part.old": old_part,
+             "part.new": new_part, "begin.sh": BEGIN, "end.sh": END}
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+def otapack(*argv):
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv], cwd=PROJECT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def make_package(inputs, path, manifest=True):
+    """Every kind a power cut can interrupt: a partition image, a UBI volume image, files
+    (update, add, delete), a file delta and a raw-partition delta."""
+    i = inputs
+    otapack("-c", path, "-b", i / "begin.sh", "-e", i / "end.sh", *(["--manifest"] if manifest else []))
+    for args in (["-s", i / "kernel", "-d", "/dev/mtd2", "--block-update"],
+                 ["-s", i / "vol", "-d", "/dev/ubi0_0", "--ubi-update"],
+                 ["-s", i / "app.conf", "-d", "/data/app.conf", "-m", "0x1a4", "--file-update"],
+                 ["-s", i / "new.bin", "-d", "/data/new.bin", "--file-add"],
+                 ["-d", "/data/obsolete.txt", "--file-delete"],
+                 ["-o", i / "app.old", "-n", i / "app.new", "-d", "/data/app.bin", "--file-update-diff"],
+                 ["-o", i / "part.old", "-n", i / "part.new", "-d", "/dev/mtd3", "--file-update-diff"]):
+        otapack("-a", path, *args)
+    return path
+
+
+def old_board(root, inputs):
+    """The board before the update."""
+    (root / "dev").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "dev/mtd2").write_bytes(b"\xff" * 800000)
+    (root / "dev/ubi0_0").write_bytes(b"old volume")
+    (root / "dev/mtd3").write_bytes((inputs / "part.old").read_bytes())
+    (root / "data/app.conf").write_bytes(b"mode=old\n")
+    (root / "data/app.bin").write_bytes((inputs / "app.old").read_bytes())
+    (root / "data/obsolete.txt").write_bytes(b"x\n")
+
+
+def install(pkg, root, state, *extra):
+    proc = otaunpack("-r", pkg, "--root", root, "-t", state.parent, "--state-dir", state, *extra)
+    return proc
+
+
+def summary(proc):
+    m = SUMMARY.search(proc.stderr.decode())
+    assert m, proc.stderr.decode()
+    return tuple(int(x) for x in m.groups())
+
+
+def ours(root, work):
+    """Files of ours an install may leave: temp files beside targets, work files."""
+    left = [p for p, _ in snapshot(root).items() if os.path.basename(p).startswith(".sstarota-")]
+    return left + [n for n in os.listdir(work) if n.startswith("sstarota-") and n != "state"]
+
+
+@pytest.fixture(scope="module")
+def clean(inputs, tmp_path_factory):
+    """The end state of an uninterrupted install, and the package (with its manifest)."""
+    d = tmp_path_factory.mktemp("clean")
+    pkg = make_package(inputs, d / "pkg.bin")
+    root = d / "root"
+    old_board(root, inputs)
+    proc = install(pkg, root, d / "state")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert summary(proc) == (7, 7, 0, 7, 0, 0)  # staged under --root, the images are files too
+    return pkg, snapshot(root)
+
+
+def test_a_rerun_of_an_installed_package_writes_nothing(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    assert install(pkg, root, state).returncode == 0
+    again = install(pkg, root, state)
+    assert again.returncode == 0, again.stderr.decode()
+    assert summary(again) == (7, 0, 7, 0, 0, 0)
+    assert snapshot(root) == want
+    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
+    lines = [ln for ln in dry.stdout.decode().splitlines() if ln.startswith("  ")]
+    assert len(lines) == 7 and all(ln.endswith("(in place)") for ln in lines), dry.stdout.decode()
+    assert dry.stdout.decode().splitlines()[-1] == "targets: 7 already in place, 0 to write"
+    assert os.listdir(state) == ["journal"]
+
+
+def events_of(pkg, root, state):
+    """Every progress event of an install, as (stage, record, done)."""
+    log = state.parent / "events.json"
+    proc = run_hooked(pkg, root, """
+        with open(%r, "a") as f:
+            f.write("%%s %%d %%d\\n" %% (e.stage, e.record, e.done))
+    """ % str(log), extra="--state-dir %s" % state)
+    assert proc.returncode == 0, proc.stderr
+    return [(ln.split()[0], int(ln.split()[1]), int(ln.split()[2])) for ln in log.read_text().splitlines()]
+
+
+def test_killed_at_every_event_then_run_again_ends_as_a_clean_install(clean, tmp_path, inputs):
+    pkg, want = clean
+    probe = tmp_path / "probe"
+    old_board(probe / "root", inputs)
+    events = events_of(pkg, probe / "root", probe / "state")
+    stages = {e[0] for e in events}
+    assert {"verifying", "begin-script", "updating", "end-script"} <= stages
+    # every event of the apply pass (record boundaries and each block of every record), and
+    # a sample of the verify pass
+    points = [n for n, e in enumerate(events) if e[0] not in ("verifying", "start")]
+    points += [n for n, e in enumerate(events) if e[0] == "verifying"][::7]
+    assert len(points) > 40
+    for n in points:
+        work = tmp_path / ("k%d" % n)
+        root = work / "root"
+        old_board(root, inputs)
+        state = work / "state"
+        killed = run_hooked(pkg, root, """
+            state.setdefault("n", 0)
+            if state["n"] == %d:
+                os.kill(os.getpid(), signal.SIGKILL)
+            state["n"] += 1
+        """ % n, extra="-t %s --state-dir %s" % (work, state))
+        assert killed.returncode == -signal.SIGKILL, (n, events[n], killed.stderr)
+        again = install(pkg, root, state)
+        assert again.returncode == 0, (n, events[n], again.stderr.decode())
+        got = snapshot(root)
+        assert got == want, (n, events[n], sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k)))
+        assert ours(root, work) == [], (n, events[n])
+        assert os.listdir(state) == ["journal"], (n, events[n])
+
+
+def test_a_partition_neither_old_nor_new_is_finished_from_the_stash(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    # killed once the partition delta's result is stashed, as its partition write begins
+    killed = run_hooked(pkg, root, """
+        if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
+                                                   for n in os.listdir(%r)):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """ % (str(state), str(state)), extra="--state-dir %s" % state)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # the partition was half written: its first half new, the rest old
+    new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
+    (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
+    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
+    assert "/dev/mtd3, " in dry.stdout.decode() and "(from the stash)" in dry.stdout.decode()
+    again = install(pkg, root, state)
+    assert again.returncode == 0, again.stderr.decode()
+    assert "writing the result stashed by an interrupted run" in again.stderr.decode()
+    assert snapshot(root) == want
+    assert os.listdir(state) == ["journal"]
+
+
+def test_without_the_stash_a_half_written_partition_is_refused_not_patched(clean, tmp_path, inputs):
+    pkg, _ = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
+    (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
+    before = snapshot(root)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 3
+    err = proc.stderr.decode()
+    assert "/dev/mtd3 is not the content the delta was made from" in err and "nor is it the delta's result" in err
+    assert snapshot(root) == before
+
+
+def test_a_package_without_a_manifest_is_not_patched_twice(inputs, tmp_path):
+    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    assert install(pkg, root, state).returncode == 0
+    want = snapshot(root)
+    again = install(pkg, root, state)
+    assert again.returncode == 0, again.stderr.decode()
+    assert summary(again)[1:] == (0, 7, 0, 0, 0)
+    assert snapshot(root) == want
+    assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
+
+
+def test_a_new_package_removes_the_stashes_of_another(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "stash-6-0123abcd").write_bytes(b"of an older package")
+    (state / "journal").write_text(json.dumps({"package": "0" * 64, "completed": 6, "pending": [
+        {"record": 6, "target": "/dev/mtd3", "sha256": "0" * 64, "len": 19, "stash": "stash-6-0123abcd"}]}))
+    proc = install(pkg, root, state)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert snapshot(root) == want
+    assert os.listdir(state) == ["journal"]
+    assert json.loads((state / "journal").read_text())["completed"] == 8
