@@ -315,7 +315,6 @@ class AtomicAt:
 
     def commit(self):
         self.f.flush()
-        os.fsync(self.f.fileno())
         st = self.loc.lstat()
         if st is not None and not stat.S_ISREG(st.st_mode):
             st = None if stat.S_ISLNK(st.st_mode) else st
@@ -328,6 +327,7 @@ class AtomicAt:
                 os.fchown(self.f.fileno(), st.st_uid, st.st_gid)
             except OSError:
                 pass
+        os.fsync(self.f.fileno())  # the mode and owner too: a power cut after the rename keeps them
         self.f.close()
         os.rename(self.tmp, self.loc.name, src_dir_fd=self.loc.dirfd, dst_dir_fd=self.loc.dirfd)
         self.done = True
