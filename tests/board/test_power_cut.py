@@ -17,7 +17,7 @@ import pytest
 
 import boardvm
 from boardvm_disks import DiskBoardVM, block2mtd_setup, disk_device, flash_image
-from powercut import (Layout, cut_command, expected, images, install, kill_points, leftovers, old_raw, package,
+from powercut import (APPLY, Layout, cut_command, expected, images, install, kill_points, leftovers, old_raw, package,
                       reset, run_cut, state)
 
 pytestmark = pytest.mark.board
@@ -26,7 +26,17 @@ pytestmark = pytest.mark.board
 NO_KILL = ("none", None, 1)
 #: the UBI volumes a test makes for itself: the UBI record's target and the UBIFS
 VOLUMES = "ubimkvol {ubi} -N pcvol -s 2MiB >/dev/null && ubimkvol {ubi} -N pcfs {fs} >/dev/null"
-MOUNT = "mkdir -p /mnt/pc && mount -t ubifs {n}:pcfs /mnt/pc && ubinfo {ubi} -N pcvol | sed -n 's/^Volume ID: *\\([0-9]*\\).*/\\1/p'"
+#: the UBIFS mounted at /mnt/pc; prints the UBI record's volume number
+MOUNT = ("mkdir -p /mnt/pc && mount -t ubifs {n}:pcfs /mnt/pc && "
+         "ubinfo {ubi} -N pcvol | sed -n 's/^Volume ID: *\\([0-9]*\\).*/\\1/p'")
+#: where the first test kills the install (powercut.kill_points finds them in its progress events)
+KILL_POINTS = ["verify, half-way",
+               "record 1, start", "record 1, half-way",  # the block record (NAND)
+               "record 2, start", "record 2, half-way",  # the UBI volume
+               "record 3, start", "record 3, half-way",  # the file on UBIFS
+               "record 4, start", "record 4, half-way",  # the file delta
+               "record 5, start", "record 5, half-way",  # the raw-partition delta
+               "record 6, start"]  # the manifest: everything written, the install not finished
 
 
 def clean_install(board, work, imgs, lay, pkg):
@@ -81,18 +91,20 @@ def pc_board(board):
 
 
 def test_sigkill_at_every_record_boundary_and_mid_record_then_the_same_package_again(pc_board):
-    """Kill points (powercut.kill_points, found in the clean install's progress events):
-    the verify pass half-way; for each of the 5 records its first "updating" event (the
-    boundary after the record before it) and its apply-pass event half-way through its
-    events; the manifest record's start (all written, the install not finished): 12 in all. The block record's partition (nandsim mtd5) has factory bad blocks in
-    the range it writes; the raw-partition delta goes to mtdram (mtd7)."""
+    """SIGKILL at each of KILL_POINTS, found in the clean install's progress events: the
+    verify pass half-way; for each of the 5 records its first "updating" event (the boundary
+    after the record before it) and its apply-pass event half-way through its events (a
+    byte-progress event); the manifest record's start (all written, the install not
+    finished): 12 in all. Each from the old state, then the same package again. The block
+    record's partition (nandsim mtd5) has factory bad blocks in the range it writes; the
+    raw-partition delta goes to mtdram (mtd7)."""
     board, lay = pc_board
     work = board.fresh("power-cut-kill")
     imgs = images(work)
     pkg = package(work, imgs, lay)
     clean, events = clean_install(board, work, imgs, lay, pkg)
     points = kill_points(events)
-    assert len(points) == 12
+    assert list(points) == KILL_POINTS
     failures = {}
     for name, point in points.items():
         reset(board, imgs, lay)
@@ -116,29 +128,39 @@ def _attach(board, first):
     return "/dev/ubi0_" + board.sh(MOUNT.format(n="ubi0", ubi="/dev/ubi0")).strip()
 
 
-def test_a_real_power_cut_mid_way_through_the_raw_partition_write(shared_board, tmp_path):
-    """A power cut, not a killed process: the VM is stopped hard (SIGKILL of qemu, no
-    shutdown, no sync) while the raw-partition delta is being written, booted again on the
-    same flash, UBI attached and the UBIFS mounted again (its journal replayed), and the
-    same package run again.
+def _power_cut(vm, board, pkg, lay, point, sync):
+    """Install, and cut the power at point; boot again and attach the flash."""
+    cut = board.work / "cut"
+    job = vm.submit(cut_command(board, pkg, lay, point, cut=board.path(cut), sync=sync))
+    vm.wait_file(cut, job)
+    vm.power_cut()
+    cut.unlink()
+    vm.start()
+    assert _attach(board, False) == lay.volume
+
+
+def test_power_cuts_mid_way_through_a_volume_and_a_raw_partition_write(shared_board, tmp_path):
+    """Power cuts, not a killed process: the VM is stopped hard (SIGKILL of qemu, no
+    shutdown, no sync), booted again on the same flash, UBI attached and the UBIFS mounted
+    again (its journal replayed). The first cut comes half-way through the UBI volume's
+    update (record 2); the re-run is cut half-way through the raw-partition delta's write
+    (record 5), after its stash was made; the next re-run ends the update.
 
     Devices: three virtio disks (image files on the host) made MTD devices by block2mtd:
     mtd0 (2 MiB) the block record's partition, mtd1 (2 MiB) the raw-partition delta's,
     mtd2 (32 MiB) under UBI with the UBI record's volume and the UBIFS (files, the state dir,
     the work dir). Why: nandsim and mtdram keep their flash in the guest's RAM and lose it
     with the VM, and the armhf kernel has no block2mtd, so this runs on the x86 board.
-    block2mtd completes writes in the guest's page cache; at the cut the guest freezes the
+    block2mtd completes writes in the guest's page cache; at a cut the guest freezes the
     installer and fsyncs the disks, so they hold every completed MTD write and nothing
     later, as real flash would (scripts/boardvm_disks.py)."""
     shared_board.park()  # one VM at a time
-    rig = boardvm.setup()
-    work = tmp_path / "work"
-    work.mkdir()
     disks = {"boot": flash_image(tmp_path / "boot.img", 2 << 20),
              "kernel": flash_image(tmp_path / "kernel.img", 2 << 20),
              "ubi": flash_image(tmp_path / "ubi.img", 32 << 20)}
-    vm = DiskBoardVM(rig, work, disks)
-    board = boardvm.Workspace(vm, work)
+    (tmp_path / "work").mkdir()
+    vm = DiskBoardVM(boardvm.setup(), tmp_path / "work", disks)
+    board = boardvm.Workspace(vm, tmp_path / "work")
     try:
         vm.start()
         lay = Layout(block="/dev/mtd0", block_eb=128 << 10, block_nand=False, volume=_attach(board, True),
@@ -147,18 +169,16 @@ def test_a_real_power_cut_mid_way_through_the_raw_partition_write(shared_board, 
         imgs = images(d)
         pkg = package(d, imgs, lay)
         clean, events = clean_install(board, d, imgs, lay, pkg)
+        volume = [e for e in events if e["stage"] in APPLY and e["record"] == 2]
         writes = [e for e in events if e["stage"] == "erasing" and e["record"] == 5]
-        assert len(writes) > 2, "no erase events in the raw-partition delta's write"
-        point = ("erasing", 5, len(writes) // 2 + 1)  # half-way through its erase blocks
+        assert len(volume) > 2 and len(writes) > 2, "no byte progress in the volume's or the partition's write"
+        sync = [disk_device(vm, name) for name in disks]
         reset(board, imgs, lay)
-        cut = work / "cut"
-        sync = [disk_device(board.vm, name) for name in disks]
-        job = vm.submit(cut_command(board, pkg, lay, point, cut=board.path(cut), sync=sync))
-        vm.wait_file(cut, job)
-        vm.power_cut()
-        vm.start()
-        assert _attach(board, False) == lay.volume
-        # the cut came half-way through the partition's write, after its stash was made
+        _power_cut(vm, board, pkg, lay, (",".join(APPLY), 2, len(volume) // 2 + 1), sync)
+        # UBI's update marker: the cut came mid-way through the volume's update
+        assert board.sh("cat /sys/class/ubi/%s/upd_marker" % lay.volume.rsplit("/", 1)[1]).strip() == "1"
+        _power_cut(vm, board, pkg, lay, ("erasing", 5, len(writes) // 2 + 1), sync)
+        # the partition neither old nor new, its stash and the journal on the UBIFS
         raw = state(board, imgs, lay)["raw"]
         assert raw not in (clean["raw"], old_raw(imgs, lay)), "the cut did not come mid-way through the write"
         kept = board.sh("ls %s" % lay.state).split()
