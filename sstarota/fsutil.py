@@ -1,7 +1,9 @@
 """Small filesystem helpers shared by the packer and the writers: full writes, quiet
-unlinks, directory fsync, and the one atomic-replace helper (AtomicFile)."""
+unlinks, directory fsync, the one atomic-replace helper (AtomicFile), and opening files
+in the state directory without following symlinks (open_regular, create_new)."""
 
 import os
+import stat
 import tempfile
 
 
@@ -114,3 +116,18 @@ def umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def open_regular(path):
+    """A regular file opened for reading, never through a symlink (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, "not a regular file", path)
+    return os.fdopen(fd, "rb")
+
+
+def create_new(path):
+    """A new file, created where nothing (not even a symlink) is."""
+    unlink_quietly(path)
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w+b")

@@ -4,6 +4,7 @@ package installed again. The qemu boards repeat this on real NAND, UBI and UBIFS
 (tests/board/), and with a real power cut.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -235,3 +236,114 @@ def test_a_new_package_removes_the_stashes_of_another(clean, tmp_path, inputs):
     assert snapshot(root) == want
     assert os.listdir(state) == ["journal"]
     assert json.loads((state / "journal").read_text())["completed"] == 8
+
+
+# ---------------------------------------------------------------------------- what a review found
+
+
+def test_a_target_the_begin_script_erases_is_written_although_it_was_in_place(inputs, tmp_path):
+    """In place at the verify pass, then erased by the begin script (flash_erase, ubiformat,
+    rm): the apply pass reads it again and writes it."""
+    begin = tmp_path / "begin.sh"
+    begin.write_text('printf "erased" > "$OTA_ROOT/dev/mtd2"; rm "$OTA_ROOT/data/app.conf"\n')
+    pkg = tmp_path / "p.bin"
+    otapack("-c", pkg, "-b", begin, "--manifest")
+    otapack("-a", pkg, "-s", inputs / "kernel", "-d", "/dev/mtd2", "--block-update")
+    otapack("-a", pkg, "-s", inputs / "app.conf", "-d", "/data/app.conf", "--file-update")
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    (root / "dev/mtd2").write_bytes((inputs / "kernel").read_bytes() + b"\xff" * 100000)
+    (root / "data/app.conf").write_bytes((inputs / "app.conf").read_bytes())
+    proc = install(pkg, root, tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (root / "dev/mtd2").read_bytes() == (inputs / "kernel").read_bytes()  # "erased" was 6 bytes
+    assert (root / "data/app.conf").read_bytes() == (inputs / "app.conf").read_bytes()
+    assert summary(proc)[1:3] == (2, 0)
+
+
+def test_two_records_on_one_target_end_as_the_last_one_says(inputs, tmp_path):
+    pkg = tmp_path / "p.bin"
+    otapack("-c", pkg, "--manifest")
+    otapack("-a", pkg, "-d", "/data/app.conf", "--file-delete")
+    otapack("-a", pkg, "-s", inputs / "app.conf", "-d", "/data/app.conf", "--file-add")
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    (root / "data/app.conf").write_bytes((inputs / "app.conf").read_bytes())
+    proc = install(pkg, root, tmp_path / "state")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (root / "data/app.conf").read_bytes() == (inputs / "app.conf").read_bytes()
+
+
+def test_a_journal_cannot_put_another_result_than_the_manifests(clean, tmp_path, inputs):
+    """A state directory someone wrote into: a stash of other content, journaled with its own
+    hash, for the package being installed. The manifest's result hash decides: not used."""
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    killed = run_hooked(pkg, root, """
+        if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
+                                                   for n in os.listdir(%r)):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """ % (str(state), str(state)), extra="--state-dir %s" % state)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    journal = json.loads((state / "journal").read_text())
+    (entry,) = journal["pending"]
+    evil = b"EVIL" * 1000
+    (state / entry["stash"]).write_bytes(evil)
+    entry.update(sha256=hashlib.sha256(evil).hexdigest(), len=len(evil))
+    (state / "journal").write_text(json.dumps(journal))
+    (root / "dev/mtd3").write_bytes((inputs / "part.old").read_bytes())  # the partition holds its source again
+    proc = install(pkg, root, state)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert snapshot(root) == want
+
+
+def test_the_journal_is_the_packages_in_this_root_only(inputs, tmp_path):
+    """A package without a manifest installed into one root, then another, with one -t: the
+    journal of the first says nothing about the second."""
+    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    for name in ("a", "b"):
+        root = tmp_path / name
+        old_board(root, inputs)
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes(), name
+
+
+def test_a_state_directory_others_can_write_is_refused(clean, tmp_path, inputs):
+    pkg, _ = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    before = snapshot(root)
+    proc = install(pkg, root, state)
+    assert proc.returncode == 2 and b"not a directory of this user's that only it can write" in proc.stderr
+    assert b"Traceback" not in proc.stderr and snapshot(root) == before
+
+
+def test_a_state_dir_in_the_board_config_stays_inside_the_root(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    (root / "etc/sstarota").mkdir(parents=True)
+    (root / "etc/sstarota/board.conf").write_text("state_dir = /../../outside\n")
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert not (tmp_path / "outside").exists()
+    assert os.listdir(root / "outside") == ["journal"]
+
+
+def test_a_garbled_journal_is_not_used_and_no_traceback(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("[" * 200000)
+    proc = install(pkg, root, state)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"journal in %s is unreadable" % bytes(state) in proc.stderr
+    assert snapshot(root) == want and os.listdir(state) == ["journal"]

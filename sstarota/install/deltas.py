@@ -5,7 +5,8 @@ One read of the target answers all three (a file whole; a partition's first byte
 at each length that matters). In order:
 1. the manifest's result hash (new_sha256, new_len) matches: in place;
 2. the journal (state.py) names the result this record was putting there and it matches:
-   in place (a package without a manifest, interrupted after the rename);
+   in place (a package without a manifest, interrupted after the rename; with a manifest
+   the journal's results count only where they are the manifest's);
 3. a package without a manifest whose journal has moved past the record: in place;
 4. the journal has a stash of the result whose hash checks out: written from the stash
    (a raw partition interrupted while it was written: neither old nor new);
@@ -24,6 +25,7 @@ from .. import schema
 from ..confine import fd_path
 from ..errors import PackageError
 from ..flashio import open_content
+from ..fsutil import open_regular
 from ..text import shown
 from .blocks import BLOCK
 from .plan import Named, open_dest
@@ -79,7 +81,7 @@ def _holds(digests, partition, length, sha):
 def stash_ok(path, pending):
     """The stash exists, has the journaled length and hash."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             d = prefix_digests(f, [None])[None]
     except OSError:
         return False
@@ -90,6 +92,9 @@ def settle_target(index, dest, info, state, package):
     """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target."""
     what = "record %d (file-diff %s)" % (index, shown(dest.name))
     pending = state.pending_for(package, index, dest.name) if state is not None else None
+    if pending is not None and info is not None and (pending["sha256"], pending["len"]) != (info.new_sha256,
+                                                                                            info.new_len):
+        pending = None  # the journal names another result than the manifest does: not used
     lengths = [None]
     if dest.partition:
         lengths = [x for x in (info.new_len if info else None, info.old_len if info else None,

@@ -15,12 +15,17 @@ Deltas are settled after the pass (deltas.py), when the manifest and the journal
 Script records are never "in place": they run again.
 """
 
+import hashlib
 import os
 import stat
 
 from .. import flash, schema
 from ..confine import fd_path
+from ..errors import PackageError
 from ..flashio import open_content
+from ..text import shown
+from ..writers.block import pad_len
+from .deltas import IN_PLACE, settle_target
 
 _FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
 
@@ -65,6 +70,23 @@ class _Compare:
             self.f.close()
             self.f = None
 
+    def holds(self, n, digest, pad):
+        """Apply pass: the target's first n bytes hash to digest (8 bytes of a SHA-256), then finish."""
+        h = hashlib.sha256()
+        try:
+            while n:
+                piece = self.f.read(min(n, 1 << 17))
+                if not piece:
+                    break
+                h.update(piece)
+                n -= len(piece)
+        except OSError:
+            n = -1
+        if n or h.digest()[:8] != digest:
+            self.close(False)
+            return False
+        return self.finish(pad)
+
 
 class _Known:
     """A verdict known before the data is read (a deleted file, a target of another size)."""
@@ -80,6 +102,9 @@ class _Known:
 
     def close(self, same=None):
         pass
+
+    def holds(self, n, digest, pad):
+        return self.same
 
 
 def comparer(rec, dest):
@@ -140,3 +165,53 @@ def _volume(rec, dest):
         return not any(flash.leb_mapped(fd, lnum) for lnum in range(-(-n // vol.leb_size), vol.capacity // vol.leb_size))
 
     return _Compare(f, nothing_after)
+
+
+# ---------------------------------------------------------------------------- the apply pass
+def to_write(installer, plan, rec, selected, info):
+    """The selected targets the apply pass writes: those not in place. Once something has run
+    or been written since the verify pass (the begin script, a script record, an earlier
+    record: it may have erased or rewritten a target), a target found in place is read again."""
+    out = []
+    for d in selected:
+        if plan.in_place(rec.index, d.name) and (not installer.ctx.touched or _still(installer, plan, rec, d, info)):
+            continue
+        out.append(d)
+    return out
+
+
+def _still(installer, plan, rec, dest, info):
+    if rec.op == schema.OP_FILE_DIFF:
+        try:
+            return settle_target(rec.index, dest, info, installer.state, plan.package_id)[0] == IN_PLACE
+        except PackageError:
+            return False
+    c = comparer(rec, dest)
+    if c is None:
+        return False
+    try:
+        return c.holds(rec.data_len, plan.digest(rec.index), pad_len(rec))
+    finally:
+        c.close()
+
+
+def skipped(installer, plan, rec, selected):
+    """A record with nothing to write: every selected target in place, or none selected."""
+    what = "record %d/%d (%s %s)" % (rec.index + 1, plan.records, rec.op_name, shown(rec.dst))
+    if not selected:
+        installer.note("%s: no target selected (mask 0), skipped" % what)
+        return
+    plan.in_place_records += 1
+    for d in selected:
+        if d.kind == "device":  # written by an interrupted run, maybe only into the page cache
+            fd = d.open_device(os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        elif d.loc is not None:  # what an interrupted run left beside it goes all the same
+            installer.ctx.cleaner.sweep(d.loc.dirfd, d.loc.where)
+    installer.note("%s: already in place, nothing written" % what)
+    installer.progress.emit("updating", message="already in place")

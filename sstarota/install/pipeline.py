@@ -27,7 +27,7 @@ from ..text import shown
 from ..writers import Context, writer_for
 from . import deltas
 from .blocks import ChainTap, VerifiedStream
-from .inplace import comparer
+from .inplace import comparer, skipped, to_write
 from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy
 from .scripts import Scripts
@@ -106,7 +106,11 @@ class Installer:
         self.policy.check(plan.manifest, self.note)
         if plan.problem is not None:
             raise plan.problem
-        plan.package_id = hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest()
+        plan.package_id = "%s root=%s all-targets=%d" % (
+            hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest(),
+            os.path.realpath(self.opts.root or "/"), self.opts.all_targets)
+        if plan.needs_journal() and self.state.knows(plan.package_id) and self.state.writing is not None:
+            plan.unsettle(self.state.writing)  # cut while being written: written again (state.py)
         deltas.settle(self, plan, self.state, plan.package_id)
         return plan
 
@@ -161,7 +165,8 @@ class Installer:
         if check is not None:
             plan.manifest_index = rec.index
             return check
-        plan.settle(rec.index, placed, selected)
+        plan.settle(rec.index, placed, selected, whole.digest()[:8])
+        plan.device_records += any(d.kind == "device" for d in selected)
         plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
             plan.script_records += 1
@@ -264,16 +269,19 @@ class Installer:
         opened = []
         try:
             selected = [d for d, sel in dests if sel]
-            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d in selected
-                       if not plan.in_place(rec.index, d.name)]
+            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d in to_write(self, plan, rec,
+                                                                                          selected, info)]
             for w in writers:
                 w.stash = plan.stashes.get((rec.index, w.target))
             if not writers:
-                self._skip(plan, rec, selected)
+                skipped(self, plan, rec, selected)
                 for _ in chunks:
                     pass
                 return
             plan.applied += 1
+            self.ctx.touched = True
+            if any(w.dest.kind == "device" for w in writers):
+                self.state.write_device(rec.index)
             for w in writers:
                 w.open()
                 opened.append(w)
@@ -296,19 +304,6 @@ class Installer:
             for d, _ in dests:
                 d.close()
 
-    def _skip(self, plan, rec, selected):
-        """A record with nothing to write: every selected target in place, or none selected."""
-        what = "record %d/%d (%s %s)" % (rec.index + 1, plan.records, rec.op_name, shown(rec.dst))
-        if not selected:
-            self.note("%s: no target selected (mask 0), skipped" % what)
-            return
-        plan.in_place_records += 1
-        for d in selected:  # what an interrupted run left beside them goes all the same
-            if d.loc is not None and d.kind != "device":
-                self.ctx.cleaner.sweep(d.loc.dirfd, d.loc.where)
-        self.note("%s: already in place, nothing written" % what)
-        self.progress.emit("updating", message="already in place")
-
     # ------------------------------------------------------------------ the whole update
     def run(self):
         """Verify, then (unless dry-run) install. Returns the Plan. Raises OtaError."""
@@ -327,7 +322,7 @@ class Installer:
             return plan
         self.ctx.cleaner.sweep_work_dir(self.ctx.tmpdir)
         if self.state is not None:
-            self.state.begin(plan.package_id, deltas=bool(plan.deltas))
+            self.state.begin(plan.package_id, needed=plan.needs_journal())
             self.ctx.cleaner.sweep_work_dir(self.state.path, beside=True)
         with Scripts(self, plan) as scripts:
             return self._install(plan, scripts)
@@ -343,6 +338,7 @@ class Installer:
             if plan.begin_len:
                 p.emit("begin-script", records=plan.records)
                 code = scripts.run_begin()
+                self.ctx.touched = self.opts.run_scripts
                 p.add(self.script_units)
                 if code != 0 and not self.opts.ignore_script_errors:
                     raise InstallError("the begin script exited with status %d; nothing was written (give "

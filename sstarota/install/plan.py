@@ -191,11 +191,16 @@ class Plan:
     package_id: str = ""  # sha256 over the verify blocks' digests: the journal's name for the package
     in_place_records: int = 0  # apply pass: records skipped as in place, records written
     applied: int = 0
+    device_records: int = 0  # records with a partition or volume target (state.py: "writing")
+    data_digests: bytearray = field(default_factory=bytearray)  # 8 bytes of each record's data SHA-256
 
-    def settle(self, index, in_place, selected):
+    def settle(self, index, in_place, selected, digest=bytes(8)):
         """A record's verdict from the verify pass: the names of its selected targets in place."""
         while len(self.status) <= index:
             self.status.append(0)
+        if len(self.data_digests) < 8 * index:
+            self.data_digests.extend(bytes(8 * index - len(self.data_digests)))
+        self.data_digests[8 * index:8 * index + 8] = digest
         if in_place and len(in_place) == len(selected):
             self.status[index] = 1
         elif in_place:
@@ -212,6 +217,17 @@ class Plan:
             if self.status[index] == 0:
                 self.status[index] = 2
             self.partial.setdefault(index, set()).add(name)
+
+    def digest(self, index):
+        return bytes(self.data_digests[8 * index:8 * index + 8])
+
+    def unsettle(self, index):
+        if index < len(self.status):
+            self.status[index] = 0
+        self.partial.pop(index, None)
+
+    def needs_journal(self):
+        return bool(self.deltas) or self.device_records > 0
 
     def in_place(self, index, name):
         if index >= len(self.status) or not self.status[index]:

@@ -61,6 +61,16 @@ def read_config(path, must_exist):
     return out
 
 
+def _inside(root, p):
+    """A path the board config names, taken inside the root: '..' cannot climb out of it, nor
+    can a symlink inside it lead out."""
+    path = os.path.join(root, os.path.normpath("/" + p).lstrip("/"))
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if real != top and not real.startswith(top.rstrip("/") + "/"):
+        raise UsageError("the board config's %s leads outside the root %s (to %s); refused" % (p, root, real))
+    return path
+
+
 @dataclass
 class Policy:
     key_paths: List[str] = field(default_factory=list)
@@ -76,7 +86,7 @@ class Policy:
     @classmethod
     def load(cls, root=None, config=None, keys=(), keys_dir=None, require_signature=False,
              force_incompatible=False, allow_downgrade=False, state_dir=None):
-        inside = (lambda p: os.path.join(root, p.lstrip("/"))) if root else (lambda p: p)
+        inside = (lambda p: _inside(root, p)) if root else (lambda p: p)
         path = config or inside(CONFIG)
         conf = read_config(path, must_exist=config is not None)
         kdir = keys_dir or inside(conf.get("keys_dir", KEYS_DIR))

@@ -2,31 +2,40 @@
 power cut so that running the same package again ends with the right system.
 
     DIR/journal          JSON, replaced atomically (temp file, fsync, rename, fsync DIR):
-                         {"package": <sha256 of the package stream>, "completed": <k>,
+                         {"package": <the package's identity>, "completed": <k>,
+                          "writing": <the device record being written, or null>,
                           "pending": [{"record": i, "target": name, "sha256": hex, "len": n,
                                        "stash": file name or null}, ...]}
     DIR/stash-<i>-<h>    the complete result of a raw-partition delta, fsynced before the
                          partition is written (i: the record, h: a hash of the target name)
 
-"completed" is a high-water mark: records before it are done (records are applied in
-order). It matters for deltas in packages without a manifest (nothing else says whether
-a file was already patched); the other kinds are recognised by their content. "pending"
-names the result a delta is about to put in place, so that a re-run can tell a target
-that already holds it, and finds the stash of a partition that is neither old nor new.
-The journal's size does not grow with the package: one entry per target of one record.
-A different package starts a new journal and removes the old stashes.
+The package's identity is the SHA-256 over its verify blocks, with the root it is
+installed into and whether mask-0 targets are written. "completed" is a high-water mark:
+records before it are done (records are applied in order); it matters for deltas in
+packages without a manifest (nothing else says whether a file was already patched).
+"writing" names the partition or volume record a power cut may have interrupted: NAND
+pages cut mid-program can read back right and fail later, so that record is written again
+even when it reads as in place. "pending" names the result a delta is about to put in
+place, so that a re-run can tell a target that already holds it, and finds the stash of a
+partition that is neither old nor new. The journal's size does not grow with the package.
+A different package resets the journal and removes the old stashes.
+
+The directory must be ours: a directory (not a symlink), owned by this user, writable by
+no one else; its files are opened without following symlinks.
 """
 
 import hashlib
 import os
 import re
+import stat
 
 from ..confine import temp_name
-from ..errors import UsageError
-from ..fsutil import fsync_dir, unlink_quietly
+from ..errors import InstallError, UsageError
+from ..fsutil import create_new, fsync_dir, open_regular, unlink_quietly
 
 JOURNAL = "journal"
 STASH = re.compile(r"^stash-\d+-[0-9a-f]{8}(\.tmp)?$")
+MAX_JOURNAL = 1 << 20
 
 
 class StateDir:
@@ -37,9 +46,10 @@ class StateDir:
         self.note = note or (lambda msg: None)
         self.package = None
         self.completed = 0
+        self.writing = None
         self.pending = []
         self.loaded = False
-        self.active = False  # begun for a package with deltas: the journal is kept
+        self.active = False  # begun for a package that needs the journal
 
     def _read(self):
         if self.loaded:
@@ -48,18 +58,20 @@ class StateDir:
         import json  # only where a journal is read or written
 
         try:
-            with open(os.path.join(self.path, JOURNAL), "rb") as f:
-                data = json.loads(f.read(1 << 20).decode("utf-8"))
-            package, completed, pending = data["package"], data["completed"], data["pending"]
-            if not isinstance(package, str) or not isinstance(completed, int) or not isinstance(pending, list):
+            with open_regular(os.path.join(self.path, JOURNAL)) as f:
+                data = json.loads(f.read(MAX_JOURNAL).decode("utf-8"))
+            package, completed, writing = data["package"], data["completed"], data.get("writing")
+            if not isinstance(package, str) or not isinstance(completed, int) or not isinstance(data["pending"], list) \
+                    or not (writing is None or isinstance(writing, int)):
                 raise ValueError
-            self.pending = [_entry(p) for p in pending]
+            self.pending = [_entry(p) for p in data["pending"]]
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
-            self.note("the journal in %s is unreadable; starting a new one" % self.path)
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            self.note("the journal in %s is unreadable; not using it" % self.path)
+            self.pending = []
             return
-        self.package, self.completed = package, completed
+        self.package, self.completed, self.writing = package, completed, writing
 
     # ------------------------------------------------------------------ what a re-run finds
     def knows(self, package):
@@ -69,6 +81,9 @@ class StateDir:
 
     def done_by_journal(self, package, index):
         return self.knows(package) and index < self.completed
+
+    def was_writing(self, package, index):
+        return self.knows(package) and self.writing == index
 
     def pending_for(self, package, index, target):
         if not self.knows(package):
@@ -82,27 +97,41 @@ class StateDir:
         return os.path.join(self.path, "stash-%d-%s" % (index, hashlib.sha256(target.encode()).hexdigest()[:8]))
 
     # ------------------------------------------------------------------ the apply pass
-    def begin(self, package, deltas=True):
-        """The apply pass starts: a different package starts a new journal (old stashes go).
-        A package without deltas needs no journal: only stashes left by another go."""
-        if not deltas:
-            if os.path.isdir(self.path):
+    def begin(self, package, needed=True):
+        """The apply pass starts. A different package resets the journal (old stashes go); a
+        package that needs no journal (no delta, no partition) only clears another's."""
+        if not needed:  # whatever the journal says is about another package (or none)
+            if os.path.lexists(self.path):
+                self._check_ours()
                 self._clear_stashes(keep=())
+                unlink_quietly(os.path.join(self.path, JOURNAL))
             return
-        self._read()
-        self.active = True
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
         except OSError as exc:
             raise UsageError("the state directory %s: %s" % (self.path, exc.strerror)) from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise UsageError("the state directory %s is not writable" % self.path)
+        self._check_ours()
+        self._read()
+        self.active = True
         if self.package != package:
-            self.package, self.completed, self.pending = package, 0, []
+            self.package, self.completed, self.writing, self.pending = package, 0, None, []
             self._clear_stashes(keep=())
-            self._write()
+            self._write(UsageError)
         else:
-            self._clear_stashes(keep=[os.path.basename(p["stash"]) for p in self.pending if p["stash"]])
+            self._clear_stashes(keep=[p["stash"] for p in self.pending if p["stash"]])
+
+    def _check_ours(self):
+        st = os.lstat(self.path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise UsageError("the state directory %s is not a directory of this user's that only it can write "
+                             "(owner %d, mode %04o); refused: remove it, or give --state-dir DIR"
+                             % (self.path, st.st_uid, stat.S_IMODE(st.st_mode)))
+
+    def write_device(self, index):
+        """A partition or volume record is about to be written: a re-run writes it again."""
+        if self.active and self.writing != index:
+            self.writing = index
+            self._write()
 
     def expect(self, index, target, sha256, length, stash=None):
         """A delta's result is about to replace target: journal it (and its stash) first. The
@@ -127,7 +156,7 @@ class StateDir:
     def drop_if_empty(self):
         """A failed run that completed nothing and stashed nothing: its journal tells a re-run
         nothing, so a fallback state directory goes."""
-        if self.active and not self.completed and not self.pending:
+        if self.active and not self.completed and not self.pending and self.writing is None:
             self.finish(0, keep=False)
 
     def finish(self, records, keep=True):
@@ -143,7 +172,7 @@ class StateDir:
             except OSError:
                 pass
             return
-        self.completed, self.pending = records, []
+        self.completed, self.writing, self.pending = records, None, []
         self._write()
 
     def _clear_stashes(self, keep):
@@ -152,19 +181,22 @@ class StateDir:
                 unlink_quietly(os.path.join(self.path, name))
                 self.note("removed %s, left by an interrupted run" % os.path.join(self.path, name))
 
-    def _write(self):
+    def _write(self, error=InstallError):
         import json
 
-        data = json.dumps({"package": self.package, "completed": self.completed, "pending": self.pending},
-                          sort_keys=True).encode() + b"\n"
+        data = json.dumps({"package": self.package, "completed": self.completed, "writing": self.writing,
+                           "pending": self.pending}, sort_keys=True).encode() + b"\n"
         tmp = os.path.join(self.path, temp_name())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(self.path, JOURNAL))
+            with create_new(tmp) as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, os.path.join(self.path, JOURNAL))
+        except OSError as exc:
+            unlink_quietly(tmp)
+            raise error("cannot write the journal in the state directory %s: %s" % (self.path, exc.strerror)) \
+                from None
         fsync_dir(self.path)
 
 

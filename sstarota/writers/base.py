@@ -58,6 +58,7 @@ class Context:
     script_failures: list = field(default_factory=list)  # (what, status) of scripts that failed and were let go
     written: Written = field(default_factory=Written)
     state: Optional[object] = None  # install.state.StateDir: the journal and stashes, or None
+    touched: bool = False  # something ran or was written since the verify pass (install/inplace.py)
 
     def script_failed(self, what, status):
         """A script exited non-zero: an error, or (--ignore-script-errors) a note kept for the summary."""

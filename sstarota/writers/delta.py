@@ -13,7 +13,7 @@ import tempfile
 from .. import delta, schema
 from ..confine import Spool
 from ..errors import InstallError
-from ..fsutil import copy_stream, fsync_dir, unlink_quietly
+from ..fsutil import copy_stream, create_new, fsync_dir, open_regular, unlink_quietly
 from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
@@ -111,7 +111,7 @@ class DeltaWriter(Writer):
                 self._write_device(new)
             return
         path = state.stash_path(self.rec.index, self.target)
-        with open(path + ".tmp", "w+b") as new:
+        with create_new(path + ".tmp") as new:
             try:
                 n, sha = self._patch(old, old_size, new)
                 new.flush()
@@ -133,7 +133,7 @@ class DeltaWriter(Writer):
             raise InstallError("the stash %s of %s changed since it was checked; nothing written"
                                % (self.stash, self.target))
         self.ctx.note("%s: writing the result stashed by an interrupted run (%s)" % (self.target, self.stash))
-        with open(self.stash, "rb") as new:
+        with open_regular(self.stash) as new:
             self._write_device(new)
 
     def _write_device(self, new):
