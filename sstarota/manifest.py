@@ -162,10 +162,10 @@ def check_record_header(gen, rec):
     """PackageError unless rec's header is exactly the manifest record's."""
     if rec.data_len > MAX_SIZE:
         raise PackageError("record %d: a manifest of %d bytes, more than the %d otaunpack reads; rejected"
-                           % (rec.index, rec.data_len, MAX_SIZE))
+                           % (rec.index + 1, rec.data_len, MAX_SIZE))
     if rec.raw_header != record_header(gen, rec.data_len, rec.checksum):
         raise PackageError("record %d looks like the sstarota manifest but its header is not the manifest's "
-                           "(op 6, target %s, mode 0100644); rejected" % (rec.index, NAME))
+                           "(op 6, target %s, mode 0100644); rejected" % (rec.index + 1, NAME))
 
 
 # ---------------------------------------------------------------------------- reading

@@ -256,8 +256,8 @@ class PackageReader:
         remaining = self.header.total_data
         for i in range(self.header.record_count):
             where = self.offset
-            raw = self._read_exact(gen.record_size, "record %d header" % i)
-            r = schema.parse(gen.record, raw, "record %d header" % i, where)
+            raw = self._read_exact(gen.record_size, "record %d header" % (i + 1))
+            r = schema.parse(gen.record, raw, "record %d header" % (i + 1), where)
             src_name, label, masks = gen.record_extras(r)
             rec = Record(i, r.op, r.dst, r.data_len, r.dst_size, r.mode, src_name=src_name, label=label,
                          masks=masks, checksum=gen.stored_checksum(r), raw_header=raw, offset=where)
@@ -272,7 +272,7 @@ class PackageReader:
 
     def _check_record(self, rec, remaining, where):
         """Structural checks: all that protects a 0.3/0.4 record header."""
-        what = "%s: record %d (offset %d)" % (self.name, rec.index, where)
+        what = "%s: record %d (offset %d)" % (self.name, rec.index + 1, where)
         if rec.op not in schema.OP_NAMES:
             raise PackageError("%s has unknown op code %d (known: 0..6)" % (what, rec.op))
         if rec.data_len > remaining:
@@ -293,7 +293,7 @@ class PackageReader:
         check = self.checksums
 
         def chunks():
-            for piece in self._stream_exact(rec.data_len, "record %d data (%s)" % (rec.index, rec.dst)):
+            for piece in self._stream_exact(rec.data_len, "record %d data (%s)" % (rec.index + 1, rec.dst)):
                 if check:
                     hasher.update(piece)
                 yield piece
@@ -304,7 +304,7 @@ class PackageReader:
             if not rec.ok and self.strict:
                 raise PackageError(
                     "%s: record %d (%s %s) checksum mismatch: stored %s, data gives %s"
-                    % (self.name, rec.index, rec.op_name, rec.dst, rec.checksum_text(), hasher.hexdigest())
+                    % (self.name, rec.index + 1, rec.op_name, rec.dst, rec.checksum_text(), hasher.hexdigest())
                 )
 
         it = chunks()

@@ -90,7 +90,7 @@ def stash_ok(path, pending):
 
 def settle_target(index, dest, info, state, package):
     """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target."""
-    what = "record %d (file-diff %s)" % (index, shown(dest.name))
+    what = "record %d (file-diff %s)" % (index + 1, shown(dest.name))
     pending = state.pending_for(package, index, dest.name) if state is not None else None
     if pending is not None and info is not None and (pending["sha256"], pending["len"]) != (info.new_sha256,
                                                                                             info.new_len):

@@ -156,7 +156,7 @@ class Installer:
                     check_capacity(rec, d, rec.data_len + _pad(rec))
             if check is None and last and reader.header.format is not None and head.startswith(manifest.MAGIC):
                 raise PackageError("record %d starts like the sstarota manifest but its header is not the "
-                                   "manifest's; rejected" % rec.index)
+                                   "manifest's; rejected" % (rec.index + 1))
         finally:
             for _, c in comps:
                 c.close()
@@ -181,7 +181,7 @@ class Installer:
             return None
         if not last:
             raise PackageError("record %d is named like the sstarota manifest but is not the last record; "
-                               "rejected" % rec.index)
+                               "rejected" % (rec.index + 1))
         return ManifestCheck(plan, gen, rec)
 
     def _dests(self, rec, create=False):
@@ -192,7 +192,7 @@ class Installer:
         unmasked = rec.unmasked_targets()
         if unmasked and not self.opts.all_targets:
             raise PackageError("record %d (%s) has %d target(s) beyond the 16 masks a record holds (%s): refused "
-                               "(--all-targets writes every target)" % (rec.index, rec.op_name, len(unmasked),
+                               "(--all-targets writes every target)" % (rec.index + 1, rec.op_name, len(unmasked),
                                                                          shown(" ".join(unmasked))))
         out = []
         try:
@@ -202,7 +202,7 @@ class Installer:
                 except TargetProblem:
                     raise
                 except PackageError as exc:
-                    raise PackageError("record %d: %s" % (rec.index, exc)) from None
+                    raise PackageError("record %d: %s" % (rec.index + 1, exc)) from None
                 except OSError as exc:
                     raise TargetProblem("record %d (%s %s): %s" % (rec.index + 1, rec.op_name, name,
                                                                   exc.strerror or exc)) from None

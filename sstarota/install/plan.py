@@ -73,7 +73,7 @@ def open_dest(ctx, rec, name, create=False):
     try:
         check_target(name)
     except PackageError as exc:
-        raise PackageError("record %d: %s" % (rec.index, exc)) from None
+        raise PackageError("record %d: %s" % (rec.index + 1, exc)) from None
     follow = op in _DEVICE_OPS
     makes_dirs = op in _FILE_OPS or (op in (schema.OP_BLOCK, schema.OP_UBI) and (root.confined or
                                                                                    not _under_dev(name)))
@@ -158,7 +158,7 @@ def check_capacity(rec, dest, need, what_bytes="the image"):
         if index is not None:
             note = ", mtd%d less %d bad blocks" % (index, flash.mtd_info(index).bad_blocks)
         raise PackageError("record %d: %s is %d bytes, larger than %s can hold (%d bytes%s)"
-                           % (rec.index, what_bytes, need, shown(dest.name), capacity, note))
+                           % (rec.index + 1, what_bytes, need, shown(dest.name), capacity, note))
 
 
 @dataclass
@@ -258,11 +258,11 @@ def patch_new_size(rec, head):
     """The result size a delta record's patch header declares."""
     if rec.data_len < delta.HEADER:
         raise PackageError("record %d: file-diff data is %d bytes, too short for a BSDIFF40 patch"
-                           % (rec.index, rec.data_len))
+                           % (rec.index + 1, rec.data_len))
     try:
         return delta.patch_new_size(head)
     except PackageError as exc:
-        raise PackageError("record %d (file-diff %s): %s" % (rec.index, shown(rec.dst), exc)) from None
+        raise PackageError("record %d (file-diff %s): %s" % (rec.index + 1, shown(rec.dst), exc)) from None
 
 
 class Named:

@@ -7,7 +7,7 @@ power cut so that running the same package again ends with the right system.
                           "pending": [{"record": i, "target": name, "sha256": hex, "len": n,
                                        "stash": file name or null}, ...]}
     DIR/stash-<i>-<h>    the complete result of a raw-partition delta, fsynced before the
-                         partition is written (i: the record, h: a hash of the target name)
+                         partition is written (i: the record, from 1; h: a hash of the target name)
 
 The package's identity is the SHA-256 over its verify blocks, with the root it is
 installed into and whether mask-0 targets are written. "completed" is a high-water mark:
@@ -94,7 +94,7 @@ class StateDir:
         return None
 
     def stash_path(self, index, target):
-        return os.path.join(self.path, "stash-%d-%s" % (index, hashlib.sha256(target.encode()).hexdigest()[:8]))
+        return os.path.join(self.path, "stash-%d-%s" % (index + 1, hashlib.sha256(target.encode()).hexdigest()[:8]))
 
     # ------------------------------------------------------------------ the apply pass
     def begin(self, package, needed=True):

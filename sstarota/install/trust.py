@@ -34,7 +34,7 @@ class ManifestCheck:
         pair = bytes.fromhex(header_sha) + bytes.fromhex(data_sha)
         self.chain.update(pair)
         if int.from_bytes(hashlib.sha256(pair).digest()[:4], "little") != fingerprints[i]:
-            raise PackageError("record %d: its header or data does not match the manifest" % i)
+            raise PackageError("record %d: its header or data does not match the manifest" % (i + 1))
 
     def _diff(self, index, info):
         if index not in self.deltas:

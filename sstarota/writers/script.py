@@ -14,7 +14,7 @@ class ScriptWriter(Writer):
     def check(cls, ctx, rec, target, path):
         if rec.data_len > MAX_SCRIPT:
             raise PackageError("record %d: script of %d bytes exceeds the %d MiB limit"
-                               % (rec.index, rec.data_len, MAX_SCRIPT >> 20))
+                               % (rec.index + 1, rec.data_len, MAX_SCRIPT >> 20))
 
     def open(self):
         self.spool = Spool(self.ctx.tmpdir, "script")
