@@ -149,6 +149,7 @@ class Installer:
                 for d in selected:
                     if d.partition:
                         check_capacity(rec, d, new_size, "the delta's result")
+                        plan.units += new_size  # patched, then written to the partition
                 plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests],
                                     rec.data_len + new_size + WRITE_UNITS))
             elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):

@@ -140,8 +140,15 @@ class DeltaWriter(Writer):
         new.seek(0)
         w = BlockWriter(self.ctx, self.rec, self.dest)
         w.open()
+        progress = self.ctx.progress
+
+        def write(block):  # the partition's write is progress of its own (the plan counts it)
+            w.write(block)
+            if progress is not None:
+                progress.add(len(block))
+
         try:
-            copy_stream(new.read, w.write)
+            copy_stream(new.read, write)
         except BaseException:
             w.abort()
             raise
