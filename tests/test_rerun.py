@@ -120,6 +120,11 @@ def test_a_rerun_of_an_installed_package_writes_nothing(clean, tmp_path, inputs)
     assert again.returncode == 0, again.stderr.decode()
     assert summary(again) == (7, 0, 7, 0, 0, 0)
     assert snapshot(root) == want
+    # nothing ran since the verify pass (no scripts): the package is not read a second time
+    quick = install(pkg, root, state, "--no-scripts")
+    assert quick.returncode == 0 and summary(quick) == (7, 0, 7, 0, 0, 0), quick.stderr.decode()
+    assert b"every record is in place: nothing to write, the package is not read again" in quick.stderr
+    assert snapshot(root) == want
     dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
     lines = [ln for ln in dry.stdout.decode().splitlines() if ln.startswith("  ")]
     assert len(lines) == 7 and all(ln.endswith("(in place)") for ln in lines), dry.stdout.decode()

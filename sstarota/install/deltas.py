@@ -138,6 +138,7 @@ def settle(installer, plan, state, package):
     for index, dst, targets, units in plan.deltas:
         info = infos.get(index)
         rec = Named(index, schema.OP_FILE_DIFF, dst)
+        placed = 0
         for name, selected in targets:
             if not selected:
                 continue
@@ -150,6 +151,9 @@ def settle(installer, plan, state, package):
             plan.mark(index, name, verdict, stash)
             if verdict == IN_PLACE:
                 plan.units -= units
+                placed += 1
+        if placed and placed == sum(1 for _, selected in targets if selected):
+            plan.to_write -= 1
 
 
 def _policy(installer, index, dest, info, state, warned):

@@ -77,6 +77,7 @@ class Installer:
         """Read the whole package, check everything, and return the Plan (nothing written)."""
         p = self.progress
         plan = Plan(self.source.name)
+        self.policy.prepare()
         with self.source.stream() as stream:
             tap = ChainTap(stream)
             reader = PackageReader(tap, os.path.basename(self.source.name), strict=True)
@@ -243,6 +244,11 @@ class Installer:
         """Read the package again and hand every verified block to the records' writers."""
         n = plan.records
         infos = plan.manifest.diffs if plan.manifest is not None else {}
+        if not plan.to_write and not self.ctx.touched:  # every target in place, nothing ran since
+            os.sync()  # what an interrupted run wrote may be in the page cache only
+            plan.in_place_records = plan.selected_records
+            self.note("every record is in place: nothing to write, the package is not read again")
+            return
         stream, reader = self._verified_reader(plan)
         with stream:
             try:

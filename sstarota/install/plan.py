@@ -192,6 +192,8 @@ class Plan:
     in_place_records: int = 0  # apply pass: records skipped as in place, records written
     applied: int = 0
     device_records: int = 0  # records with a partition or volume target (state.py: "writing")
+    selected_records: int = 0  # records with a target to write, and those of them not in place
+    to_write: int = 0
     data_digests: bytearray = field(default_factory=bytearray)  # 8 bytes of each record's data SHA-256
 
     def settle(self, index, in_place, selected, digest=bytes(8)):
@@ -201,6 +203,8 @@ class Plan:
         if len(self.data_digests) < 8 * index:
             self.data_digests.extend(bytes(8 * index - len(self.data_digests)))
         self.data_digests[8 * index:8 * index + 8] = digest
+        self.selected_records += bool(selected)
+        self.to_write += len(in_place) < len(selected)
         if in_place and len(in_place) == len(selected):
             self.status[index] = 1
         elif in_place:
@@ -223,6 +227,7 @@ class Plan:
 
     def unsettle(self, index):
         if index < len(self.status):
+            self.to_write += self.status[index] == 1
             self.status[index] = 0
         self.partial.pop(index, None)
 
