@@ -352,3 +352,42 @@ def test_a_garbled_journal_is_not_used_and_no_traceback(clean, tmp_path, inputs)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"journal in %s is unreadable" % bytes(state) in proc.stderr
     assert snapshot(root) == want and os.listdir(state) == ["journal"]
+
+
+def test_a_file_an_earlier_record_rewrote_is_patched_again_without_a_manifest(inputs, tmp_path):
+    """No manifest: a file-update of a file to its old content, then a delta of it. Run again,
+    the first record rewrites the old content; the journal's mark must not call the delta done."""
+    pkg = tmp_path / "p.bin"
+    otapack("-c", pkg)
+    otapack("-a", pkg, "-s", inputs / "app.old", "-d", "/data/app.bin", "--file-update")
+    otapack("-a", pkg, "-o", inputs / "app.old", "-n", inputs / "app.new", "-d", "/data/app.bin", "--file-update-diff")
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    for _ in range(2):
+        proc = install(pkg, root, tmp_path / "state", "--no-scripts")
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
+
+
+def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tmp_path, inputs):
+    """The journal says the raw-partition delta was being written: even if the partition reads
+    back as the result (NAND pages cut mid-program can), the re-run writes the stash."""
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    killed = run_hooked(pkg, root, """
+        if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
+                                                   for n in os.listdir(%r)):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """ % (str(state), str(state)), extra="--state-dir %s" % state)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    journal = json.loads((state / "journal").read_text())
+    journal["writing"] = 6  # as the board's writer of /dev/mtd3 (a device) journals it
+    (state / "journal").write_text(json.dumps(journal))
+    (root / "dev/mtd3").write_bytes((inputs / "part.new").read_bytes())  # it reads back as the result
+    proc = install(pkg, root, state)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"writing the result stashed by an interrupted run" in proc.stderr
+    assert snapshot(root) == want and os.listdir(state) == ["journal"]
+    assert json.loads((state / "journal").read_text())["writing"] is None

@@ -31,6 +31,7 @@ from .blocks import BLOCK
 from .plan import Named, open_dest
 
 IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
+BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
 
 
 def open_current(dest):
@@ -88,8 +89,9 @@ def stash_ok(path, pending):
     return d == (pending["len"], pending["sha256"])
 
 
-def settle_target(index, dest, info, state, package):
-    """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target."""
+def settle_target(index, dest, info, state, package, by_mark=True):
+    """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target. by_mark:
+    the journal's completed mark counts (not once something ran that may have changed it)."""
     what = "record %d (file-diff %s)" % (index + 1, shown(dest.name))
     pending = state.pending_for(package, index, dest.name) if state is not None else None
     if pending is not None and info is not None and (pending["sha256"], pending["len"]) != (info.new_sha256,
@@ -104,16 +106,17 @@ def settle_target(index, dest, info, state, package):
             digests = prefix_digests(f, lengths)
     except OSError as exc:
         raise PackageError("%s: cannot read the content to patch: %s" % (what, exc.strerror)) from None
+    stash = os.path.join(state.path, pending["stash"]) if pending is not None and pending["stash"] else None
+    if stash is not None and state.was_writing(package, index) and stash_ok(stash, pending):
+        return FROM_STASH, stash  # cut while written: it may read back right and still be unstable
     if info is not None and _holds(digests, dest.partition, info.new_len, info.new_sha256):
         return IN_PLACE, None
     if pending is not None and _holds(digests, dest.partition, pending["len"], pending["sha256"]):
         return IN_PLACE, None
-    if info is None and state is not None and state.done_by_journal(package, index):
-        return IN_PLACE, None
-    if pending is not None and pending["stash"]:
-        path = os.path.join(state.path, pending["stash"])
-        if stash_ok(path, pending):
-            return FROM_STASH, path
+    if info is None and by_mark and state is not None and state.done_by_journal(package, index):
+        return IN_PLACE, BY_MARK
+    if stash is not None and stash_ok(stash, pending):
+        return FROM_STASH, stash
     if info is not None and not _holds(digests, dest.partition, info.old_len, info.old_sha256):
         found, n = digests[None] if None in digests else (digests.get(info.old_len, "-"), digests["read"])
         if not dest.partition:

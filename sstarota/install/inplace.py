@@ -171,7 +171,9 @@ def _volume(rec, dest):
 def to_write(installer, plan, rec, selected, info):
     """The selected targets the apply pass writes: those not in place. Once something has run
     or been written since the verify pass (the begin script, a script record, an earlier
-    record: it may have erased or rewritten a target), a target found in place is read again."""
+    record: it may have erased or rewritten a target), a target found in place is read again.
+    A delta of a package without a manifest has no result hash to read it against: it stays in
+    place by the journal's mark unless an earlier record of this run wrote its target."""
     out = []
     for d in selected:
         if plan.in_place(rec.index, d.name) and (not installer.ctx.touched or _still(installer, plan, rec, d, info)):
@@ -183,7 +185,8 @@ def to_write(installer, plan, rec, selected, info):
 def _still(installer, plan, rec, dest, info):
     if rec.op == schema.OP_FILE_DIFF:
         try:
-            return settle_target(rec.index, dest, info, installer.state, plan.package_id)[0] == IN_PLACE
+            by_mark = rec.index not in plan.recheck
+            return settle_target(rec.index, dest, info, installer.state, plan.package_id, by_mark)[0] == IN_PLACE
         except PackageError:
             return False
     c = comparer(rec, dest)

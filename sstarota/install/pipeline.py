@@ -298,10 +298,11 @@ class Installer:
                 self.progress.add(len(block) * len(opened))
             while opened:
                 opened[0].commit()
-                opened.pop(0)
+                plan.wrote(rec.index, opened.pop(0).target)
                 self.progress.add(WRITE_UNITS)
-            if self.state is not None and rec.op == schema.OP_FILE_DIFF:
+            if rec.op == schema.OP_FILE_DIFF:
                 self.state.record_done(rec.index)
+            self.state.device_done(rec.index)
         finally:
             for w in opened:
                 try:

@@ -193,6 +193,8 @@ class Plan:
     applied: int = 0
     device_records: int = 0  # records with a partition or volume target (state.py: "writing")
     selected_records: int = 0  # records with a target to write, and those of them not in place
+    by_mark: Dict[str, List[int]] = field(default_factory=dict)  # target -> deltas in place by the journal only
+    recheck: set = field(default_factory=set)  # of those, the ones whose target this run wrote before them
     to_write: int = 0
     data_digests: bytearray = field(default_factory=bytearray)  # 8 bytes of each record's data SHA-256
 
@@ -216,11 +218,19 @@ class Plan:
         if verdict == "from the stash":
             self.stashes[(index, name)] = stash
         elif verdict == "in place":
+            if stash is not None:  # in place by the journal's mark only: an earlier write to it undoes that
+                self.by_mark.setdefault(name, []).append(index)
             while len(self.status) <= index:
                 self.status.append(0)
             if self.status[index] == 0:
                 self.status[index] = 2
             self.partial.setdefault(index, set()).add(name)
+
+    def wrote(self, index, name):
+        """Record index wrote name: a later delta in place by the journal's mark only is not any more."""
+        for later in self.by_mark.get(name, ()):
+            if later > index:
+                self.recheck.add(later)
 
     def digest(self, index):
         return bytes(self.data_digests[8 * index:8 * index + 8])

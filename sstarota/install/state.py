@@ -133,6 +133,12 @@ class StateDir:
             self.writing = index
             self._write()
 
+    def device_done(self, index):
+        """The partition or volume record is written and synced: a re-run need not write it again."""
+        if self.active and self.writing == index:
+            self.writing = None
+            self._write()
+
     def expect(self, index, target, sha256, length, stash=None):
         """A delta's result is about to replace target: journal it (and its stash) first. The
         records before this one are complete (records are applied in order): the mark moves."""
@@ -149,6 +155,7 @@ class StateDir:
         if not stashes:
             return
         self.completed, self.pending = index + 1, []
+        self.writing = None if self.writing == index else self.writing
         self._write()
         for name in stashes:
             unlink_quietly(os.path.join(self.path, name))
