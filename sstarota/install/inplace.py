@@ -22,10 +22,9 @@ import stat
 from .. import flash, schema
 from ..confine import fd_path
 from ..errors import PackageError
-from ..flashio import open_content
 from ..text import shown
 from ..writers.block import pad_len
-from .deltas import IN_PLACE, settle_target
+from .deltas import IN_PLACE, open_current, settle_target
 
 _FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
 
@@ -119,7 +118,7 @@ def comparer(rec, dest):
             return _file(rec, dest)
         if dest.kind == "device" and op == schema.OP_UBI:
             return _volume(rec, dest)
-        return _Compare(_current(dest), lambda f: True)  # a partition or a staged image: its start
+        return _Compare(open_current(dest), lambda f: True)  # a partition or a staged image: its start
     except OSError:
         return _Known(False)
 
@@ -132,16 +131,6 @@ def _file(rec, dest):
         return _Known(False)
     f = os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW), "rb")
     return _Compare(f, lambda f: f.read(1) == b"")
-
-
-def _current(dest):
-    if dest.kind == "device":
-        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            return open_content(fd_path(fd))
-        finally:
-            os.close(fd)
-    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
 
 
 def _volume(rec, dest):
