@@ -52,6 +52,11 @@ def fsync_dir(path):
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
+    fsync_and_close(fd)
+
+
+def fsync_and_close(fd):
+    """fsync fd, best effort (not every node supports it), then close it."""
     try:
         os.fsync(fd)
     except OSError:

@@ -22,6 +22,7 @@ import stat
 from .. import flash, schema
 from ..confine import fd_path
 from ..errors import PackageError
+from ..fsutil import fsync_and_close
 from ..text import shown
 from ..writers.block import pad_len
 from .deltas import IN_PLACE, open_current, settle_target
@@ -196,13 +197,7 @@ def skipped(installer, plan, rec, selected):
     plan.in_place_records += 1
     for d in selected:
         if d.kind == "device":  # written by an interrupted run, maybe only into the page cache
-            fd = d.open_device(os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            fsync_and_close(d.open_device(os.O_RDONLY | os.O_NONBLOCK))
         elif d.loc is not None:  # what an interrupted run left beside it goes all the same
             installer.ctx.cleaner.sweep(d.loc.dirfd, d.loc.where)
     installer.note("%s: already in place, nothing written" % what)
