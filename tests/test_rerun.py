@@ -175,18 +175,23 @@ def test_killed_at_every_event_then_run_again_ends_as_a_clean_install(clean, tmp
         assert os.listdir(state) == ["journal"], (n, events[n])
 
 
-def test_a_partition_neither_old_nor_new_is_finished_from_the_stash(clean, tmp_path, inputs):
-    pkg, want = clean
-    root = tmp_path / "root"
-    old_board(root, inputs)
-    state = tmp_path / "state"
-    # killed once the partition delta's result is stashed, as its partition write begins
+def kill_once_stashed(pkg, root, state):
+    """Install pkg, killed with SIGKILL once the raw-partition delta (record 7) has its result
+    stashed, complete, in the state directory."""
     killed = run_hooked(pkg, root, """
         if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
                                                    for n in os.listdir(%r)):
             os.kill(os.getpid(), signal.SIGKILL)
     """ % (str(state), str(state)), extra="--state-dir %s" % state)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+
+def test_a_partition_neither_old_nor_new_is_finished_from_the_stash(clean, tmp_path, inputs):
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    kill_once_stashed(pkg, root, state)
     # the partition was half written: its first half new, the rest old
     new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
     (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
@@ -286,12 +291,7 @@ def test_a_journal_cannot_put_another_result_than_the_manifests(clean, tmp_path,
     root = tmp_path / "root"
     old_board(root, inputs)
     state = tmp_path / "state"
-    killed = run_hooked(pkg, root, """
-        if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
-                                                   for n in os.listdir(%r)):
-            os.kill(os.getpid(), signal.SIGKILL)
-    """ % (str(state), str(state)), extra="--state-dir %s" % state)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    kill_once_stashed(pkg, root, state)
     journal = json.loads((state / "journal").read_text())
     (entry,) = journal["pending"]
     evil = b"EVIL" * 1000
@@ -376,12 +376,7 @@ def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tm
     root = tmp_path / "root"
     old_board(root, inputs)
     state = tmp_path / "state"
-    killed = run_hooked(pkg, root, """
-        if e.record == 7 and os.path.isdir(%r) and any(n.startswith("stash-") and not n.endswith(".tmp")
-                                                   for n in os.listdir(%r)):
-            os.kill(os.getpid(), signal.SIGKILL)
-    """ % (str(state), str(state)), extra="--state-dir %s" % state)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    kill_once_stashed(pkg, root, state)
     journal = json.loads((state / "journal").read_text())
     journal["writing"] = 6  # as the board's writer of /dev/mtd3 (a device) journals it
     (state / "journal").write_text(json.dumps(journal))
