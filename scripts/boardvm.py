@@ -118,6 +118,17 @@ class Workspace:
         return d
 
 
+def fresh_work(w, subs):
+    """A guest's work folder before a boot: empty request/answer folders, no signal files of
+    the boot before."""
+    for sub in subs:
+        shutil.rmtree(w / sub, ignore_errors=True)
+        (w / sub).mkdir(parents=True)
+    for f in ("ready", "guest-rc", "guest.log"):
+        if (w / f).exists():
+            (w / f).unlink()
+
+
 def run_commands(vm, commands):
     """Run shell commands in the guest, passing their output on; the first failure's status."""
     rc = 0
@@ -165,12 +176,7 @@ class BoardVM(Guest):
     def _prepare_work(self):
         """A clean request folder, the agent and its start script; the 9p shares (tag: host path)."""
         w = self.work
-        for sub in ("req", "resp", "out"):
-            shutil.rmtree(w / sub, ignore_errors=True)
-            (w / sub).mkdir(parents=True)
-        for f in ("ready", "guest-rc", "guest.log"):
-            if (w / f).exists():
-                (w / f).unlink()
+        fresh_work(w, ("req", "resp", "out"))
         (w / "agent.py").write_text(AGENT)
         shares = {"work": str(w), "proj": str(PROJECT)}
         pypath = ["/mnt/proj"]

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from boardvm import Guest, Result, _run, module_order, run_commands  # noqa: E402
+from boardvm import Guest, Result, _run, fresh_work, module_order, run_commands  # noqa: E402
 
 DEFAULT_RIG = Path(os.environ.get("SSTAROTA_BOARD_ARM_DIR", Path.home() / ".cache" / "sstarota-board-arm"))
 
@@ -314,12 +314,7 @@ class ArmBoardVM(Guest):
 
     def start(self):
         w = self.work
-        for sub in ("req", "resp"):
-            shutil.rmtree(w / sub, ignore_errors=True)
-            (w / sub).mkdir(parents=True)
-        for f in ("ready", "guest-rc", "guest.log"):
-            if (w / f).exists():
-                (w / f).unlink()
+        fresh_work(w, ("req", "resp"))
         (w / "guest-run.sh").write_text(AGENT)
         os.chmod(w / "guest-run.sh", 0o755)
         disks = w.parent / (w.name + "-disks")
