@@ -33,6 +33,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_
 #: our temp files beside targets, and our work files under -t (exactly these shapes, nothing else)
 TEMP_BESIDE = re.compile(r"^\.sstarota-(\d+)-[0-9a-f]{8}\.tmp$")
 TEMP_WORK = re.compile(r"^sstarota-(\d+)-[0-9a-f]{8}-(patch|spool|script|begin-script|end-script)$")
+WORK_DIR = re.compile(r"^sstarota-(\d+)-[0-9a-f]{8}-work$")
 
 
 class TargetProblem(PackageError):
@@ -219,13 +220,75 @@ def _alive(pid):
     return True
 
 
+class WorkDir:
+    """One run's private work directory: made fresh under -t (mode 0700, this user's), every
+    work file of the run inside it, removed at the end (and, left by a killed run, by the next
+    run). -t itself must be a directory no other user can swap names in: owned by this user
+    or root, and writable by others only when sticky (as /tmp is)."""
+
+    def __init__(self, parent, note=None):
+        from .errors import UsageError
+
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            raise UsageError("-t %s: %s" % (parent, exc.strerror)) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError("-t %s is not a directory" % parent)
+        if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise UsageError("-t %s can be changed by another user (owner uid %d, mode %04o); refused: give -t a "
+                             "directory of this user's (or root's) that only it can write, or a sticky one like /tmp"
+                             % (parent, st.st_uid, stat.S_IMODE(st.st_mode)))
+        self.parent = parent
+        self._sweep(note or (lambda msg: None))
+        for _ in range(100):
+            path = os.path.join(parent, temp_name("work"))
+            try:
+                os.mkdir(path, 0o700)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise UsageError("-t %s: cannot make a work directory: %s" % (parent, exc.strerror)) from None
+        else:
+            raise UsageError("-t %s: cannot make a work directory" % parent)
+        os.chmod(path, 0o700)
+        self.path = path
+
+    def _sweep(self, note):
+        import shutil
+
+        try:
+            names = os.listdir(self.parent)
+        except OSError:
+            return
+        for name in names:
+            m = WORK_DIR.match(name)
+            if not m or _alive(int(m.group(1))):
+                continue
+            path = os.path.join(self.parent, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+                shutil.rmtree(path, ignore_errors=True)
+                note("removed %s, left by an interrupted run" % path)
+
+    def close(self):
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 class Spool:
-    """A work file of ours in a directory (-t): made exclusively, removed on close whatever
-    happens (a full disk that fails the final flush again does not keep it)."""
+    """A work file of ours in a directory (-t): made exclusively (mode 0600), removed on close
+    whatever happens (a full disk that fails the final flush again does not keep it)."""
 
     def __init__(self, directory, kind):
         self.path = os.path.join(directory, temp_name(kind))
-        self.f = open(self.path, "x+b")
+        self.f = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                   0o600), "w+b")
 
     def write(self, data):
         self.f.write(data)

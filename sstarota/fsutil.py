@@ -136,3 +136,33 @@ def create_new(path):
     """A new file, created where nothing (not even a symlink) is."""
     unlink_quietly(path)
     return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w+b")
+
+
+RAM_FILESYSTEMS = ("tmpfs", "ramfs", "rootfs", "devtmpfs")
+
+
+def ram_fs(path):
+    """The type of the filesystem that holds path (or would: its nearest existing ancestor)
+    when it is kept in RAM (lost at a reboot), else None. Read from /proc/self/mountinfo;
+    without it (no /proc) nothing can be said: None."""
+    p = os.path.realpath(path)
+    while not os.path.exists(p) and p != os.path.dirname(p):
+        p = os.path.dirname(p)
+    best, fstype = "", None
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read(1 << 20).decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(" ")
+        try:
+            point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+                .replace("\\134", "\\")
+            kind = fields[fields.index("-") + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = p == point or p.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, kind
+    return fstype if fstype in RAM_FILESYSTEMS else None

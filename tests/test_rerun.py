@@ -10,8 +10,10 @@ import os
 import random
 import re
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -386,3 +388,75 @@ def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tm
     assert b"writing the result stashed by an interrupted run" in proc.stderr
     assert snapshot(root) == want and os.listdir(state) == ["journal"]
     assert json.loads((state / "journal").read_text())["writing"] is None
+
+
+# ---------------------------------------------------------------------------- re-runs without a manifest
+
+
+def test_a_delta_without_a_manifest_run_again_with_a_fresh_work_directory_is_in_place(inputs, tmp_path):
+    """The journal is not under -t: a re-run after a reboot (a fresh tmpfs /tmp) knows the
+    deltas it made by their hashes, kept in the board's state directory."""
+    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    for n in range(2):
+        work = tmp_path / ("tmp%d" % n)
+        work.mkdir()
+        proc = otaunpack("-r", pkg, "--root", root, "-t", work)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes(), n
+        assert (root / "dev/mtd3").read_bytes() == (inputs / "part.new").read_bytes(), n
+    assert summary(proc)[1:3] == (0, 7)
+    assert os.listdir(root / "var/lib/sstarota") == ["journal"]
+
+
+def test_a_delta_target_neither_old_nor_new_without_a_manifest_is_refused(inputs, tmp_path):
+    """Its first run recorded the source and result hashes (kept when another package is
+    installed since): a partition holding neither, with no stash, is refused, not patched
+    into garbage."""
+    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path).returncode == 0
+    other = tmp_path / "other.bin"
+    otapack("-c", other)
+    otapack("-a", other, "-s", inputs / "app.conf", "-d", "/data/other.conf", "--file-add")
+    assert otaunpack("-r", other, "--root", root, "-t", tmp_path).returncode == 0
+    new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
+    (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
+    before = snapshot(root)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 3, proc.stderr.decode()
+    assert b"/dev/mtd3" in proc.stderr and snapshot(root) == before
+    # the old content again: patched as the first time
+    (root / "dev/mtd3").write_bytes(old)
+    (root / "data/app.bin").write_bytes((inputs / "app.old").read_bytes())
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (root / "dev/mtd3").read_bytes() == new
+    assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
+
+
+def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_reboot(inputs, tmp_path):
+    """A state directory on tmpfs cannot tell a re-run after a reboot from a first run: refused
+    before anything is written, with the way out."""
+    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    before = snapshot(root)
+    shm = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "--state-dir", os.path.join(shm, "state"))
+    finally:
+        shutil.rmtree(shm)
+    assert proc.returncode == 3, proc.stderr.decode()
+    assert b"--state-dir" in proc.stderr and b"tmpfs" in proc.stderr
+    assert snapshot(root) == before
+    # a package whose manifest names every delta's source and result needs no such directory
+    pkg = make_package(inputs, tmp_path / "m.bin")
+    shm = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "--state-dir", os.path.join(shm, "state"))
+    finally:
+        shutil.rmtree(shm)
+    assert proc.returncode == 0, proc.stderr.decode()

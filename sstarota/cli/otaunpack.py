@@ -222,8 +222,10 @@ def install(opts):
         raise UsageError("--root %s is not a directory" % opts["root"])
     if opts["tmpdir"] is not None and not os.path.isdir(opts["tmpdir"]):
         raise UsageError("-t %s is not a directory" % opts["tmpdir"])
+    import tempfile
 
     from .. import install, progress
+    from ..confine import WorkDir
 
     def note(msg):
         _stderr("otaunpack: note: %s" % msg)
@@ -231,36 +233,47 @@ def install(opts):
     def warn(msg):
         _stderr("otaunpack: warning: %s" % msg)
 
+    work = WorkDir(opts["tmpdir"] or tempfile.gettempdir(), note)  # every work file of this run, private
+    try:
+        _install(opts, install, progress, work, note, warn)
+    finally:
+        work.close()
+    return 0
+
+
+def _install(opts, install, progress, work, note, warn):
+    from ..errors import UsageError
     from .process import OomGuard
 
     guard = OomGuard()
-    renderers = [guard] + ([] if opts["quiet"] else [progress.TextRenderer()])
-    if opts["progress_fd"] is not None:
-        try:
-            renderers.append(progress.JsonRenderer(opts["progress_fd"]))
-        except OSError as exc:
-            raise UsageError("--progress-fd %d: %s" % (opts["progress_fd"], exc.strerror)) from None
-    if opts["picture"] or opts["fb_file"]:
-        screen = _screen(opts["picture"], opts["fb_device"], opts["fb_file"], opts["fb_mode"], warn)
-        if screen is not None:
-            from ..fb import FramebufferRenderer
-
-            renderers.append(FramebufferRenderer(screen))
-    path = opts["gz_path"] or opts["raw_path"]
-    prog = progress.Progress(renderers, warn)
-    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn,
-                                 **_net_options(opts, prog))
     try:
-        options = install.Options(root=opts["root"], tmpdir=opts["tmpdir"], run_scripts=not opts["no_scripts"],
-                                  all_targets=opts["all_targets"], dry_run=opts["dry_run"],
-                                  allow_devices=opts["allow_devices"],
-                                  ignore_script_errors=opts["ignore_script_errors"],
-                                  listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
-        install.Installer(source, options, prog, note).run()
+        renderers = [guard] + ([] if opts["quiet"] else [progress.TextRenderer()])
+        if opts["progress_fd"] is not None:
+            try:
+                renderers.append(progress.JsonRenderer(opts["progress_fd"]))
+            except OSError as exc:
+                raise UsageError("--progress-fd %d: %s" % (opts["progress_fd"], exc.strerror)) from None
+        if opts["picture"] or opts["fb_file"]:
+            screen = _screen(opts["picture"], opts["fb_device"], opts["fb_file"], opts["fb_mode"], warn)
+            if screen is not None:
+                from ..fb import FramebufferRenderer
+
+                renderers.append(FramebufferRenderer(screen))
+        path = opts["gz_path"] or opts["raw_path"]
+        prog = progress.Progress(renderers, warn)
+        source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=work.path, warn=warn,
+                                     **_net_options(opts, prog))
+        try:
+            options = install.Options(root=opts["root"], tmpdir=work.path, work_parent=work.parent,
+                                      run_scripts=not opts["no_scripts"], all_targets=opts["all_targets"],
+                                      dry_run=opts["dry_run"], allow_devices=opts["allow_devices"],
+                                      ignore_script_errors=opts["ignore_script_errors"],
+                                      listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
+            install.Installer(source, options, prog, note).run()
+        finally:
+            source.close()
     finally:
         guard.restore()
-        source.close()
-    return 0
 
 
 def _net_options(opts, prog):

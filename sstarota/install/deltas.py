@@ -11,7 +11,12 @@ at each length that matters). In order:
 4. the journal has a stash of the result whose hash checks out: written from the stash
    (a raw partition interrupted while it was written: neither old nor new);
 5. with a manifest, the source hash (old_sha256, old_len) must match, else the package is
-   refused as before.
+   refused as before;
+6. without a manifest, the ledger (state.py) of the deltas this board patched: the target
+   holds the result recorded on the first run (in place), its source (patched again), or
+   neither (refused). A delta the ledger does not know is patched (a first run) only where
+   the state directory survives a reboot; elsewhere a re-run could not be told from a
+   first run, and the package is refused (exit 3) with the ways out.
 
 Without --state-dir (or state_dir in the board config) the state directory is
 sstarota-state under the work directory (-t): a crash is recovered from, a power cut only
@@ -89,18 +94,23 @@ def stash_ok(path, pending):
     return d == (pending["len"], pending["sha256"])
 
 
-def settle_target(index, dest, info, state, package, by_mark=True):
-    """IN_PLACE, FROM_STASH (with the stash path) or APPLY for one selected target. by_mark:
+def settle_target(index, dest, info, state, package, by_mark=True, patch=None):
+    """IN_PLACE, FROM_STASH (with the stash path) or APPLY (with, without a manifest, the
+    (patch, old length, old sha256) the ledger records) for one selected target. by_mark:
     the journal's completed mark counts (not once something ran that may have changed it)."""
     what = "record %d (file-diff %s)" % (index + 1, shown(dest.name))
     pending = state.pending_for(package, index, dest.name) if state is not None else None
     if pending is not None and info is not None and (pending["sha256"], pending["len"]) != (info.new_sha256,
                                                                                             info.new_len):
         pending = None  # the journal names another result than the manifest does: not used
+    known = state.delta_for(patch, dest.name) if info is None and state is not None and patch else None
     lengths = [None]
     if dest.partition:
         lengths = [x for x in (info.new_len if info else None, info.old_len if info else None,
-                               pending["len"] if pending else None) if x is not None]
+                               pending["len"] if pending else None, known["new"][0] if known else None)
+                   if x is not None]
+        if info is None:
+            lengths.append(None)  # the whole partition: the source the ledger records
     try:
         with open_current(dest) as f:
             digests = prefix_digests(f, lengths)
@@ -124,7 +134,30 @@ def settle_target(index, dest, info, state, package, by_mark=True):
         raise PackageError("%s: %s is not the content the delta was made from: expected sha256 %s (%d bytes), "
                            "found %s (%d bytes); nor is it the delta's result%s"
                            % (what, shown(dest.name), info.old_sha256, info.old_len, found, n, _no_stash(dest, state)))
+    if info is None:
+        return _by_ledger(what, dest, digests, state, known, patch)
     return APPLY, None
+
+
+def _by_ledger(what, dest, digests, state, known, patch):
+    """A delta without a manifest: what the ledger knows decides (deltas' rule 6)."""
+    n, sha = digests[None]
+    if known is not None:
+        if _holds(digests, dest.partition, known["new"][0], known["new"][1]):
+            return IN_PLACE, None
+        if [n, sha] != known["old"]:
+            raise PackageError("%s: %s holds neither the content this delta patched when it was installed here "
+                               "(sha256 %s, %d bytes) nor its result (sha256 %s, %d bytes): found sha256 %s (%d bytes);"
+                               " refused: a delta without a manifest cannot be applied to it (install a full image)"
+                               % (what, shown(dest.name), known["old"][1], known["old"][0], known["new"][1],
+                                  known["new"][0], sha, n))
+    elif state is None or state.volatile is not None:
+        raise PackageError("%s: a delta without a manifest can be told from its own result on a re-run only by "
+                           "a state directory that survives a reboot, and %s is %s; refused: give --state-dir DIR "
+                           "on persistent storage (or state_dir in /etc/sstarota/board.conf), or pack with "
+                           "--manifest" % (what, state.path if state is not None else "there is none",
+                                           state.volatile if state is not None else "given"))
+    return APPLY, (patch, n, sha)
 
 
 def _no_stash(dest, state):
@@ -138,7 +171,7 @@ def settle(installer, plan, state, package):
     """Mark each delta target in the plan; refuse what cannot be settled."""
     infos = plan.manifest.diffs if plan.manifest is not None else {}
     warned = set()
-    for index, dst, targets, units in plan.deltas:
+    for index, dst, targets, units, patch in plan.deltas:
         info = infos.get(index)
         rec = Named(index, schema.OP_FILE_DIFF, dst)
         placed = 0
@@ -148,7 +181,7 @@ def settle(installer, plan, state, package):
             dest = open_dest(installer.ctx, rec, name)
             try:
                 _policy(installer, index, dest, info, state, warned)
-                verdict, stash = settle_target(index, dest, info, state, package)
+                verdict, stash = settle_target(index, dest, info, state, package, patch=patch)
             finally:
                 dest.close()
             plan.mark(index, name, verdict, stash)
@@ -164,10 +197,9 @@ def _policy(installer, index, dest, info, state, warned):
     work directory (-t): a re-run after a crash finishes the update; after a power cut only
     if -t is on persistent storage. Said once, for a partition delta (the one case where an
     interruption can leave an image that is neither old nor new)."""
-    if not installer.state_fallback or not dest.partition or warned:
+    if state.volatile is None or not dest.partition or warned:
         return
     warned.add(index)
-    installer.warn("no --state-dir: the stash of record %d (a delta of the raw partition %s) is kept under the "
-                   "work directory %s; a re-run after a power cut can finish it only if that is persistent storage "
-                   "(give --state-dir DIR there, or state_dir in the board config)"
-                   % (index, shown(dest.name), state.path))
+    installer.warn("the stash of record %d (a delta of the raw partition %s) is kept in %s, %s: a re-run after a "
+                   "power cut can finish it only from persistent storage (give --state-dir DIR there, or state_dir "
+                   "in the board config)" % (index + 1, shown(dest.name), state.path, state.volatile))

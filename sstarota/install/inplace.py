@@ -176,9 +176,14 @@ def _still(installer, plan, rec, dest, info):
     if rec.op == schema.OP_FILE_DIFF:
         try:
             by_mark = rec.index not in plan.recheck
-            return settle_target(rec.index, dest, info, installer.state, plan.package_id, by_mark)[0] == IN_PLACE
+            verdict, source = settle_target(rec.index, dest, info, installer.state, plan.package_id, by_mark,
+                                            patch=plan.patch_of(rec.index))
         except PackageError:
             return False
+        if verdict == IN_PLACE:
+            return True
+        plan.mark(rec.index, dest.name, verdict, source)
+        return False
     c = comparer(rec, dest)
     if c is None:
         return False

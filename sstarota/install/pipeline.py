@@ -14,13 +14,15 @@ records are spooled under the work directory (-t) and run from there.
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import delta, manifest, schema
 from ..confine import Root, StaleCleaner, TargetProblem
-from ..errors import InstallError, OtaError, PackageError
+from ..errors import InstallError, OtaError, PackageError, UsageError
+from ..fsutil import ram_fs
 from ..package import PackageReader
 from ..progress import Progress
 from ..text import shown
@@ -29,19 +31,21 @@ from . import deltas
 from .blocks import ChainTap, VerifiedStream
 from .inplace import comparer, skipped, to_write
 from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
-from .policy import Policy
+from .policy import Policy, _inside
 from .scripts import Scripts
 from .state import StateDir
 from .trust import ManifestCheck
 
 WRITE_UNITS = 4096  # progress units for committing one target
-STATE_UNDER_TMP = "sstarota-state"  # the state directory when the board names none
+STATE_DIR = "/var/lib/sstarota"  # the state directory when the board names none (inside --root)
+STATE_UNDER_TMP = "sstarota-state"  # ... and when that is not writable persistent storage either
 
 
 @dataclass
 class Options:
     root: Optional[str] = None
-    tmpdir: Optional[str] = None
+    tmpdir: Optional[str] = None  # the work directory (the CLI's: a private one made under -t)
+    work_parent: Optional[str] = None  # -t itself, when tmpdir is a private directory made in it
     run_scripts: bool = True
     all_targets: bool = False
     dry_run: bool = False
@@ -65,46 +69,57 @@ class Installer:
                            cleaner=StaleCleaner(self.note), ignore_script_errors=self.opts.ignore_script_errors)
         self.script_units = 4096
         self.policy = self.opts.policy or Policy()
-        self.state_fallback = not self.policy.state_dir  # then under the work directory (deltas.py)
-        self.state = StateDir(self.policy.state_dir or os.path.join(tmpdir, STATE_UNDER_TMP), self.note)
+        self.state = self._state_dir(tmpdir)
+        self.state_fallback = self.state.volatile is not None and not self.policy.state_dir  # under -t
         self.ctx.state = self.state
+
+    def _state_dir(self, tmpdir):
+        """The board's (--state-dir, state_dir in the config), else STATE_DIR where it can be made
+        on storage that survives a reboot, else one under the work directory (-t), which a
+        re-run after a reboot may not find (volatile: why, for messages)."""
+        if self.policy.state_dir:
+            state = StateDir(self.policy.state_dir, self.note)
+            ram = ram_fs(state.path)
+            state.volatile = "on %s, lost at a reboot" % ram if ram else None
+            return state
+        path = _inside(self.opts.root, STATE_DIR) if self.opts.root else STATE_DIR
+        if ram_fs(path) is None and _can_make(path):
+            return StateDir(path, self.note)
+        state = StateDir(os.path.join(self.opts.work_parent or tmpdir, STATE_UNDER_TMP), self.note)
+        if not _ours(state.path):  # another user's (made first to block us, or to redirect the journal)
+            self.note("%s is not a directory of this user's; the state directory is %s/%s for this run"
+                      % (state.path, tmpdir, STATE_UNDER_TMP))
+            state = StateDir(os.path.join(tmpdir, STATE_UNDER_TMP), self.note)
+        ram = ram_fs(state.path)
+        state.volatile = "on %s, lost at a reboot" % ram if ram else "under the work directory (-t)"
+        return state
 
     def warn(self, msg):
         self.progress.warn(msg)
 
     # ------------------------------------------------------------------ pass 1
     def verify(self):
-        """Read the whole package, check everything, and return the Plan (nothing written)."""
-        p = self.progress
-        plan = Plan(self.source.name)
+        """Read the whole package, check everything, and return the Plan (nothing written).
+
+        A board with keys opens no target before the signature is checked: a first pass
+        checks the package and its signature alone, a second (through the first one's block
+        digests) the targets (opening a device node can act: /dev/watchdog arms)."""
+        keyed = bool(self.policy.key_paths) or self.policy.require_signature
         self.policy.prepare()
         with self.source.stream() as stream:
             tap = ChainTap(stream)
-            reader = PackageReader(tap, os.path.basename(self.source.name), strict=True)
-            header = reader.open()
-            total = header.package_size()
-            self.script_units = max(4096, (total + header.total_data) // 100)
-            # a first estimate: verify every byte, write every data byte, run the scripts
-            p.set_total(total + header.total_data + self.script_units * 2)
-            p.add(reader.offset)
-            self._seen = reader.offset
-            p.emit("verifying", records=header.record_count)
-            check = None
-            for rec, chunks in reader.records():
-                check = self._verify_record(plan, reader, rec, chunks) or check
-            reader.finish()
-            p.add(reader.offset - self._seen)
-        plan.generation = header.generation
-        plan.records = header.record_count
-        plan.package_bytes = reader.offset
-        plan.begin_len, plan.end_len = len(reader.begin_script), len(reader.end_script)
-        plan.digests = tap.finish()
-        plan.stream_size = tap.size
-        if check is not None:
-            plan.manifest = check.finish(reader)
-        else:
-            plan.manifest_index = None
+            plan = self._verify_pass(tap, targets=not keyed, passes=2 if keyed else 1)
+            plan.digests = tap.finish()
+            plan.stream_size = tap.size
         self.policy.check(plan.manifest, self.note)
+        if keyed:
+            first = plan
+            try:
+                with VerifiedStream(self.source.stream(), first.digests, first.stream_size) as stream:
+                    plan = self._verify_pass(stream, targets=True, checksums=False)
+            except InstallError as exc:  # the package changed between the two reads: nothing written
+                raise PackageError(str(exc)) from None
+            plan.digests, plan.stream_size = first.digests, first.stream_size
         if plan.problem is not None:
             raise plan.problem
         plan.package_id = "%s root=%s all-targets=%d" % (
@@ -113,6 +128,57 @@ class Installer:
         if plan.needs_journal() and self.state.knows(plan.package_id) and self.state.writing is not None:
             plan.unsettle(self.state.writing)  # cut while being written: written again (state.py)
         deltas.settle(self, plan, self.state, plan.package_id)
+        self._check_room(plan)
+        return plan
+
+    def _check_room(self, plan):
+        """The work directory (-t) and the state directory hold what the apply pass will put
+        there (the scripts, the largest patch or script record, the largest stash): found
+        now, not half-way through the writes."""
+        work = plan.begin_len + plan.end_len
+        stash = 0
+        for index, spooled, stashed in plan.room:
+            if index < len(plan.status) and plan.status[index] == 1:
+                continue  # in place: not spooled
+            work, stash = max(work, plan.begin_len + plan.end_len + spooled), max(stash, stashed)
+        same = _free(self.ctx.tmpdir)[1] == _free(self.state.path)[1]
+        for path, need, what in ((self.ctx.tmpdir, work + (stash if same else 0), "-t"),
+                                 (self.state.path, stash, "the state directory")):
+            free, _ = _free(path)
+            if need and free is not None and free < need + (1 << 20):
+                raise UsageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
+                                 "the largest delta result); nothing written: give a directory with room"
+                                 % (what, path, free, need + (1 << 20)))
+
+    def _verify_pass(self, stream, targets, passes=0, checksums=True):
+        """One read of the package: every record checked; with targets, each target too (and
+        what is in place). passes: the first pass sets the progress total for that many."""
+        p = self.progress
+        plan = Plan(self.source.name)
+        self._targets = targets
+        reader = PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=checksums)
+        header = reader.open()
+        total = header.package_size()
+        if passes:
+            self.script_units = max(4096, (total + header.total_data) // 100)
+            # a first estimate: verify every byte, write every data byte, run the scripts
+            p.set_total(total * passes + header.total_data + self.script_units * 2)
+        p.add(reader.offset)
+        self._seen = reader.offset
+        p.emit("verifying", records=header.record_count)
+        check = None
+        for rec, chunks in reader.records():
+            check = self._verify_record(plan, reader, rec, chunks) or check
+        reader.finish()
+        p.add(reader.offset - self._seen)
+        plan.generation = header.generation
+        plan.records = header.record_count
+        plan.package_bytes = reader.offset
+        plan.begin_len, plan.end_len = len(reader.begin_script), len(reader.end_script)
+        if check is not None:
+            plan.manifest = check.finish(reader)
+        else:
+            plan.manifest_index = None
         return plan
 
     def _verify_record(self, plan, reader, rec, chunks):
@@ -123,7 +189,7 @@ class Installer:
         last = rec.index == reader.header.record_count - 1
         check = self._manifest_check(plan, reader, rec, last)  # read here, never run: no target, no script limit
         try:
-            dests = self._dests(rec) if check is None else []
+            dests = self._dests(rec) if check is None and self._targets else []
         except TargetProblem as exc:
             # integrity first: a corrupt package is named as such, not by the target it garbles
             plan.problem = plan.problem or exc
@@ -147,12 +213,15 @@ class Installer:
             new_size = 0
             if rec.op == schema.OP_FILE_DIFF:
                 new_size = patch_new_size(rec, head)
+                stash = 0
                 for d in selected:
                     if d.partition:
                         check_capacity(rec, d, new_size, "the delta's result")
                         plan.units += new_size  # patched, then written to the partition
+                        stash = new_size
+                plan.room.append((rec.index, rec.data_len, stash))  # the patch spooled, the result stashed
                 plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests],
-                                    rec.data_len + new_size + WRITE_UNITS))
+                                    rec.data_len + new_size + WRITE_UNITS, whole.hexdigest()))
             elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):
                 for d in selected:
                     check_capacity(rec, d, rec.data_len + _pad(rec))
@@ -201,10 +270,8 @@ class Installer:
             for name, mask in rec.target_masks():
                 try:
                     dest = open_dest(self.ctx, rec, name, create=create)
-                except TargetProblem:
+                except PackageError:  # it names the record already
                     raise
-                except PackageError as exc:
-                    raise PackageError("record %d: %s" % (rec.index + 1, exc)) from None
                 except OSError as exc:
                     raise TargetProblem("record %d (%s %s): %s" % (rec.index + 1, rec.op_name, name,
                                                                   exc.strerror or exc)) from None
@@ -280,6 +347,7 @@ class Installer:
                                                                                           selected, info)]
             for w in writers:
                 w.stash = plan.stashes.get((rec.index, w.target))
+                w.source = plan.sources.get((rec.index, w.target))
             if not writers:
                 skipped(self, plan, rec, selected)
                 for _ in chunks:
@@ -315,6 +383,13 @@ class Installer:
     # ------------------------------------------------------------------ the whole update
     def run(self):
         """Verify, then (unless dry-run) install. Returns the Plan. Raises OtaError."""
+        self.state.lock()
+        try:
+            return self._run()
+        finally:
+            self.state.unlock()
+
+    def _run(self):
         p = self.progress
         p.emit("start")
         try:
@@ -344,7 +419,7 @@ class Installer:
         error = None
         try:
             if plan.begin_len:
-                p.emit("begin-script", records=plan.records)
+                p.emit("begin-script", records=plan.records, record=0, target="", label="")
                 code = scripts.run_begin()
                 self.ctx.touched = self.opts.run_scripts
                 p.add(self.script_units)
@@ -355,7 +430,7 @@ class Installer:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
             if self.state is not None:
-                self.state.finish(plan.records, keep=not self.state_fallback or plan.manifest is None)
+                self.state.finish(plan.records, keep=bool(self.policy.state_dir) or plan.manifest is None)
             status = 0
         except OtaError as exc:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
@@ -390,6 +465,38 @@ class Installer:
             self.note(message)
         p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message)
         return plan
+
+
+def _free(path):
+    """(bytes free to this user, the filesystem's id) where path is (or would be made)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize, os.stat(path).st_dev
+    except OSError:
+        return None, None
+
+
+def _ours(path):
+    """Absent, or a directory of this user's that only it can write."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _can_make(path):
+    """Could this user create path (or use it, if it is there)?"""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def _pad(rec):

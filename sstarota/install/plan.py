@@ -178,7 +178,8 @@ class Plan:
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
     manifest: Optional[object] = None  # manifest.Manifest, once checked (records: their count)
-    deltas: List[Tuple[int, str, List[Tuple[str, bool]], int]] = field(default_factory=list)  # with write units
+    # (index, dst, [(target, selected)], write units, the patch's sha256 hex)
+    deltas: List[Tuple[int, str, List[Tuple[str, bool]], int, str]] = field(default_factory=list)
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
     chain: object = field(default_factory=hashlib.sha256)
     fingerprints: array.array = field(default_factory=lambda: array.array("I"))
@@ -188,6 +189,8 @@ class Plan:
     status: bytearray = field(default_factory=bytearray)
     partial: Dict[int, set] = field(default_factory=dict)
     stashes: Dict[Tuple[int, str], str] = field(default_factory=dict)
+    # deltas without a manifest to patch: (patch hex, old length, old sha256 hex) for the ledger
+    sources: Dict[Tuple[int, str], Tuple[str, int, str]] = field(default_factory=dict)
     package_id: str = ""  # sha256 over the verify blocks' digests: the journal's name for the package
     in_place_records: int = 0  # apply pass: records skipped as in place, records written
     applied: int = 0
@@ -197,6 +200,8 @@ class Plan:
     recheck: set = field(default_factory=set)  # of those, the ones whose target this run wrote before them
     to_write: int = 0
     data_digests: bytearray = field(default_factory=bytearray)  # 8 bytes of each record's data SHA-256
+    # room the apply pass needs, per record that spools: (index, bytes under -t, bytes in the state directory)
+    room: List[Tuple[int, int, int]] = field(default_factory=list)
 
     def settle(self, index, in_place, selected, digest=bytes(8)):
         """A record's verdict from the verify pass: the names of its selected targets in place."""
@@ -217,6 +222,9 @@ class Plan:
         """A delta target's verdict (deltas.py)."""
         if verdict == "from the stash":
             self.stashes[(index, name)] = stash
+        elif verdict == "apply":
+            if stash is not None:
+                self.sources[(index, name)] = stash
         elif verdict == "in place":
             if stash is not None:  # in place by the journal's mark only: an earlier write to it undoes that
                 self.by_mark.setdefault(name, []).append(index)
@@ -225,6 +233,13 @@ class Plan:
             if self.status[index] == 0:
                 self.status[index] = 2
             self.partial.setdefault(index, set()).add(name)
+
+    def patch_of(self, index):
+        """The SHA-256 (hex) of a delta record's patch."""
+        for entry in self.deltas:
+            if entry[0] == index:
+                return entry[4]
+        return None
 
     def wrote(self, index, name):
         """Record index wrote name: a later delta in place by the journal's mark only is not any more."""

@@ -4,10 +4,15 @@ power cut so that running the same package again ends with the right system.
     DIR/journal          JSON, replaced atomically (temp file, fsync, rename, fsync DIR):
                          {"package": <the package's identity>, "completed": <k>,
                           "writing": <the device record being written, or null>,
-                          "pending": [{"record": i, "target": name, "sha256": hex, "len": n,
-                                       "stash": file name or null}, ...]}
+                          "pending": [{"record": i, "target": key, "sha256": hex, "len": n,
+                                       "stash": file name or null}, ...],
+                          "deltas": [{"patch": hex, "target": key, "old": [n, hex],
+                                      "new": [n, hex]}, ...]}
     DIR/stash-<i>-<h>    the complete result of a raw-partition delta, fsynced before the
-                         partition is written (i: the record, from 1; h: a hash of the target name)
+                         partition is written (i: the record, from 1; h: the target's key)
+
+A target is named by its key: the first 16 hex digits of the SHA-256 of its name's bytes
+(any bytes: a name that is not UTF-8 names a key like any other).
 
 The package's identity is the SHA-256 over its verify blocks, with the root it is
 installed into and whether mask-0 targets are written. "completed" is a high-water mark:
@@ -20,10 +25,21 @@ place, so that a re-run can tell a target that already holds it, and finds the s
 partition that is neither old nor new. The journal's size does not grow with the package.
 A different package resets the journal and removes the old stashes.
 
+"deltas" is the ledger of the deltas this board patched without a manifest (a vendor
+package carries no hash of a delta's source or result): for each, the patch's SHA-256,
+the target, and the hashes of the content it patched and of the result, recorded before
+the result replaces anything and kept across packages (the last LEDGER of them). A
+re-run, with any work directory, finds the target holding the result (in place), the
+source (patched again) or neither (refused): without it a re-run could patch a result a
+second time. It is why such a package needs a state directory on persistent storage.
+
 The directory must be ours: a directory (not a symlink), owned by this user, writable by
-no one else; its files are opened without following symlinks.
+no one else; its files are opened without following symlinks. One install at a time holds
+it (an exclusive flock on the directory, from before the verify pass to the end): a second
+otaunpack on the same state directory is refused, not interleaved with the first.
 """
 
+import fcntl
 import hashlib
 import os
 import re
@@ -36,6 +52,14 @@ from ..fsutil import create_new, fsync_dir, open_regular, unlink_quietly
 JOURNAL = "journal"
 STASH = re.compile(r"^stash-\d+-[0-9a-f]{8}(\.tmp)?$")
 MAX_JOURNAL = 1 << 20
+LEDGER = 256  # deltas remembered: far more than one package's worth; the journal stays small
+KEY = re.compile(r"^[0-9a-f]{16}$")
+HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def target_key(name):
+    """The journal's name for a target: its bytes hashed (any bytes, UTF-8 or not)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class StateDir:
@@ -48,8 +72,33 @@ class StateDir:
         self.completed = 0
         self.writing = None
         self.pending = []
+        self.ledger = []  # {"patch", "target", "old", "new"}: the deltas patched without a manifest
         self.loaded = False
         self.active = False  # begun for a package that needs the journal
+        self.volatile = None  # why a reboot may lose the directory (the installer's word), or None
+
+    def lock(self):
+        """Hold the directory for this install (if it is there yet: begin() takes it once it is
+        made). Another install holding it: UsageError."""
+        if getattr(self, "_lock", None) is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return  # not there (begin() makes and locks it), or not a directory (begin() says so)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError("another otaunpack is installing with the state directory %s; nothing written (run "
+                             "again once it has finished)" % self.path) from None
+        self._lock = fd
+
+    def unlock(self):
+        fd = getattr(self, "_lock", None)
+        if fd is not None:
+            self._lock = None
+            os.close(fd)
 
     def _read(self):
         if self.loaded:
@@ -61,15 +110,16 @@ class StateDir:
             with open_regular(os.path.join(self.path, JOURNAL)) as f:
                 data = json.loads(f.read(MAX_JOURNAL).decode("utf-8"))
             package, completed, writing = data["package"], data["completed"], data.get("writing")
-            if not isinstance(package, str) or not isinstance(completed, int) or not isinstance(data["pending"], list) \
+            if not (package is None or isinstance(package, str)) or not isinstance(completed, int) or not isinstance(data["pending"], list) \
                     or not (writing is None or isinstance(writing, int)):
                 raise ValueError
             self.pending = [_entry(p) for p in data["pending"]]
+            self.ledger = [_delta(d) for d in data.get("deltas", [])][-LEDGER:]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             self.note("the journal in %s is unreadable; not using it" % self.path)
-            self.pending = []
+            self.pending, self.ledger = [], []
             return
         self.package, self.completed, self.writing = package, completed, writing
 
@@ -88,37 +138,68 @@ class StateDir:
     def pending_for(self, package, index, target):
         if not self.knows(package):
             return None
+        key = target_key(target)
         for p in self.pending:
-            if p["record"] == index and p["target"] == target:
+            if p["record"] == index and p["target"] == key:
                 return p
         return None
 
+    def delta_for(self, patch, target):
+        """What the ledger knows of this patch on this target: {"old": [n, hex], "new": [n, hex]}."""
+        self._read()
+        key = target_key(target)
+        for d in self.ledger:
+            if d["patch"] == patch and d["target"] == key:
+                return d
+        return None
+
     def stash_path(self, index, target):
-        return os.path.join(self.path, "stash-%d-%s" % (index + 1, hashlib.sha256(target.encode()).hexdigest()[:8]))
+        return os.path.join(self.path, "stash-%d-%s" % (index + 1, target_key(target)[:8]))
 
     # ------------------------------------------------------------------ the apply pass
     def begin(self, package, needed=True):
         """The apply pass starts. A different package resets the journal (old stashes go); a
         package that needs no journal (no delta, no partition) only clears another's."""
         if not needed:  # whatever the journal says is about another package (or none)
-            if os.path.lexists(self.path):
-                self._check_ours()
-                self._clear_stashes(keep=())
-                unlink_quietly(os.path.join(self.path, JOURNAL))
+            self._forget_package()
             return
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
+            self._check_ours()
+            self.lock()
+            self._read()
+            self.active = True
+            if self.package != package:
+                self.package, self.completed, self.writing, self.pending = package, 0, None, []
+                self._clear_stashes(keep=())
+                self._write(UsageError)
+            else:
+                self._clear_stashes(keep=[p["stash"] for p in self.pending if p["stash"]])
         except OSError as exc:
-            raise UsageError("the state directory %s: %s" % (self.path, exc.strerror)) from None
-        self._check_ours()
-        self._read()
-        self.active = True
-        if self.package != package:
-            self.package, self.completed, self.writing, self.pending = package, 0, None, []
+            raise UsageError("the state directory %s: %s; nothing written (give --state-dir DIR on a writable "
+                             "filesystem)" % (self.path, exc.strerror)) from None
+
+    def _forget_package(self):
+        """A package that needs no journal: another package's stashes and marks go; the ledger
+        of deltas stays. A state directory that cannot be changed (a filesystem gone
+        read-only) does not stop such a package: noted, not fatal."""
+        try:
+            if not os.path.lexists(self.path):
+                return
+            self._check_ours()
             self._clear_stashes(keep=())
-            self._write(UsageError)
-        else:
-            self._clear_stashes(keep=[p["stash"] for p in self.pending if p["stash"]])
+            self._read()
+            if self.ledger:
+                if self.package is not None or self.pending or self.writing is not None:
+                    self.package, self.completed, self.writing, self.pending = None, 0, None, []
+                    self._write(UsageError)
+            else:
+                unlink_quietly(os.path.join(self.path, JOURNAL))
+        except OSError as exc:
+            self.note("the state directory %s: %s; left as it is (this package needs no journal)"
+                      % (self.path, exc.strerror))
+        except UsageError as exc:
+            self.note("%s; left as it is (this package needs no journal)" % exc)
 
     def _check_ours(self):
         st = os.lstat(self.path)
@@ -139,13 +220,20 @@ class StateDir:
             self.writing = None
             self._write()
 
-    def expect(self, index, target, sha256, length, stash=None):
+    def expect(self, index, target, sha256, length, stash=None, source=None):
         """A delta's result is about to replace target: journal it (and its stash) first. The
-        records before this one are complete (records are applied in order): the mark moves."""
-        self.pending = [p for p in self.pending if p["record"] == index and p["target"] != target]
-        self.pending.append({"record": index, "target": target, "sha256": sha256, "len": length,
+        records before this one are complete (records are applied in order): the mark moves.
+        source: (patch hex, old length, old hex) of a delta without a manifest: the ledger."""
+        key = target_key(target)
+        self.pending = [p for p in self.pending if p["record"] == index and p["target"] != key]
+        self.pending.append({"record": index, "target": key, "sha256": sha256, "len": length,
                              "stash": os.path.basename(stash) if stash else None})
         self.completed = max(self.completed, index)
+        if source is not None:
+            patch, old_len, old_sha = source
+            self.ledger = [d for d in self.ledger if not (d["patch"] == patch and d["target"] == key)]
+            self.ledger.append({"patch": patch, "target": key, "old": [old_len, old_sha], "new": [length, sha256]})
+            self.ledger = self.ledger[-LEDGER:]
         self._write()
 
     def record_done(self, index):
@@ -172,18 +260,20 @@ class StateDir:
         if not self.active:
             return
         self._clear_stashes(keep=())
-        if not keep:
+        if not keep and not self.ledger:
             unlink_quietly(os.path.join(self.path, JOURNAL))
             try:
                 os.rmdir(self.path)
             except OSError:
                 pass
             return
+        if not keep:
+            self.package, records = None, 0
         self.completed, self.writing, self.pending = records, None, []
         self._write()
 
     def _clear_stashes(self, keep):
-        for name in os.listdir(self.path):
+        for name in sorted(os.listdir(self.path)):
             if STASH.match(name) and name not in keep:
                 unlink_quietly(os.path.join(self.path, name))
                 self.note("removed %s, left by an interrupted run" % os.path.join(self.path, name))
@@ -192,7 +282,7 @@ class StateDir:
         import json
 
         data = json.dumps({"package": self.package, "completed": self.completed, "writing": self.writing,
-                           "pending": self.pending}, sort_keys=True).encode() + b"\n"
+                           "pending": self.pending, "deltas": self.ledger}, sort_keys=True).encode() + b"\n"
         tmp = os.path.join(self.path, temp_name())
         try:
             with create_new(tmp) as f:
@@ -209,9 +299,23 @@ class StateDir:
 
 def _entry(p):
     if not (isinstance(p, dict) and isinstance(p.get("record"), int) and isinstance(p.get("target"), str)
-            and isinstance(p.get("sha256"), str) and isinstance(p.get("len"), int)):
+            and KEY.match(p["target"]) and isinstance(p.get("sha256"), str) and isinstance(p.get("len"), int)):
         raise ValueError
     stash = p.get("stash")
     if stash is not None and not (isinstance(stash, str) and STASH.match(stash)):
         raise ValueError
     return {"record": p["record"], "target": p["target"], "sha256": p["sha256"], "len": p["len"], "stash": stash}
+
+
+def _digest(v):
+    if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and v[0] >= 0 and isinstance(v[1], str)
+            and HEX.match(v[1])):
+        raise ValueError
+    return [v[0], v[1]]
+
+
+def _delta(d):
+    if not (isinstance(d, dict) and isinstance(d.get("patch"), str) and HEX.match(d["patch"])
+            and isinstance(d.get("target"), str) and KEY.match(d["target"])):
+        raise ValueError
+    return {"patch": d["patch"], "target": d["target"], "old": _digest(d.get("old")), "new": _digest(d.get("new"))}

@@ -35,6 +35,7 @@ class _Hashing:
 @register(schema.OP_FILE_DIFF)
 class DeltaWriter(Writer):
     stash = None  # a stash of this target's result to write (the plan found one: a re-run)
+    source = None  # without a manifest: (patch hex, old length, old sha256 hex), for the ledger
 
     def open(self):
         self.spool = Spool(self.ctx.tmpdir, "patch")
@@ -65,7 +66,7 @@ class DeltaWriter(Writer):
                 try:
                     n, sha = self._patch(old, old_size, out.f)
                     if self.ctx.state is not None and self.expect is None:  # how a re-run knows it is done
-                        self.ctx.state.expect(self.rec.index, self.target, sha, n)
+                        self.ctx.state.expect(self.rec.index, self.target, sha, n, source=self.source)
                 except BaseException:
                     out.abort()
                     raise
@@ -121,7 +122,7 @@ class DeltaWriter(Writer):
                 raise
             os.replace(path + ".tmp", path)
             fsync_dir(state.path)
-            state.expect(self.rec.index, self.target, sha, n, stash=path)
+            state.expect(self.rec.index, self.target, sha, n, stash=path, source=self.source)
             self._write_device(new)
 
     def _from_stash(self):

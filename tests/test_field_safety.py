@@ -1,0 +1,220 @@
+"""Field safety, round three (issue 20): what the board opens before a signature vouches for
+it, the work and state directories another local user could reach, the state directory's
+failures, and the installer's one-line messages."""
+
+import os
+
+import pytest
+
+from sstarota import install, signing
+from sstarota.errors import PackageError
+from sstarota.install.policy import Policy
+from test_hardening import OP_UPDATE, one_line, otaunpack, pkg04, rec04, snapshot
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory):
+    d = tmp_path_factory.mktemp("key")
+    signing.generate(str(d / "k"), "p256")
+    return str(d / "k")
+
+
+def test_a_keyed_board_opens_no_target_of_an_unsigned_package(tmp_path, key, monkeypatch):
+    """Opening a device node can act (/dev/watchdog arms): nothing the package names is
+    opened before its signature is checked."""
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/watchdog-dir/watchdog", OP_UPDATE, b"x" * 100)]))
+    root = tmp_path / "root"
+    (root / "watchdog-dir").mkdir(parents=True)
+    (root / "watchdog-dir/watchdog").write_bytes(b"old")
+    opened = []
+    real = os.open
+
+    def spy(path, *a, **kw):
+        opened.append(os.fsdecode(path))
+        return real(path, *a, **kw)
+
+    source = install.open_source(str(pkg), gz=False)
+    monkeypatch.setattr(os, "open", spy)
+    try:
+        with pytest.raises(PackageError) as exc:
+            install.Installer(source, install.Options(root=str(root), tmpdir=str(tmp_path),
+                                                      policy=Policy(key_paths=[key + ".pub"]))).run()
+    finally:
+        monkeypatch.undo()
+        source.close()
+    assert "unsigned" in str(exc.value)
+    assert not [p for p in opened if "watchdog" in p], opened
+
+
+# ---------------------------------------------------------------------------- work and state directories
+
+
+def _file_pkg(tmp_path, data=b"new\n", dst="/etc/app.conf"):
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04(dst, OP_UPDATE, data)]))
+    return pkg
+
+
+def _root(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/app.conf").write_bytes(b"old\n")
+    return root
+
+
+def test_a_work_directory_others_can_change_is_refused(tmp_path):
+    work = tmp_path / "ota"
+    work.mkdir()
+    work.chmod(0o777)  # pre-created by another user, not sticky: they could swap our spool
+    root = _root(tmp_path)
+    before = snapshot(root)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work)
+    assert proc.returncode == 2, proc.stderr
+    assert "-t %s" % work in one_line(proc)
+    assert snapshot(root) == before and os.listdir(work) == []
+
+
+def test_a_state_directory_another_user_made_first_blocks_nothing(tmp_path):
+    work = tmp_path / "tmp"
+    (work / "sstarota-state").mkdir(parents=True)
+    (work / "sstarota-state").chmod(0o777)
+    root = _root(tmp_path)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/app.conf").read_bytes() == b"new\n"
+    assert os.listdir(work) == ["sstarota-state"]  # the run's private work directory is gone
+
+
+def test_work_files_are_private_to_the_run(tmp_path):
+    """Every work file (the package spooled from stdin, the scripts) is in a 0700 directory of
+    the run's own, each 0600, removed at the end."""
+    import subprocess
+    import sys
+
+    from test_hardening import PROJECT
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    root = _root(tmp_path)
+    seen = tmp_path / "seen"
+    begin = b'for f in "$OTA_WORK_SEEN"/*/*; do stat -c "%%a %%n" "$(dirname "$f")" "$f"; done > %s\n' % bytes(seen)
+    pkg = pkg04([rec04("/etc/app.conf", OP_UPDATE, b"new\n")], begin=begin.replace(b"$OTA_WORK_SEEN", bytes(work)))
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", "-", "--root", str(root), "-t",
+                           str(work)], input=pkg, capture_output=True, cwd=PROJECT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = seen.read_text().split()
+    modes = dict(zip(lines[1::2], lines[0::2]))
+    dirs = {p for p in modes if p.endswith("-work")}
+    assert len(dirs) == 1 and all(modes[d] == "700" for d in dirs), modes
+    files = [p for p in modes if p not in dirs]
+    assert files and all(modes[f] == "600" for f in files), modes
+    assert os.listdir(work) == []
+
+
+def test_two_installs_on_one_state_directory_are_not_interleaved(tmp_path):
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    root = _root(tmp_path)
+    before = snapshot(root)
+    fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another install holds it
+        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 2, proc.stderr
+    assert str(state) in one_line(proc)
+    assert snapshot(root) == before
+    assert otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state).returncode == 0
+
+
+def test_a_state_directory_that_cannot_be_changed_does_not_stop_a_package_that_needs_none(tmp_path):
+    """A filesystem gone read-only, or a journal that is not a file: one note, not a traceback,
+    for a package that needs no journal."""
+    state = tmp_path / "state"
+    (state / "journal").mkdir(parents=True)
+    state.chmod(0o700)
+    root = _root(tmp_path)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert (root / "etc/app.conf").read_bytes() == b"new\n"
+
+
+def test_stdin_needs_no_t(tmp_path):
+    import subprocess
+    import sys
+
+    from test_hardening import PROJECT
+
+    root = _root(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", "-", "--root", str(root)],
+                          input=_file_pkg(tmp_path).read_bytes(), capture_output=True, cwd=PROJECT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/app.conf").read_bytes() == b"new\n"
+
+
+def test_a_partition_delta_to_a_name_that_is_not_utf8_installs(tmp_path):
+    import bsdiff4
+
+    old, new = os.urandom(5000) * 4, None
+    new = old[:7000] + b"changed" * 100 + old[7700:]
+    name = b"/dev/mtd\xff"
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev" / "mtd\udcff").write_bytes(old)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04(name, 5, bsdiff4.diff(old, new))]))
+    for _ in range(2):  # and again: in place by the ledger
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert (root / "dev" / "mtd\udcff").read_bytes() == new
+
+
+def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_path, monkeypatch):
+    import bsdiff4
+
+    from sstarota.errors import UsageError
+
+    old = os.urandom(300000)
+    new = old[:1000] + os.urandom(200000) + old[201000:]
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev/mtd3").write_bytes(old)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/etc/app.conf", OP_UPDATE, b"new\n"), rec04("/dev/mtd3", 5, bsdiff4.diff(old, new))],
+                          begin=b"touch \"$OTA_ROOT/begin-ran\"\n"))
+    (root / "etc").mkdir()
+    (root / "etc/app.conf").write_bytes(b"old\n")
+    before = snapshot(root)
+    real = os.statvfs
+
+    class Small:
+        def __init__(self, st):
+            self.f_bavail, self.f_frsize = 64, 4096  # 256 KiB free
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Small(real(p)))
+    source = install.open_source(str(pkg), gz=False)
+    try:
+        with pytest.raises(UsageError) as exc:
+            install.Installer(source, install.Options(root=str(root), tmpdir=str(tmp_path))).run()
+    finally:
+        source.close()
+    assert "bytes free" in str(exc.value)
+    assert snapshot(root) == before
+
+
+def test_messages_name_a_record_once_and_the_begin_script_no_record(tmp_path):
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/etc/../x", OP_UPDATE, b"x")]))
+    proc = otaunpack("-r", pkg, "--root", _root(tmp_path), "-t", tmp_path)
+    assert proc.returncode == 3
+    assert one_line(proc).count("record 1") == 1, proc.stderr
+    pkg.write_bytes(pkg04([rec04("/etc/app.conf", OP_UPDATE, b"new\n")], begin=b"true\n"))
+    proc = otaunpack("-r", pkg, "--root", tmp_path / "root", "-t", tmp_path)
+    assert proc.returncode == 0
+    (line,) = [ln for ln in proc.stderr.decode().splitlines() if "begin-script" in ln]
+    assert "app.conf" not in line and "1/1" not in line, line
