@@ -1,5 +1,6 @@
 """What goes onto the board: the update wrapper and the example begin/end scripts."""
 
+import json
 import os
 import subprocess
 import sys
@@ -136,3 +137,25 @@ def test_example_end_script_acts_on_ota_status(tmp_path, status):
         assert result.startswith("failed ")
         assert (root / "var/lib/ota/failures").read_text() == "x\nx\n"
         assert "update FAILED (OTA_STATUS=-1); 2 failure(s) so far" in proc.stdout
+
+
+def final_event(pkg, root, tmp_path):
+    """otaunpack's last JSON progress event for an install of pkg under root."""
+    events = tmp_path / "events.jsonl"
+    with open(events, "w") as f:
+        proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path), "-q",
+                               "--progress-fd", str(f.fileno())], pass_fds=(f.fileno(),), capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(events.read_text().splitlines()[-1])
+
+
+def test_the_final_progress_event_counts_what_was_written(tmp_path):
+    """The wrapper's reboot decision: the records written and found in place, in the final event."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    first = final_event(pkg, root, tmp_path)
+    assert first["final"] and first["summary"] == {"records": 1, "written": 1, "in_place": 0, "files": 1,
+                                                   "flash_blocks": 0, "volumes": 0, "device_bytes": 0}
+    again = final_event(pkg, root, tmp_path)
+    assert again["summary"]["written"] == 0 and again["summary"]["in_place"] == 1 and again["summary"]["files"] == 0
