@@ -1,7 +1,9 @@
 """What goes onto the board: the update wrapper and the example begin/end scripts."""
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,25 +38,82 @@ def alive(pid):
     return Path("/proc/%d/stat" % pid).read_text().split()[2] != "Z"
 
 
-def package(tmp_path, begin=None):
+def package(tmp_path, begin=None, data=None):
     pkg = tmp_path / "SStarOta.bin"
     packer.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(EXAMPLES / "end.sh"))
-    packer.append(str(pkg), packer.operation_specs("file-update", src=str(GOLDEN / "v0.4/in/files/app.conf"),
-                                               dst="/mnt/data/app.conf", mode=0o644))
+    src = GOLDEN / "v0.4/in/files/app.conf"
+    if data is not None:
+        src = tmp_path / "app.conf"
+        src.write_bytes(data)
+    packer.append(str(pkg), packer.operation_specs("file-update", src=str(src), dst="/mnt/data/app.conf", mode=0o644))
     return packer.gzip_package(str(pkg))
 
 
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: what the wrapper runs, taken from busybox when the host has it (as on a board)
+APPLETS = ("sh", "sha256sum", "sed", "awk", "df", "ls", "mkdir", "rmdir", "chmod", "wc", "tail", "date", "cat", "mv",
+           "rm", "grep", "sync", "id", "dirname", "pidof", "kill", "sleep", "umount", "mount")
+BUSYBOX = shutil.which("busybox")
+
+
+def board_path(tmp_path):
+    """A bin directory for the front of PATH: busybox's applets, stubs that record their calls
+    (reboot, logger, on-failure; lines in tmp_path/calls/NAME) and a shim that counts the
+    runs of the real otaunpack."""
+    bindir, calls = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    calls.mkdir()
+    if BUSYBOX:
+        for applet in APPLETS:
+            (bindir / applet).symlink_to(BUSYBOX)
+    stubs = {"reboot": 'echo "$*" >> "%s/reboot"\n',
+             "on-failure": 'echo "$*" >> "%s/on-failure"\n',
+             "logger": 'echo "$*" >> "%s/logger"\n[ $# -gt 2 ] || cat >> "%%s/logger"\n',
+             "otaunpack": 'echo "$*" >> "%%s/otaunpack"\nls -ldn "$OTA_WORKDIR" >> "%%s/workdir"\nexec %s "$@"\n'}
+    for name, body in stubs.items():
+        if name == "logger":
+            body = body % calls % calls
+        elif name == "otaunpack":
+            body = (body % (BIN / "otaunpack")) % (calls, calls)
+        else:
+            body = body % calls
+        (bindir / name).write_text("#!/bin/sh\n" + body)
+        os.chmod(bindir / name, 0o755)
+    return bindir
+
+
+def calls(tmp_path, name):
+    """The lines a stub recorded (one per call for reboot, on-failure and otaunpack)."""
+    f = tmp_path / "calls" / name
+    return f.read_text().splitlines() if f.exists() else []
+
+
 def wrapper_env(tmp_path, root, **extra):
-    env = dict(os.environ, OTA_WORKDIR=str(tmp_path / "work"), OTA_ROOT=str(root), OTA_LOG=str(tmp_path / "ota.log"),
-               OTA_REBOOT="touch %s" % (tmp_path / "rebooted"), OTAUNPACK=str(BIN / "otaunpack"),
-               OTA_ON_FAILURE="%s %s" % (PROJECT / "tests" / "record-failure.sh", tmp_path / "failure"),
-               OTA_PACKAGES=str(tmp_path / "nowhere.bin.gz"))
+    bindir = tmp_path / "bin" if (tmp_path / "bin").exists() else board_path(tmp_path)
+    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]), OTA_WORKDIR=str(tmp_path / "work"),
+               OTA_ROOT=str(root), OTA_STATE_DIR=str(tmp_path / "state"), OTAUNPACK=str(bindir / "otaunpack"),
+               OTA_PACKAGES=str(tmp_path / "nowhere.bin.gz"),
+               # by path: busybox sh runs its own applets (reboot, logger) before any on PATH
+               OTA_REBOOT=str(bindir / "reboot"), OTA_LOGGER=str(bindir / "logger"),
+               OTA_ON_FAILURE=str(bindir / "on-failure"))
+    for name in ("OTA_LOG", "OTA_MAX_TRIES", "OTA_SYSLOG", "OTA_STOP_APPS", "OTA_UMOUNT", "OTA_ON_UNCHANGED"):
+        env.pop(name, None)
     env.update(extra)
     return env
 
 
-def log_lines(tmp_path):
-    return [line.split(" ", 2)[2] for line in (tmp_path / "ota.log").read_text().splitlines()
+def boot(tmp_path, env, *args):
+    """One run of the wrapper, as at a boot: in a session of its own, under the board's sh."""
+    shell = str(tmp_path / "bin" / "sh") if BUSYBOX else "sh"
+    return subprocess.run([shell, str(WRAPPER), *map(str, args)], env=env, capture_output=True, text=True,
+                          start_new_session=True)
+
+
+def log_lines(tmp_path, name="update.log"):
+    return [line.split(" ", 2)[2] for line in (tmp_path / "state" / name).read_text().splitlines()
             if " sstarota-update: " in line]
 
 
@@ -65,25 +124,29 @@ def test_wrapper_runs_every_step(tmp_path):
     pid = start_fake_app(tmp_path)
     assert alive(pid)
     data = root / "mnt/data"
-    # a real mount point to unmount: a tmpfs in a private mount namespace
-    script = 'mount -t tmpfs ota-test "%s" && exec sh "%s" "%s"' % (data, WRAPPER, pkg)
     env = wrapper_env(tmp_path, root, OTA_STOP_APPS="fakeapp", OTA_UMOUNT=str(data))
+    # a real mount point to unmount: a tmpfs in a private mount namespace
+    script = 'mount -t tmpfs ota-test "%s" && exec "%s" "%s" "%s"' % (data, tmp_path / "bin" / "sh" if BUSYBOX else "sh",
+                                                                     WRAPPER, pkg)
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not alive(pid)
     steps = log_lines(tmp_path)
-    expected = ["sstarota-update: start", "sstarota-update: package: %s" % pkg, "sstarota-update: work directory:",
-                "sstarota-update: stop fakeapp: SIGTERM", "sstarota-update: stop fakeapp: stopped",
-                "sstarota-update: unmount %s: done" % data, "sstarota-update: install: %s -x" % (BIN / "otaunpack"),
-                "sstarota-update: install: success", "sstarota-update: reboot:"]
+    expected = ["sstarota-update: start", "sstarota-update: package: %s (%d bytes, sha256 %s)"
+                % (pkg, os.path.getsize(pkg), sha256(pkg)), "sstarota-update: try 1 of 3",
+                "sstarota-update: work directory:", "sstarota-update: stop fakeapp: SIGTERM",
+                "sstarota-update: stop fakeapp: stopped", "sstarota-update: unmount %s: done" % data,
+                "sstarota-update: install: %s -x" % (tmp_path / "bin" / "otaunpack"),
+                "sstarota-update: install: success: 1 record(s) written, 0 already in place",
+                "sstarota-update: reboot: %s" % (tmp_path / "bin" / "reboot")]
     for want, got in zip(expected, steps):
         assert got.startswith(want), (want, got)
-    assert len(steps) == len(expected)
-    log = (tmp_path / "ota.log").read_text()
+    assert len(steps) == len(expected), steps
+    log = (tmp_path / "state/update.log").read_text()
     assert "ota begin:" in log and "ota end: update installed" in log and "otaunpack: 100% done" in log
     assert (root / "mnt/data/app.conf").read_bytes() == (GOLDEN / "v0.4/in/files/app.conf").read_bytes()
     assert (root / "var/lib/ota/result").read_text().startswith("ok ")
-    assert (tmp_path / "rebooted").exists()
+    assert calls(tmp_path, "reboot") == [""]
 
 
 def test_wrapper_reports_a_rejected_package_and_does_not_reboot(tmp_path):
@@ -93,28 +156,187 @@ def test_wrapper_reports_a_rejected_package_and_does_not_reboot(tmp_path):
     raw = bytearray(Path(pkg).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     Path(pkg).write_bytes(bytes(raw))
-    env = wrapper_env(tmp_path, root, OTA_PACKAGES="%s %s" % (tmp_path / "missing.gz", pkg))
-    proc = subprocess.run(["sh", str(WRAPPER)], env=env, capture_output=True, text=True)
+    proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES="%s %s" % (tmp_path / "missing.gz", pkg)))
     assert proc.returncode == 3
     steps = log_lines(tmp_path)
-    assert steps[1] == "sstarota-update: package: %s (%d bytes)" % (pkg, len(raw))
-    assert steps[-1] == "sstarota-update: install: package REJECTED, nothing was written (exit 3)"
-    assert (tmp_path / "failure").read_text() == "3\n"
-    assert not (tmp_path / "rebooted").exists()
+    assert steps[1] == "sstarota-update: package: %s (%d bytes, sha256 %s)" % (pkg, len(raw), sha256(pkg))
+    assert steps[-1].startswith("sstarota-update: install: package REJECTED, nothing was written (exit 3)")
+    assert calls(tmp_path, "on-failure") == ["3"]
+    assert calls(tmp_path, "reboot") == []
     assert list(root.iterdir()) == []
 
 
 def test_wrapper_without_a_package_or_space_gives_up(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    proc = subprocess.run(["sh", str(WRAPPER)], env=wrapper_env(tmp_path, root), capture_output=True, text=True)
-    assert proc.returncode == 4
-    assert "no package found" in proc.stdout
+    # at a boot without a package there is nothing to do: not a failure
+    proc = boot(tmp_path, wrapper_env(tmp_path, root))
+    assert proc.returncode == 0 and "no package found" in proc.stdout
+    proc = boot(tmp_path, wrapper_env(tmp_path, root), tmp_path / "missing.bin.gz")
+    assert proc.returncode == 4 and "does not exist" in proc.stdout
     pkg = package(tmp_path)
-    proc = subprocess.run(["sh", str(WRAPPER), pkg], env=wrapper_env(tmp_path, root, OTA_MIN_FREE_KB="999999999999"),
-                          capture_output=True, text=True)
+    proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_MIN_FREE_KB="999999999999"), pkg)
     assert proc.returncode == 4 and "KiB free in" in proc.stdout
-    assert (tmp_path / "failure").read_text() == "4\n"
+    assert calls(tmp_path, "on-failure") == ["4", "4"]
+    assert calls(tmp_path, "otaunpack") == []
+
+
+def test_the_same_package_at_three_boots_is_installed_once_and_rebooted_once(tmp_path):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    codes = [boot(tmp_path, env).returncode for _ in range(3)]
+    assert codes == [0, 0, 0]
+    assert len(calls(tmp_path, "otaunpack")) == 1
+    assert calls(tmp_path, "reboot") == [""]
+    assert (tmp_path / "state/packages" / (sha256(pkg) + ".done")).exists()
+    assert not (tmp_path / "state/packages" / (sha256(pkg) + ".tries")).exists()
+    already = [line for line in log_lines(tmp_path) if "already installed" in line]
+    assert len(already) == 2
+    # another package is a new one: installed (once)
+    (tmp_path / "new").mkdir()
+    pkg2 = package(tmp_path / "new", data=b"new content\n")
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES="%s %s" % (pkg, pkg2))
+    assert [boot(tmp_path, env).returncode for _ in range(2)] == [0, 0]
+    assert len(calls(tmp_path, "otaunpack")) == 2 and len(calls(tmp_path, "reboot")) == 2
+    assert (root / "mnt/data/app.conf").read_bytes() == b"new content\n"
+
+
+def test_a_failing_package_is_tried_at_most_n_times_then_left_with_its_reason(tmp_path):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    failing = tmp_path / "fail.sh"
+    failing.write_text("exit 1\n")
+    pkg = package(tmp_path, begin=failing)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    codes = [boot(tmp_path, env).returncode for _ in range(5)]
+    assert codes == [1, 1, 1, 5, 5]
+    assert len(calls(tmp_path, "otaunpack")) == 3
+    assert calls(tmp_path, "on-failure") == ["1", "1", "1"]
+    assert calls(tmp_path, "reboot") == []
+    left = (tmp_path / "state/packages" / (sha256(pkg) + ".left")).read_text()
+    assert "3 tries" in left and "exit 1" in left and "the begin script exited with status 1" in left
+    steps = log_lines(tmp_path)
+    assert sum("not tried again" in line for line in steps) == 3  # when it is left, and at the two boots after
+    # the number of tries is a setting
+    (tmp_path / "state/packages" / (sha256(pkg) + ".left")).unlink()
+    (tmp_path / "state/packages" / (sha256(pkg) + ".tries")).unlink()
+    env["OTA_MAX_TRIES"] = "1"
+    assert [boot(tmp_path, env).returncode for _ in range(2)] == [1, 5]
+    assert len(calls(tmp_path, "otaunpack")) == 4
+
+
+def test_an_interrupted_try_counts(tmp_path):
+    """A power cut or a crash during the install is a try: a package that brings the board
+    down every time is left after OTA_MAX_TRIES boots."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    killer = tmp_path / "killer"
+    killer.write_text("#!/bin/sh\nkill -KILL 0\n")  # the whole session: the wrapper too
+    os.chmod(killer, 0o755)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_MAX_TRIES="2", OTAUNPACK=str(killer))
+    assert [boot(tmp_path, env).returncode for _ in range(3)] == [-9, -9, 5]
+    left = (tmp_path / "state/packages" / (sha256(pkg) + ".left")).read_text()
+    assert "2 tries" in left and "interrupted" in left
+
+
+def test_nothing_written_means_no_reboot(tmp_path):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path)],
+                          capture_output=True)
+    assert proc.returncode == 0
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    proc = boot(tmp_path, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(calls(tmp_path, "otaunpack")) == 1
+    assert calls(tmp_path, "reboot") == []
+    assert log_lines(tmp_path)[-2:] == ["sstarota-update: install: success: 0 record(s) written, 1 already in place",
+                                        "sstarota-update: nothing was written: no reboot"]
+    assert boot(tmp_path, env).returncode == 0 and len(calls(tmp_path, "otaunpack")) == 1
+
+
+def test_the_log_is_kept_in_the_state_directory_bounded_and_sent_to_syslog(tmp_path):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_LOG_MAX_KB="2")
+    for _ in range(12):
+        assert boot(tmp_path, env).returncode == 0
+    state = tmp_path / "state"
+    assert sorted(p.name for p in state.iterdir()) == ["packages", "update.log", "update.log.1"]
+    assert (state / "update.log").stat().st_size <= 2048 + 200
+    assert (state / "update.log.1").stat().st_size <= 2048 + 4096
+    assert "already installed" in log_lines(tmp_path)[-1]
+    syslog = calls(tmp_path, "logger")
+    assert "-t sstarota-update install: success: 1 record(s) written, 0 already in place" in syslog
+    assert any(line.startswith("otaunpack: note: summary:") for line in syslog)
+    # no syslog: the file alone
+    env["OTA_SYSLOG"] = "no"
+    before = len(calls(tmp_path, "logger"))
+    assert boot(tmp_path, env).returncode == 0
+    assert len(calls(tmp_path, "logger")) == before
+
+
+def test_free_space_is_asked_only_for_what_goes_under_the_work_directory(tmp_path):
+    """A local package is read where it is, never copied under -t: a 2 MiB package installs
+    with a 1 MiB work directory."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    data = os.urandom(2 << 20)
+    pkg = package(tmp_path, data=data)
+    small = tmp_path / "small"
+    small.mkdir()
+    env = wrapper_env(tmp_path, root, OTA_WORKDIR=str(small / "ota"), OTA_MIN_FREE_KB="256")
+    script = 'mount -t tmpfs -o size=1m ota-work "%s" && exec sh "%s" "%s"' % (small, WRAPPER, pkg)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "mnt/data/app.conf").read_bytes() == data
+
+
+@pytest.mark.parametrize("case", ["other-user", "symlink", "group-writable", "state-other-user"])
+def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_WORKDIR=str(tmp_path / "tmp/ota"))
+    (tmp_path / "tmp").mkdir(mode=0o1777)
+    os.chmod(tmp_path / "tmp", 0o1777)
+    work = tmp_path / "tmp/ota"
+    if case == "other-user":  # /tmp/ota made by someone else before us
+        work.mkdir()
+        os.chown(work, 65534, 65534)
+    elif case == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        work.symlink_to(tmp_path / "elsewhere")
+    elif case == "group-writable":
+        work.mkdir()
+        os.chmod(work, 0o770)
+    else:
+        (tmp_path / "state").mkdir()
+        os.chown(tmp_path / "state", 65534, 65534)
+    proc = boot(tmp_path, env)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert calls(tmp_path, "otaunpack") == [] and calls(tmp_path, "reboot") == []
+    assert not (root / "mnt/data/app.conf").exists()
+    if case == "other-user":
+        assert work.stat().st_uid == 65534 and "owned by" in proc.stdout
+
+
+def test_the_work_directory_is_made_private_and_fresh(tmp_path):
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    assert boot(tmp_path, env).returncode == 0
+    mode, _, uid = calls(tmp_path, "workdir")[0].split()[:3]
+    assert mode.startswith("drwx------") and int(uid) == os.geteuid()
+    assert not (tmp_path / "work").exists()  # removed after the run: the next one makes it again
+    state = tmp_path / "state"
+    assert (state.stat().st_mode & 0o777, (state / "packages").stat().st_mode & 0o777) == (0o700, 0o700)
 
 
 @pytest.mark.parametrize("status", [0, -1])
