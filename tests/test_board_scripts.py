@@ -71,6 +71,7 @@ def board_path(tmp_path):
             (bindir / applet).symlink_to(BUSYBOX)
     stubs = {"reboot": 'echo "$*" >> "%s/reboot"\n',
              "on-failure": 'echo "$*" >> "%s/on-failure"\n',
+             "on-unchanged": 'echo "$*" >> "%s/on-unchanged"\n',
              "logger": 'echo "$*" >> "%s/logger"\n[ $# -gt 2 ] || cat >> "%%s/logger"\n',
              "otaunpack": 'echo "$*" >> "%%s/otaunpack"\nls -ldn "$OTA_WORKDIR" >> "%%s/workdir"\nexec %s "$@"\n'}
     for name, body in stubs.items():
@@ -249,11 +250,11 @@ def test_nothing_written_means_no_reboot(tmp_path):
     proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path)],
                           capture_output=True)
     assert proc.returncode == 0
-    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_ON_UNCHANGED=str(tmp_path / "bin/on-unchanged"))
     proc = boot(tmp_path, env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(calls(tmp_path, "otaunpack")) == 1
-    assert calls(tmp_path, "reboot") == []
+    assert calls(tmp_path, "reboot") == [] and calls(tmp_path, "on-unchanged") == [""]
     assert log_lines(tmp_path)[-2:] == ["sstarota-update: install: success: 0 record(s) written, 1 already in place",
                                         "sstarota-update: nothing was written: no reboot"]
     assert boot(tmp_path, env).returncode == 0 and len(calls(tmp_path, "otaunpack")) == 1
