@@ -298,7 +298,8 @@ def test_free_space_is_asked_only_for_what_goes_under_the_work_directory(tmp_pat
     assert (root / "mnt/data/app.conf").read_bytes() == data
 
 
-@pytest.mark.parametrize("case", ["other-user", "symlink", "group-writable", "state-other-user"])
+@pytest.mark.parametrize("case", ["other-user", "symlink", "group-writable", "state-other-user", "parent-other-user",
+                                  "symlink-with-slash"])
 def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
@@ -307,7 +308,16 @@ def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
     (tmp_path / "tmp").mkdir(mode=0o1777)
     os.chmod(tmp_path / "tmp", 0o1777)
     work = tmp_path / "tmp/ota"
-    if case == "other-user":  # /tmp/ota made by someone else before us
+    if case == "parent-other-user":  # they can rename our directory away and put theirs in its place
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", 65534, 65534)
+        env["OTA_WORKDIR"] = str(tmp_path / "theirs/ota")
+    elif case == "symlink-with-slash":  # "ota/" is the directory the link points to: theirs to move
+        (tmp_path / "private").mkdir(mode=0o700)
+        work.symlink_to(tmp_path / "private")
+        os.lchown(work, 65534, 65534)
+        env["OTA_WORKDIR"] = str(work) + "/"
+    elif case == "other-user":  # /tmp/ota made by someone else before us
         work.mkdir()
         os.chown(work, 65534, 65534)
     elif case == "symlink":
@@ -382,3 +392,18 @@ def test_the_final_progress_event_counts_what_was_written(tmp_path):
                                                    "flash_blocks": 0, "volumes": 0, "device_bytes": 0}
     again = final_event(pkg, root, tmp_path)
     assert again["summary"]["written"] == 0 and again["summary"]["in_place"] == 1 and again["summary"]["files"] == 0
+
+
+def test_a_package_of_another_user_is_not_installed(tmp_path):
+    """Any local user can write /tmp/SStarOta.bin.gz: its begin script would run as root."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    os.chown(pkg, 65534, 65534)
+    proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg)))
+    assert proc.returncode == 0 and "owned by uid 65534" in proc.stdout
+    assert boot(tmp_path, wrapper_env(tmp_path, root), pkg).returncode == 4
+    assert calls(tmp_path, "otaunpack") == [] and not (root / "mnt/data/app.conf").exists()
+    # the board's own user and root are trusted, and OTA_TRUST_UIDS adds others (an SD card mounted uid=1000)
+    assert boot(tmp_path, wrapper_env(tmp_path, root, OTA_TRUST_UIDS="65534"), pkg).returncode == 0
+    assert len(calls(tmp_path, "otaunpack")) == 1
