@@ -407,3 +407,18 @@ def test_a_package_of_another_user_is_not_installed(tmp_path):
     # the board's own user and root are trusted, and OTA_TRUST_UIDS adds others (an SD card mounted uid=1000)
     assert boot(tmp_path, wrapper_env(tmp_path, root, OTA_TRUST_UIDS="65534"), pkg).returncode == 0
     assert len(calls(tmp_path, "otaunpack")) == 1
+
+
+def test_only_the_wrapper_s_own_lines_count_as_tries(tmp_path):
+    """A reason quotes otaunpack's error, which may quote the package's text: it is never read as a try."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    (tmp_path / "state/packages").mkdir(parents=True, mode=0o700)
+    os.chmod(tmp_path / "state", 0o700)
+    tries = tmp_path / "state/packages" / (sha256(pkg) + ".tries")
+    tries.write_text("2026-01-01 00:00:00 try 1: started (%s)\n"
+                     "2026-01-01 00:00:01 try 1: exit 3: otaunpack: error: record 1: /x: started (y)\n" % pkg)
+    proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg)))
+    assert proc.returncode == 0, proc.stdout
+    assert "sstarota-update: try 2 of 3" in log_lines(tmp_path)
