@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -422,3 +423,12 @@ def test_only_the_wrapper_s_own_lines_count_as_tries(tmp_path):
     proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg)))
     assert proc.returncode == 0, proc.stdout
     assert "sstarota-update: try 2 of 3" in log_lines(tmp_path)
+
+
+def test_the_example_config_is_shell_and_sets_only_the_wrapper_s_settings():
+    conf = EXAMPLES / "sstarota-update.conf"
+    shell = BUSYBOX and [BUSYBOX, "sh"] or ["sh"]
+    assert subprocess.run(shell + ["-n", str(conf)]).returncode == 0
+    names = re.findall(r"^([A-Z_]+)=", conf.read_text(), re.M)
+    header = WRAPPER.read_text().split("\n\n")[0]
+    assert names and all(re.search(r"^#   %s " % name, header, re.M) for name in names), names
