@@ -74,7 +74,8 @@ def board_path(tmp_path):
              "on-failure": 'echo "$*" >> "%s/on-failure"\n',
              "on-unchanged": 'echo "$*" >> "%s/on-unchanged"\n',
              "logger": 'echo "$*" >> "%s/logger"\n[ $# -gt 2 ] || cat >> "%%s/logger"\n',
-             "otaunpack": 'echo "$*" >> "%%s/otaunpack"\nls -ldn "$OTA_WORKDIR" >> "%%s/workdir"\nexec %s "$@"\n'}
+             "otaunpack": 'echo "$*" >> "%%s/otaunpack"\nfor a; do [ "$t" = -t ] && ls -ldn "$a" >> "%%s/workdir"; '
+                          't=$a; done\nexec %s "$@"\n'}
     for name, body in stubs.items():
         if name == "logger":
             body = body % calls % calls
@@ -300,9 +301,12 @@ def test_free_space_is_asked_only_for_what_goes_under_the_work_directory(tmp_pat
     assert (root / "mnt/data/app.conf").read_bytes() == data
 
 
-@pytest.mark.parametrize("case", ["other-user", "symlink", "group-writable", "state-other-user", "parent-other-user",
-                                  "symlink-with-slash"])
-def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
+@pytest.mark.parametrize("case", ["other-user", "symlink", "group-writable", "symlink-with-slash", "parent-other-user",
+                                  "state-other-user"])
+def test_a_work_or_state_directory_not_private_to_us_is_never_used(tmp_path, case):
+    """A work directory someone else made first is left alone, and a fresh one of ours made
+    beside it (refusing would let any local user block every update); a parent directory or a
+    state directory of another user's is refused."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
     pkg = package(tmp_path)
@@ -310,16 +314,7 @@ def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
     (tmp_path / "tmp").mkdir(mode=0o1777)
     os.chmod(tmp_path / "tmp", 0o1777)
     work = tmp_path / "tmp/ota"
-    if case == "parent-other-user":  # they can rename our directory away and put theirs in its place
-        (tmp_path / "theirs").mkdir()
-        os.chown(tmp_path / "theirs", 65534, 65534)
-        env["OTA_WORKDIR"] = str(tmp_path / "theirs/ota")
-    elif case == "symlink-with-slash":  # "ota/" is the directory the link points to: theirs to move
-        (tmp_path / "private").mkdir(mode=0o700)
-        work.symlink_to(tmp_path / "private")
-        os.lchown(work, 65534, 65534)
-        env["OTA_WORKDIR"] = str(work) + "/"
-    elif case == "other-user":  # /tmp/ota made by someone else before us
+    if case == "other-user":  # /tmp/ota made by someone else before us
         work.mkdir()
         os.chown(work, 65534, 65534)
     elif case == "symlink":
@@ -328,17 +323,35 @@ def test_a_work_or_state_directory_not_private_to_us_is_refused(tmp_path, case):
     elif case == "group-writable":
         work.mkdir()
         os.chmod(work, 0o770)
+    elif case == "symlink-with-slash":  # "ota/" is the directory the link points to: theirs to move
+        (tmp_path / "private").mkdir(mode=0o700)
+        work.symlink_to(tmp_path / "private")
+        os.lchown(work, 65534, 65534)
+        env["OTA_WORKDIR"] = str(work) + "/"
+    elif case == "parent-other-user":  # they can rename our directory away and put theirs in its place
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", 65534, 65534)
+        env["OTA_WORKDIR"] = str(tmp_path / "theirs/ota")
     else:
         (tmp_path / "state").mkdir()
         os.chown(tmp_path / "state", 65534, 65534)
+    before = sorted((p.name, p.lstat().st_uid, p.lstat().st_mode) for p in (tmp_path / "tmp").iterdir())
     proc = boot(tmp_path, env)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert calls(tmp_path, "otaunpack") == [] and calls(tmp_path, "reboot") == []
-    assert not (root / "mnt/data/app.conf").exists()
-    if case == "other-user":
-        assert work.stat().st_uid == 65534 and "owned by" in proc.stdout
-    # a try that cannot be recorded is not one: no OTA_ON_FAILURE (if it reboots, it would at every boot)
-    assert calls(tmp_path, "on-failure") == ([] if case == "state-other-user" else ["4"])
+    if case in ("parent-other-user", "state-other-user"):
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert calls(tmp_path, "otaunpack") == [] and calls(tmp_path, "reboot") == []
+        assert not (root / "mnt/data/app.conf").exists()
+        assert "owned by uid 65534" in proc.stdout
+        # a try that cannot be recorded is not one: no OTA_ON_FAILURE (if it reboots, it would at every boot)
+        assert calls(tmp_path, "on-failure") == ([] if case == "state-other-user" else ["4"])
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "mnt/data/app.conf").exists() and len(calls(tmp_path, "reboot")) == 1
+    mode, _, uid = calls(tmp_path, "workdir")[0].split()[:3]
+    assert mode.startswith("drwx------") and int(uid) == os.geteuid()
+    assert calls(tmp_path, "otaunpack")[0].split()[3].startswith(str(work) + ".")
+    # theirs untouched, ours gone
+    assert sorted((p.name, p.lstat().st_uid, p.lstat().st_mode) for p in (tmp_path / "tmp").iterdir()) == before
 
 
 def test_the_work_directory_is_made_private_and_fresh(tmp_path):
