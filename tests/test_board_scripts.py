@@ -56,7 +56,7 @@ def sha256(path):
 
 #: what the wrapper runs, taken from busybox when the host has it (as on a board)
 APPLETS = ("sh", "sha256sum", "sed", "awk", "df", "ls", "mkdir", "rmdir", "chmod", "wc", "tail", "date", "cat", "mv",
-           "rm", "grep", "sync", "id", "dirname", "pidof", "kill", "sleep", "umount", "mount")
+           "rm", "grep", "sync", "id", "dirname", "pidof", "kill", "sleep", "umount", "mount", "tr", "mktemp")
 BUSYBOX = shutil.which("busybox")
 
 
@@ -448,3 +448,33 @@ def test_the_example_config_is_shell_and_sets_only_the_wrapper_s_settings():
     names = re.findall(r"^([A-Z_]+)=", conf.read_text(), re.M)
     header = WRAPPER.read_text().split("\n\n")[0]
     assert names and all(re.search(r"^#   %s " % name, header, re.M) for name in names), names
+
+
+def test_one_wrapper_at_a_time(tmp_path):
+    """A second run while one is installing (a boot script and an application's update at once)
+    does not start; a lock left by a run that a power cut or a kill ended does not block."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    lock = tmp_path / "state/lock"
+    lock.mkdir(parents=True)
+    for d in (tmp_path / "state", lock):
+        os.chmod(d, 0o700)
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    other = subprocess.Popen(["sh", "-c", "sleep 600", "sstarota-update"])  # a run of this boot
+    try:
+        (lock / "owner").write_text("%s %d\n" % (boot_id, other.pid))
+        proc = boot(tmp_path, env)
+        assert proc.returncode == 4 and "another sstarota-update (pid %d) is running" % other.pid in proc.stdout
+        assert calls(tmp_path, "otaunpack") == [] and calls(tmp_path, "on-failure") == []
+        (lock / "owner").write_text("%s %d\n" % (boot_id, os.getpid()))  # its pid now another program's
+        assert boot(tmp_path, env).returncode == 0
+        assert len(calls(tmp_path, "otaunpack")) == 1 and not lock.exists()
+    finally:
+        other.kill()
+        other.wait()
+    lock.mkdir(mode=0o700)
+    (lock / "owner").write_text("another-boot %d\n" % os.getpid())  # left by the boot before
+    assert boot(tmp_path, env).returncode == 0 and not lock.exists()
+    assert sum("taken over" in line for line in log_lines(tmp_path)) == 2
