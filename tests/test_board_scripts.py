@@ -286,16 +286,16 @@ def test_the_log_is_kept_in_the_state_directory_bounded_and_sent_to_syslog(tmp_p
 
 
 def test_free_space_is_asked_only_for_what_goes_under_the_work_directory(tmp_path):
-    """A local package is read where it is, never copied under -t: a 2 MiB package installs
-    with a 1 MiB work directory."""
+    """A local package is read where it is, never copied under -t: a 3 MiB package installs
+    with a 2 MiB work directory (otaunpack keeps 1 MiB free there)."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    data = os.urandom(2 << 20)
+    data = os.urandom(3 << 20)
     pkg = package(tmp_path, data=data)
     small = tmp_path / "small"
     small.mkdir()
     env = wrapper_env(tmp_path, root, OTA_WORKDIR=str(small / "ota"), OTA_MIN_FREE_KB="256")
-    script = 'mount -t tmpfs -o size=1m ota-work "%s" && exec sh "%s" "%s"' % (small, WRAPPER, pkg)
+    script = 'mount -t tmpfs -o size=2m ota-work "%s" && exec sh "%s" "%s"' % (small, WRAPPER, pkg)
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (root / "mnt/data/app.conf").read_bytes() == data
@@ -478,3 +478,20 @@ def test_one_wrapper_at_a_time(tmp_path):
     (lock / "owner").write_text("another-boot %d\n" % os.getpid())  # left by the boot before
     assert boot(tmp_path, env).returncode == 0 and not lock.exists()
     assert sum("taken over" in line for line in log_lines(tmp_path)) == 2
+
+
+def test_the_state_directory_is_the_board_s_as_otaunpack_takes_it(tmp_path):
+    """OTA_STATE_DIR, else the board config's state_dir, else otaunpack's default
+    /var/lib/sstarota (all inside OTA_ROOT): the wrapper's records beside otaunpack's journal."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    pkg = package(tmp_path)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    del env["OTA_STATE_DIR"]
+    assert boot(tmp_path, env).returncode == 0
+    assert (root / "var/lib/sstarota/packages" / (sha256(pkg) + ".done")).exists()
+    assert "--state-dir %s/var/lib/sstarota " % root in calls(tmp_path, "otaunpack")[0] + " "
+    (root / "etc/sstarota").mkdir(parents=True)
+    (root / "etc/sstarota/board.conf").write_text("compatible = cam1\nstate_dir = /data/ota-state  # persistent\n")
+    assert boot(tmp_path, env).returncode == 0 and len(calls(tmp_path, "otaunpack")) == 2
+    assert (root / "data/ota-state/packages" / (sha256(pkg) + ".done")).exists()
