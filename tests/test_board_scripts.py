@@ -39,9 +39,9 @@ def alive(pid):
     return Path("/proc/%d/stat" % pid).read_text().split()[2] != "Z"
 
 
-def package(tmp_path, begin=None, data=None):
+def package(tmp_path, begin=None, data=None, end=None):
     pkg = tmp_path / "SStarOta.bin"
-    packer.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(EXAMPLES / "end.sh"))
+    packer.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(end or EXAMPLES / "end.sh"))
     src = GOLDEN / "v0.4/in/files/app.conf"
     if data is not None:
         src = tmp_path / "app.conf"
@@ -440,7 +440,7 @@ def test_only_the_wrapper_s_own_lines_count_as_tries(tmp_path):
                      "2026-01-01 00:00:01 try 1: exit 3: otaunpack: error: record 1: /x: started (y)\n" % pkg)
     proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg)))
     assert proc.returncode == 0, proc.stdout
-    assert "sstarota-update: try 2 of 3" in log_lines(tmp_path)
+    assert "sstarota-update: try 2 of 3 (sha256 %s)" % sha256(pkg) in log_lines(tmp_path)
 
 
 def test_the_example_config_is_shell_and_sets_only_the_wrapper_s_settings():
@@ -497,3 +497,34 @@ def test_the_state_directory_is_the_board_s_as_otaunpack_takes_it(tmp_path):
     (root / "etc/sstarota/board.conf").write_text("compatible = cam1\nstate_dir = /data/ota-state  # persistent\n")
     assert boot(tmp_path, env).returncode == 0 and len(calls(tmp_path, "otaunpack")) == 2
     assert (root / "data/ota-state/packages" / (sha256(pkg) + ".done")).exists()
+
+
+@pytest.mark.parametrize("status,rebooted", [(0, True), (0, False), (-1, True)])
+def test_an_end_script_that_reboots_the_board_ends_the_try_as_its_status_says(tmp_path, status, rebooted):
+    """Vendor end scripts often reboot the board themselves: the try is cut short after the
+    install succeeded (or failed). The next boot reads the end script's status line in the
+    log: a success is recorded as installed, not installed again and again until it is left."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    end = tmp_path / "end.sh"
+    end.write_text("kill -KILL 0\n")  # the board goes down: the wrapper with it
+    failing = tmp_path / "fail.sh"
+    failing.write_text("exit 1\n")
+    pkg = package(tmp_path, end=end, begin=failing if status else None)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
+    assert boot(tmp_path, env).returncode == -9
+    tries = tmp_path / "state/packages" / (sha256(pkg) + ".tries")
+    if rebooted:  # the boot the try started in is over
+        tries.write_text(re.sub(r" in boot \S+$", " in boot 0000-another-boot", tries.read_text()))
+    proc = boot(tmp_path, env)
+    assert len(calls(tmp_path, "otaunpack")) == (1 if status == 0 else 2)
+    if status == 0:
+        assert proc.returncode == 0, proc.stdout
+        assert (tmp_path / "state/packages" / (sha256(pkg) + ".done")).exists()
+        assert "end script ran with OTA_STATUS=0" in proc.stdout
+        assert boot(tmp_path, env).returncode == 0 and len(calls(tmp_path, "otaunpack")) == 1
+    else:  # a failed try, counted as such
+        assert proc.returncode == -9
+        assert "try 1: failed: its end script ran with OTA_STATUS=-1" in tries.read_text()
+    # the new system runs once the board has rebooted since the install
+    assert calls(tmp_path, "reboot") == ([] if rebooted or status else [""])
