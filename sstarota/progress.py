@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import List
+from typing import List, Optional
 
 from .errors import Interrupted
 from .text import shown
@@ -39,6 +39,7 @@ class Event:
     total: int = 0  # units of the whole install (may be refined once, after the verify pass)
     message: str = ""
     final: bool = False  # the last event of the install
+    summary: Optional[dict] = None  # the final event of an install: what was written and what was in place
 
     def as_dict(self):
         return asdict(self)
@@ -69,9 +70,11 @@ class Progress:
         self.done += int(units)
         self._send(self._event(self.last.stage, self.last.failed, context, message=self.last.message))
 
-    def emit(self, stage, failed=False, final=False, message="", **context):
+    def emit(self, stage, failed=False, final=False, message="", summary=None, **context):
         """A stage change (or a new record); carries the record context forward."""
-        self._send(self._event(stage, failed, context, message=message, final=final))
+        event = self._event(stage, failed, context, message=message, final=final)
+        event.summary = summary
+        self._send(event)
 
     def _event(self, stage, failed, context, message="", final=False):
         last = self.last

@@ -454,16 +454,18 @@ class Installer:
         if error is not None:
             p.emit("done", failed=True, final=True, message=str(error))
             raise error
-        self.note("summary: %d record(s): %d written, %d already in place; written: %s"
-                  % (plan.records - (plan.manifest_index is not None), plan.applied, plan.in_place_records,
-                     self.ctx.written.summary()))
+        summary = dict(records=plan.records - (plan.manifest_index is not None), written=plan.applied,
+                       in_place=plan.in_place_records, **vars(self.ctx.written))
+        self.note("summary: %(records)d record(s): %(written)d written, %(in_place)d already in place; written: "
+                  % summary + self.ctx.written.summary())
         failures = self.ctx.script_failures
         message = ""
         if failures:
             message = "%d script(s) failed and were let go: %s" % (
                 len(failures), ", ".join("%s (status %d)" % f for f in failures))
             self.note(message)
-        p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message)
+        p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message,
+               summary=summary)
         return plan
 
 
