@@ -1,7 +1,9 @@
 """Small filesystem helpers shared by the packer and the writers: full writes, quiet
-unlinks, directory fsync, the one atomic-replace helper (AtomicFile), and opening files
-in the state directory without following symlinks (open_regular, create_new)."""
+unlinks, directory fsync, the one atomic-replace helper (AtomicFile), opening files
+in the state directory without following symlinks (open_regular, create_new), and reading
+a small regular file of a bounded size (read_small: configs, keys, the version file)."""
 
+import errno
 import os
 import stat
 import tempfile
@@ -136,3 +138,39 @@ def create_new(path):
     """A new file, created where nothing (not even a symlink) is."""
     unlink_quietly(path)
     return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w+b")
+
+
+def read_small(path, limit, dir_fd=None, follow=True):
+    """The bytes of a regular file of at most limit bytes (FileNotFoundError when absent).
+
+    Anything else is an OSError and nothing is waited on: the node is first opened with
+    O_PATH (no open() side effect: a FIFO does not block, a device is not armed), checked to
+    be a regular file, then opened for reading by the same name and checked to be the same
+    file. follow=False: a symlink as the last component is an error (ELOOP)."""
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    probe = os.open(path, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
+    try:
+        st = os.fstat(probe)
+    finally:
+        os.close(probe)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    if st.st_size > limit:
+        raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise OSError(errno.EAGAIN, "replaced while being opened", path)
+        chunks, size = [], 0
+        while size <= limit:
+            piece = os.read(fd, limit + 1 - size)
+            if not piece:
+                break
+            chunks.append(piece)
+            size += len(piece)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+    return b"".join(chunks)
