@@ -343,3 +343,9 @@ def test_version_order_needs_no_int_conversion():
     assert version_key("1.010") == version_key("1.10")
     order = ["1.0~rc1", "1.0", "1.0a", "1.0.1", "1.2", "1.10", "2"]
     assert sorted(order, key=version_key) == order
+
+
+def test_a_keys_directory_with_anything_in_it_still_requires_signatures(cli, tmp_path, board):
+    (board / "etc/sstarota/keys").mkdir()
+    (board / "etc/sstarota/keys/release.crt").write_text("not a key file name\n")
+    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)

@@ -147,6 +147,19 @@ def _inside(root, p):
     return path
 
 
+def _key_files(fsroot, kdir):
+    """The key files (*.pem, *.pub) in the keys directory kdir, walked from the root; None when it
+    is absent or empty. Any entry at all makes signatures required: a key under a wrong name
+    refuses every package (unknown key), never opens the board."""
+    try:
+        names = fsroot.listdir(kdir)
+    except (OSError, TargetProblem) as exc:
+        raise UsageError("cannot read the keys directory %s: %s" % (fsroot.resolve_path(kdir), exc)) from None
+    if not names:
+        return None
+    return [kdir.rstrip("/") + "/" + n for n in sorted(names) if n.endswith((".pem", ".pub"))]
+
+
 def _exists(fsroot, target):
     """Whether something is at target (followed, confined); True when the walk fails: what is
     there is then checked, and refused, with the store in Policy.check."""
@@ -202,12 +215,12 @@ class FileStore:
                 raise StoreError("cannot write %s: %s is read-only or not writable" % (self.where, loc.where))
 
     def write(self, version):
-        from ..confine import AtomicAt
+        from ..confine import AtomicAt, StaleCleaner
 
         with self._locate() as loc:
             out = None
             try:
-                out = AtomicAt(loc)
+                out = AtomicAt(loc, cleaner=StaleCleaner())
                 out.write((version + "\n").encode())
                 out.commit()
             except OSError as exc:
@@ -308,7 +321,7 @@ class Policy:
     root: Optional[str] = None  # --root: every file and tool the policy uses is inside it
     tools: dict = field(default_factory=dict)  # u-boot tools the config names
     store_optional: bool = False  # version_store_optional / --version-store-optional
-    root_keys: List[str] = field(default_factory=list)  # key files inside the root (keys_dir), targets
+    keys_dir: Optional[str] = None  # the config's keys_dir (a target, walked from root) when it has entries
     _keys: Optional[dict] = field(default=None, repr=False)  # prepare(): loaded keys, the time it took
     _spent: float = field(default=0.0, repr=False)
     _store_ok: Optional[bool] = field(default=None, repr=False)  # check(): None when not checked
@@ -325,16 +338,12 @@ class Policy:
                 raise UsageError("--key %s: no such file" % k)
         if keys_dir and not os.path.isdir(keys_dir):
             raise UsageError("--keys-dir %s is not a directory" % keys_dir)
-        key_paths, root_keys = list(keys), []
+        key_paths, kdir = list(keys), None
         if keys_dir:
             key_paths += [keys_dir] if os.listdir(keys_dir) else []
         else:
             kdir = conf.get("keys_dir", KEYS_DIR)
-            try:
-                names = fsroot.listdir(kdir) or []
-            except (OSError, TargetProblem) as exc:
-                raise UsageError("cannot read the keys directory %s: %s" % (kdir, exc)) from None
-            root_keys = [kdir.rstrip("/") + "/" + n for n in sorted(names) if n.endswith((".pem", ".pub"))]
+            kdir = kdir if _key_files(fsroot, kdir) is not None else None
         vfile = conf.get("version_file", VERSION_FILE)
         record = has_config or _exists(fsroot, vfile)
         tools = {t: conf[t] for t in ("fw_printenv", "fw_setenv") if conf.get(t)}
@@ -344,11 +353,11 @@ class Policy:
                    vfile, conf.get("version_env"), record, force_incompatible, allow_downgrade,
                    state_dir or (_inside(root, conf["state_dir"]) if root and conf.get("state_dir")
                                  else conf.get("state_dir")),
-                   root, tools, version_store_optional or _flag(conf, "version_store_optional", path), root_keys)
+                   root, tools, version_store_optional or _flag(conf, "version_store_optional", path), kdir)
 
     @property
     def has_keys(self):
-        return bool(self.key_paths or self.root_keys)
+        return bool(self.key_paths or self.keys_dir)
 
     @property
     def store(self):
@@ -371,7 +380,7 @@ class Policy:
 
             self._keys = signing.load_keys(self.key_paths)
             fsroot = Root(self.root)
-            for target in self.root_keys:
+            for target in _key_files(fsroot, self.keys_dir) or () if self.keys_dir else ():
                 where = fsroot.resolve_path(target)
                 try:
                     data = fsroot.read(target, signing.KEY_LIMIT)
