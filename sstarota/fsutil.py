@@ -145,19 +145,24 @@ def read_small(path, limit, dir_fd=None, follow=True):
 
     Anything else is an OSError and nothing is waited on: the node is first opened with
     O_PATH (no open() side effect: a FIFO does not block, a device is not armed), checked to
-    be a regular file, then opened for reading by the same name and checked to be the same
-    file. follow=False: a symlink as the last component is an error (ELOOP)."""
+    be a regular file, then that very file is opened for reading (through /proc/self/fd; by
+    the same name when /proc is missing, checked to be the same file). follow=False: a
+    symlink as the last component is an error (ELOOP)."""
     nofollow = 0 if follow else os.O_NOFOLLOW
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     probe = os.open(path, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
     try:
         st = os.fstat(probe)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+        try:
+            fd = os.open("/proc/self/fd/%d" % probe, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | nofollow, dir_fd=dir_fd)
     finally:
         os.close(probe)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    if st.st_size > limit:
-        raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
     try:
         now = os.fstat(fd)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):

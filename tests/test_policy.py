@@ -7,6 +7,7 @@ it fails the test instead of hanging it); the version store is also driven in-pr
 where a test checks a refusal's reason code.
 """
 
+import errno
 import os
 import shutil
 import subprocess
@@ -349,3 +350,19 @@ def test_a_keys_directory_with_anything_in_it_still_requires_signatures(cli, tmp
     (board / "etc/sstarota/keys").mkdir()
     (board / "etc/sstarota/keys/release.crt").write_text("not a key file name\n")
     refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+
+
+def test_read_small_takes_regular_files_only_and_never_blocks(tmp_path):
+    from sstarota.fsutil import read_small
+
+    os.mkfifo(str(tmp_path / "fifo"))
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    (tmp_path / "ok").write_bytes(b"x" * 100)
+    os.symlink("ok", str(tmp_path / "link"))
+    errs = {}
+    for name in ("fifo", "big", "/dev/null", "link"):
+        with pytest.raises(OSError) as exc:
+            read_small(str(tmp_path / name), 100, follow=False)
+        errs[name] = exc.value.errno
+    assert errs == {"fifo": errno.EINVAL, "big": errno.EFBIG, "/dev/null": errno.EINVAL, "link": errno.EINVAL}
+    assert read_small(str(tmp_path / "link"), 100) == b"x" * 100

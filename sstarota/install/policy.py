@@ -86,13 +86,13 @@ def version_key(text):
 
 
 def valid_version(text, where):
-    """text as a version the manifest can carry (1 to 64 of A-Za-z0-9._+~-); StoreError if not."""
-    if len(text) > 64:
-        raise StoreError("%s holds %d characters, not a version (at most 64)" % (where, len(text)))
+    """text, when it is a version a manifest can carry (manifest.check_fields); StoreError if not."""
     try:
         manifest.check_fields((), text)
     except PackageError:
-        raise StoreError("%s holds %r, not a version (letters, digits and ._+~-)" % (where, text)) from None
+        shown = text if len(text) <= 40 else "%s... (%d characters)" % (text[:40], len(text))
+        raise StoreError("%s does not hold a version (1 to 64 letters, digits and ._+~-): %r"
+                         % (where, shown)) from None
     return text
 
 
@@ -116,8 +116,8 @@ def parse_config(data, path):
 
 def read_config(root, config):
     """The board config: --config FILE (a host path that must exist), else the board's (or the
-    root's) /etc/sstarota/board.conf through the confined walk ({} when absent). A regular
-    file of at most CONFIG_LIMIT bytes; anything else is a UsageError (exit 2). None when absent."""
+    root's) /etc/sstarota/board.conf through the confined walk (None when absent). A regular
+    file of at most CONFIG_LIMIT bytes; anything else is a UsageError (exit 2)."""
     path = config or root.resolve_path(CONFIG)
     try:
         data = read_small(config, CONFIG_LIMIT) if config else root.read(CONFIG, CONFIG_LIMIT)
