@@ -125,6 +125,25 @@ def test_version_env_under_root_uses_the_tools_its_config_names_inside_the_root(
     assert not log.exists()
 
 
+def test_a_package_replacing_the_roots_fw_setenv_does_not_get_it_run(cli, tmp_path, board):
+    """The tools are opened in the verify pass: what a package writes at their name later (here
+    with --no-scripts, where no code of the package may run) is not what runs."""
+    uenv = root_tools(board)
+    (board / "etc/sstarota/board.conf").write_text(
+        "version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\nfw_setenv = /usr/sbin/fw_setenv\n")
+    mark = tmp_path / "package-code-ran"
+    evil = tmp_path / "evil"
+    evil.write_text('#!/bin/sh\ntouch "%s"\n' % mark)
+    pkg = make(cli, tmp_path)
+    code, _, err = cli.otapack("-a", pkg, "-s", evil, "-d", "/usr/sbin/fw_setenv", "-m", "0x1ed", "--file-update")
+    assert code == 0, err
+    proc = otaunpack("-r", pkg, "--root", board, "-q", "--no-scripts")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (board / "usr/sbin/fw_setenv").read_text() == evil.read_text()
+    assert not mark.exists()
+    assert uenv.read_text().splitlines()[0] == "sst_ver=2.1"
+
+
 def test_tools_named_outside_the_root_are_refused(cli, tmp_path, board):
     env, log = host_tools(tmp_path)
     (board / "usr/sbin").mkdir(parents=True)

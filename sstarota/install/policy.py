@@ -184,6 +184,9 @@ class FileStore:
         self.root, self.target = root, target
         self.where = "the version file %s" % root.resolve_path(target)
 
+    def close(self):
+        pass
+
     def read(self):
         try:
             data = self.root.read(self.target, VERSION_LIMIT)
@@ -235,18 +238,26 @@ class EnvStore:
 
     tools: {"fw_printenv": ..., "fw_setenv": ...}, each a command on PATH (the board), a host
     path (named in the board's config), or a target inside the root (under --root: run by
-    its descriptor, never by a name the host resolves); None when there is none."""
+    its descriptor, never by a name the host resolves); None when there is none. Inside a
+    root, each tool is opened once, in the verify pass, and that file is what runs: a
+    package that writes a file of the same name into the root (even with --no-scripts) does
+    not get it run by us."""
 
     def __init__(self, var, root, tools, why_none):
         self.var, self.root, self.tools, self.why_none = var, root, tools, why_none
         self.where = "the u-boot variable %s" % var
+        self.fds = {}  # tool -> O_PATH descriptor (inside a root)
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
     def _run(self, tool, args):
         """(exit status, stdout) of a u-boot tool; StoreError when it cannot be run."""
         cmd = self.tools.get(tool)
         if cmd is None:
             raise StoreError("%s: no %s (%s)" % (self.where, tool, self.why_none))
-        fd = None
         try:
             if self.root.confined:
                 fd = self._open_inside(tool, cmd)
@@ -259,13 +270,13 @@ class EnvStore:
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=TOOL_TIMEOUT)
         except (OSError, subprocess.SubprocessError) as exc:
             raise StoreError("%s: cannot run %s: %s" % (self.where, cmd, exc)) from None
-        finally:
-            if fd is not None:
-                os.close(fd)
         return proc.returncode, proc.stdout
 
     def _open_inside(self, tool, target):
-        """An O_PATH descriptor of the executable regular file target names inside the root."""
+        """An O_PATH descriptor of the executable regular file target names inside the root
+        (opened on first use, kept until close())."""
+        if tool in self.fds:
+            return self.fds[tool]
         try:
             with self.root.locate(target, follow_final=True) as loc:
                 fd = os.open(loc.name, os.O_PATH | os.O_NOFOLLOW, dir_fd=loc.dirfd)
@@ -275,6 +286,7 @@ class EnvStore:
         if not (stat.S_ISREG(st.st_mode) and st.st_mode & 0o111):
             os.close(fd)
             raise StoreError("%s = %s: not an executable file in the root" % (tool, target))
+        self.fds[tool] = fd
         return fd
 
     def read(self):
@@ -297,7 +309,7 @@ class EnvStore:
         if cmd is None:
             raise StoreError("%s: no fw_setenv (%s)" % (self.where, self.why_none))
         if self.root.confined:
-            os.close(self._open_inside("fw_setenv", cmd))
+            self._open_inside("fw_setenv", cmd)
         elif (shutil.which(cmd) if "/" not in cmd else os.access(cmd, os.X_OK)) in (None, False):
             raise StoreError("%s: %s not found" % (self.where, cmd))
 
@@ -325,6 +337,7 @@ class Policy:
     _keys: Optional[dict] = field(default=None, repr=False)  # prepare(): loaded keys, the time it took
     _spent: float = field(default=0.0, repr=False)
     _store_ok: Optional[bool] = field(default=None, repr=False)  # check(): None when not checked
+    _store: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, root=None, config=None, keys=(), keys_dir=None, require_signature=False,
@@ -361,13 +374,17 @@ class Policy:
 
     @property
     def store(self):
-        """Where this board keeps its version (a FileStore or an EnvStore)."""
-        fsroot = Root(self.root)
-        if self.version_env:
-            why = ("under --root the host's u-boot tools are never run: name fw_printenv and fw_setenv inside "
-                   "the root in its board config" if self.root else "not configured")
-            return EnvStore(self.version_env, fsroot, self.tools, why)
-        return FileStore(fsroot, self.version_file or VERSION_FILE)
+        """Where this board keeps its version (a FileStore or an EnvStore), made once: the tools
+        an EnvStore opens in the verify pass are the ones it runs after the update."""
+        if self._store is None:
+            fsroot = Root(self.root)
+            if self.version_env:
+                why = ("under --root the host's u-boot tools are never run: name fw_printenv and fw_setenv "
+                       "inside the root in its board config" if self.root else "not configured")
+                self._store = EnvStore(self.version_env, fsroot, self.tools, why)
+            else:
+                self._store = FileStore(fsroot, self.version_file or VERSION_FILE)
+        return self._store
 
     # ------------------------------------------------------------------ checks
     def prepare(self):
@@ -449,6 +466,7 @@ class Policy:
             store.probe()
         except StoreError as exc:
             self._store_ok = False
+            store.close()
             if self.store_optional:
                 note("version %s not checked against the board's and not recorded: %s (version_store_optional)"
                      % (m.version, exc))
@@ -480,4 +498,6 @@ class Policy:
         except StoreError as exc:
             (warn or note)("version %s not recorded: %s" % (version, exc))
             return
+        finally:
+            self.store.close()
         note("version %s recorded" % version)
