@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .. import manifest
-from ..confine import Root, TargetProblem
+from ..confine import AtomicAt, Root, StaleCleaner, TargetProblem
 from ..errors import PackageError, UsageError
 from ..fsutil import read_small
 
@@ -218,8 +218,6 @@ class FileStore:
                 raise StoreError("cannot write %s: %s is read-only or not writable" % (self.where, loc.where))
 
     def write(self, version):
-        from ..confine import AtomicAt, StaleCleaner
-
         with self._locate() as loc:
             out = None
             try:
