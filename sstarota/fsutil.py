@@ -147,10 +147,11 @@ def read_small(path, limit, dir_fd=None, follow=True):
     O_PATH (no open() side effect: a FIFO does not block, a device is not armed), checked to
     be a regular file, then that very file is opened for reading (through /proc/self/fd; by
     the same name when /proc is missing, checked to be the same file). follow=False: a
-    symlink as the last component is an error (ELOOP)."""
+    symlink as the last component is refused."""
     nofollow = 0 if follow else os.O_NOFOLLOW
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    probe = os.open(path, os.O_PATH | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
+    # O_PATH is Linux's (every board); elsewhere (a build host) O_NONBLOCK alone keeps a FIFO from blocking
+    probe = os.open(path, getattr(os, "O_PATH", flags) | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
     try:
         st = os.fstat(probe)
         if not stat.S_ISREG(st.st_mode):
