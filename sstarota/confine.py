@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import PackageError
-from .fsutil import Closing
+from .fsutil import Closing, read_small
 
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -176,6 +176,36 @@ class Root:
         if not comps and not todo:
             raise TargetProblem("target %s names a directory" % target)
         return links, comps + todo
+
+    def read(self, target, limit):
+        """The bytes of the regular file at target (symlinks followed, confined), at most limit
+        of them; None when it or a directory on the way does not exist. OSError when it is
+        not a regular file or larger (fsutil.read_small: a FIFO is never waited on),
+        TargetProblem when the walk leads out of the root."""
+        loc = self.locate(target, follow_final=True, missing_ok=True)
+        if loc is None:
+            return None
+        with loc:
+            try:
+                return read_small(loc.name, limit, dir_fd=loc.dirfd, follow=False)
+            except FileNotFoundError:
+                return None
+
+    def listdir(self, target):
+        """The names in the directory at target (symlinks followed, confined); None when it does
+        not exist or is not a directory."""
+        loc = self.locate(target, follow_final=True, missing_ok=True)
+        if loc is None:
+            return None
+        with loc:
+            try:
+                fd = loc.open(os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            try:
+                return os.listdir(fd)
+            finally:
+                os.close(fd)
 
     def resolve_path(self, target):
         """The host path of a target as a string (for messages and the dry-run plan)."""

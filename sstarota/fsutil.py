@@ -1,7 +1,9 @@
 """Small filesystem helpers shared by the packer and the writers: full writes, quiet
-unlinks, directory fsync, the one atomic-replace helper (AtomicFile), and opening files
-in the state directory without following symlinks (open_regular, create_new)."""
+unlinks, directory fsync, the one atomic-replace helper (AtomicFile), opening files
+in the state directory without following symlinks (open_regular, create_new), and reading
+a small regular file of a bounded size (read_small: configs, keys, the version file)."""
 
+import errno
 import os
 import stat
 import tempfile
@@ -166,3 +168,44 @@ def ram_fs(path):
         if inside and len(point) >= len(best):
             best, fstype = point, kind
     return fstype if fstype in RAM_FILESYSTEMS else None
+
+def read_small(path, limit, dir_fd=None, follow=True):
+    """The bytes of a regular file of at most limit bytes (FileNotFoundError when absent).
+
+    Anything else is an OSError and nothing is waited on: the node is first opened with
+    O_PATH (no open() side effect: a FIFO does not block, a device is not armed), checked to
+    be a regular file, then that very file is opened for reading (through /proc/self/fd; by
+    the same name when /proc is missing, checked to be the same file). follow=False: a
+    symlink as the last component is refused."""
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    # O_PATH is Linux's (every board); elsewhere (a build host) O_NONBLOCK alone keeps a FIFO from blocking
+    probe = os.open(path, getattr(os, "O_PATH", flags) | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
+    try:
+        st = os.fstat(probe)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+        try:
+            fd = os.open("/proc/self/fd/%d" % probe, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | nofollow, dir_fd=dir_fd)
+    finally:
+        os.close(probe)
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise OSError(errno.EAGAIN, "replaced while being opened", path)
+        chunks, size = [], 0
+        while size <= limit:
+            piece = os.read(fd, limit + 1 - size)
+            if not piece:
+                break
+            chunks.append(piece)
+            size += len(piece)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+    return b"".join(chunks)

@@ -14,9 +14,12 @@ import hashlib
 import os
 
 from .errors import InputError, PackageError, UsageError
+from .fsutil import read_small
 from .manifest import Signature, signed_message
 
 ALGS = {"ed25519": "Ed25519", "p256": "NIST256p"}
+#: the largest key file read: a PEM key is a few hundred bytes
+KEY_LIMIT = 64 << 10
 
 
 def _ecdsa():
@@ -40,11 +43,11 @@ def key_id(vk):
 
 
 def _read(path, what):
+    """A key file: a regular file of at most KEY_LIMIT bytes (a FIFO is refused, not waited on)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_small(path, KEY_LIMIT)
     except OSError as exc:
-        raise InputError("cannot read %s %s: %s" % (what, path, exc.strerror)) from None
+        raise InputError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
 
 
 def load_private(path):
@@ -59,15 +62,19 @@ def load_private(path):
 
 def load_public(path):
     """A public key from a PEM file (a private key's file gives its public half)."""
+    return public_from_pem(_read(path, "the public key"), path)
+
+
+def public_from_pem(data, name):
+    """A public key from the bytes of a PEM file named name (a private key gives its public half)."""
     ecdsa = _ecdsa()
-    data = _read(path, "the public key")
     try:
         if b"PRIVATE KEY" in data:
             vk = ecdsa.SigningKey.from_pem(data).get_verifying_key()
         else:
             vk = ecdsa.VerifyingKey.from_pem(data)
     except (ValueError, ecdsa.der.UnexpectedDER) as exc:
-        raise UsageError("%s is not an Ed25519 or P-256 public key in PEM: %s" % (path, exc)) from None
+        raise UsageError("%s is not an Ed25519 or P-256 public key in PEM: %s" % (name, exc)) from None
     alg_of(vk)
     return vk
 

@@ -355,17 +355,19 @@ def test_config_option_unknown_settings_and_require_signature(cli, tmp_path, key
 
 
 def test_the_version_can_live_in_a_u_boot_variable(cli, tmp_path, keys, board):
-    """version_env: read with fw_printenv -n, written with fw_setenv (fakes on PATH here)."""
+    """version_env: read with fw_printenv (every variable), written with fw_setenv; under --root
+    only the tools its config names inside the root are run (fakes here)."""
     env = tmp_path / "uboot.env"
     env.write_text("4\n")
-    bin_ = tmp_path / "bin"
-    bin_.mkdir()
-    (bin_ / "fw_printenv").write_text('#!/bin/sh\n[ "$2" = sst_ver ] && cat %s\n' % env)
+    bin_ = board / "usr/sbin"
+    bin_.mkdir(parents=True)
+    (bin_ / "fw_printenv").write_text('#!/bin/sh\necho "sst_ver=$(cat %s)"\n' % env)
     (bin_ / "fw_setenv").write_text('#!/bin/sh\n[ "$1" = sst_ver ] && echo "$2" > %s\n' % env)
     for f in bin_.iterdir():
         f.chmod(0o755)
-    (board / "etc/sstarota/board.conf").write_text("version_env = sst_ver\n")
-    path = dict(os.environ, PATH="%s:%s" % (bin_, os.environ["PATH"]))
+    (board / "etc/sstarota/board.conf").write_text("version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\n"
+                                                   "fw_setenv = /usr/sbin/fw_setenv\n")
+    path = dict(os.environ)
     old = make(cli, tmp_path, keys, name="old", extra=("--fw-version", "3"))
     proc = otaunpack("-r", old, "--root", board, "-q", env=path)
     _refused(proc, board, "this board has 4")

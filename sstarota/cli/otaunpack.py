@@ -80,6 +80,10 @@ Options:
                         persistent storage.  [default: the config's state_dir]
   --force-incompatible  Install a package made for other boards.
   --allow-downgrade     Install a package older than the board's version.
+  --version-store-optional
+                        Install a versioned package even when the board's
+                        version store cannot be read or written (then no
+                        downgrade check, nothing recorded).
   -q, --quiet           No progress output.
   --debug               Tracebacks for errors.
   -h, --help            Show this message and exit.
@@ -98,7 +102,7 @@ FLAG_OPTIONS = {
     "--no-scripts": "no_scripts", "--allow-devices": "allow_devices", "--ignore-script-errors": "ignore_script_errors",
     "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
     "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
-    "--allow-downgrade": "allow_downgrade",
+    "--allow-downgrade": "allow_downgrade", "--version-store-optional": "version_store_optional",
     "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
@@ -301,7 +305,8 @@ def _policy(opts):
 
     return Policy.load(root=opts["root"], config=opts["config"], keys=opts["key"], keys_dir=opts["keys_dir"],
                        require_signature=opts["require_signature"], force_incompatible=opts["force_incompatible"],
-                       allow_downgrade=opts["allow_downgrade"], state_dir=opts["state_dir"])
+                       allow_downgrade=opts["allow_downgrade"], state_dir=opts["state_dir"],
+                       version_store_optional=opts["version_store_optional"])
 
 
 def _screen(picture, device, fb_file, mode, warn):

@@ -448,7 +448,7 @@ class Installer:
                     self.note("the end script exited with status %d" % end_code)
         if error is None and plan.manifest is not None and plan.manifest.version is not None:
             if end_code == 0:
-                self.policy.record_version(plan.manifest.version, self.note)
+                self.policy.record_version(plan.manifest.version, self.note, self.warn)
             else:
                 self.note("version %s not recorded: the end script failed" % plan.manifest.version)
         if error is not None:
