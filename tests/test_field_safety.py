@@ -177,8 +177,6 @@ def test_a_partition_delta_to_a_name_that_is_not_utf8_installs(tmp_path):
 def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_path, monkeypatch):
     import bsdiff4
 
-    from sstarota.errors import UsageError
-
     old = os.urandom(300000)
     new = old[:1000] + os.urandom(200000) + old[201000:]
     root = tmp_path / "root"
@@ -199,7 +197,7 @@ def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_p
     monkeypatch.setattr(os, "statvfs", lambda p: Small(real(p)))
     source = install.open_source(str(pkg), gz=False)
     try:
-        with pytest.raises(UsageError) as exc:
+        with pytest.raises(PackageError) as exc:
             install.Installer(source, install.Options(root=str(root), tmpdir=str(tmp_path))).run()
     finally:
         source.close()

@@ -149,9 +149,9 @@ class Installer:
                                  (self.state.path, stash, "the state directory")):
             free, _ = _free(path)
             if need and free is not None and free < need + (1 << 20):
-                raise UsageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
-                                 "the largest delta result); nothing written: give a directory with room"
-                                 % (what, path, free, need + (1 << 20)))
+                raise PackageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
+                                   "the largest delta result); nothing written: give a directory with room"
+                                   % (what, path, free, need + (1 << 20)))
 
     def _verify_pass(self, stream, targets, passes=0, checksums=True):
         """One read of the package: every record checked; with targets, each target too (and
