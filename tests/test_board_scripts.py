@@ -273,7 +273,7 @@ def test_the_log_is_kept_in_the_state_directory_bounded_and_sent_to_syslog(tmp_p
     for _ in range(12):
         assert boot(tmp_path, env).returncode == 0
     state = tmp_path / "state"
-    assert sorted(p.name for p in state.iterdir()) == ["packages", "update.log", "update.log.1"]
+    assert sorted(p.name for p in state.iterdir()) == ["otaunpack.lock", "packages", "update.log", "update.log.1"]
     assert (state / "update.log").stat().st_size <= 2048 + 200
     assert (state / "update.log.1").stat().st_size <= 2048 + 4096
     assert "already installed" in log_lines(tmp_path)[-1]
@@ -528,3 +528,22 @@ def test_an_end_script_that_reboots_the_board_ends_the_try_as_its_status_says(tm
         assert "try 1: failed: its end script ran with OTA_STATUS=-1" in tries.read_text()
     # the new system runs once the board has rebooted since the install
     assert calls(tmp_path, "reboot") == ([] if rebooted or status else [""])
+
+
+def test_a_package_swapped_after_it_was_checked_is_not_what_gets_installed(tmp_path):
+    """The wrapper opens the package once; its owner, its digest and otaunpack all read that
+    open file, whatever the name points at since (a card anyone can write)."""
+    root = tmp_path / "root"
+    (root / "mnt/data").mkdir(parents=True)
+    bindir = board_path(tmp_path)
+    pkg = package(tmp_path)
+    (tmp_path / "evil").mkdir()
+    evil = package(tmp_path / "evil", data=b"evil\n")
+    swap = bindir / "swap-then-otaunpack"
+    swap.write_text('#!/bin/sh\nmv -f "%s" "%s"\nexec "%s" "$@"\n' % (evil, pkg, bindir / "otaunpack"))
+    os.chmod(swap, 0o755)
+    want = sha256(pkg)
+    env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTAUNPACK=str(swap))
+    assert boot(tmp_path, env).returncode == 0
+    assert (root / "mnt/data/app.conf").read_bytes() == (GOLDEN / "v0.4/in/files/app.conf").read_bytes()
+    assert (tmp_path / "state/packages" / (want + ".done")).exists()
