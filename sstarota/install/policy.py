@@ -351,7 +351,10 @@ class Policy:
             raise UsageError("--keys-dir %s is not a directory" % keys_dir)
         key_paths, kdir = list(keys), None
         if keys_dir:
-            key_paths += [keys_dir] if os.listdir(keys_dir) else []
+            try:
+                key_paths += [keys_dir] if os.listdir(keys_dir) else []
+            except OSError as exc:
+                raise UsageError("--keys-dir %s: %s" % (keys_dir, exc.strerror)) from None
         else:
             kdir = conf.get("keys_dir", KEYS_DIR)
             kdir = kdir if _key_files(fsroot, kdir) is not None else None
