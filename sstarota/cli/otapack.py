@@ -179,7 +179,7 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         log = (lambda m: click.echo("otapack: %s" % m, err=True))
         specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
                                        threshold=_ratio(threshold), jobs=jobs)
-        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync)
+        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync, note=log)
         return 0
     if gzip_path:
         packer.gzip_package(gzip_path, keep)
@@ -268,6 +268,9 @@ def _info(path, as_json, keys=()):
     if bad:
         click.echo("otapack: %d record(s) fail their checksum: %s"
                    % (len(bad), ", ".join(str(r["index"]) for r in bad)), err=True)
+        return 2
+    if keys and data["signature"] != "good":
+        click.echo("otapack: %s is not signed by the key(s) given: %s" % (path, data["signature"]), err=True)
         return 2
     return 0
 

@@ -238,13 +238,15 @@ def _records_on_disk(path, header):
     return out, last
 
 
-def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False):
+def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False,
+           note: Optional[Callable[[str], None]] = None):
     """Append records to an existing package in its own generation, atomically.
 
     The package is copied next to itself, extended and renamed over the original: an
     interrupted append leaves the previous package. sync=True also fsyncs before the
     rename (durability across power loss, at the cost of writing the package to disk).
-    A package with a manifest keeps it as its last record, updated.
+    A package with a manifest keeps it as its last record, updated (a signature it had is
+    dropped: note, or log, says so). log gets a line per record.
     """
     reader = read_existing(path)
     header = reader.header
@@ -259,8 +261,9 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
         if len(m.records) != count - 1:
             raise PackageError("%s: its manifest lists %d records, the package has %d before it"
                                % (path, len(m.records), count - 1))
-        if m.signature is not None and log:
-            log("the package was signed by key %s; its signature is dropped (sign it again)" % m.signature.key_id)
+        say = note or log
+        if m.signature is not None and say:
+            say("the package was signed by key %s; its signature is dropped (sign it again)" % m.signature.key_id)
         m.signature = None
         keep = records[-1][0]  # the old manifest record is dropped and written anew
         count -= 1
