@@ -181,6 +181,10 @@ if [ -n "${SSTAROTA_INCREMENTAL_BASE-}" ]; then
     [ "$fmt" != 1.6 ] || [ -z "$tool_id" ] || inc+=(--tool-id "$tool_id")
     [ -z "$OTA_START_SCRIPT" ] || inc+=(-b "$OTA_START_SCRIPT")
     [ -z "$OTA_END_SCRIPT" ] || inc+=(-e "$OTA_END_SCRIPT")
+    [ -z "$OTA_SIGN_KEY" ] || [ -f "$OTA_SIGN_KEY" ] || die "OTA_SIGN_KEY '$OTA_SIGN_KEY' not found"
+    [ -z "$OTA_SIGN_KEY" ] || inc+=(--sign "$OTA_SIGN_KEY")
+    [ -z "$OTA_COMPATIBLE" ] || inc+=(--compatible "$OTA_COMPATIBLE")
+    [ -z "$OTA_FW_VERSION" ] || inc+=(--fw-version "$OTA_FW_VERSION")
     rm -f "$PKG" "$PKG.gz"
     "${ota[@]}" "${inc[@]}" | tee "$IMAGEDIR/SStarOtaIncremental.txt"
     rm -f "$cfg"

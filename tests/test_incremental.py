@@ -278,3 +278,41 @@ def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
         assert text == "/etc/fw_setenv kernel_file_size 0xaae60\n"
     else:
         assert text == "/etc/fw_setenv kernel_file_size aae60\n/etc/fw_setenv recovery_file_size  aae60\n"
+
+
+def _signature(pkg, pub):
+    proc = otapack("--info", pkg, "--key", pub, "--json")
+    data = json.loads(proc.stdout)
+    return proc.returncode, data["signature"], data["manifest"]["version"], data["manifest"]["compatible"]
+
+
+def test_signed_and_versioned(sets, tmp_path):
+    from sstarota import signing
+
+    old, new, config = sets
+    key = str(tmp_path / "release.pem")
+    signing.generate(key)
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--sign", key,
+                   "--fw-version", "7.1", "--compatible", "cam-a cam-b", "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(tmp_path / "p.bin.gz", key + ".pub") == (0, "good", "7.1", ["cam-a", "cam-b"])
+    proc = otapack("-c", tmp_path / "q.bin", "--incremental", old, new, "--config", config, "--fw-version", "7.2")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(tmp_path / "q.bin.gz", key + ".pub") == (2, "unsigned", "7.2", [])
+    proc = otapack("-c", tmp_path / "r.bin", "--incremental", old, new, "--config", config, "--sign",
+                   tmp_path / "missing.pem")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "r.bin.gz").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental_signed(sets, tmp_path):
+    from sstarota import signing
+
+    old, new, config = sets
+    key = str(tmp_path / "release.pem")
+    signing.generate(key)
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
+                "OTA_COMPATIBLE=cam-a")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(image / "output/images/SStarOta.bin.gz", key + ".pub") == (0, "good", "3", ["cam-a"])

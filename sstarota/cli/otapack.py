@@ -150,7 +150,10 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if incremental or config:
         if append or read or info or gzip_path or ops or install_dropin or uninstall_dropin:
             raise UsageError("--incremental makes a package with -c PKG; no other action goes with it")
-        return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json)
+        if signing["gen_key"] or signing["keys"]:
+            raise UsageError("--gen-key and --key do not go with --incremental (sign it with --sign KEY)")
+        return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json,
+                            signing)
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         click.echo(dropin.version_text())
         return 0
@@ -210,16 +213,19 @@ def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifes
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
 
 
-def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json):
+def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json, signing):
     from .. import dropin
+    from .. import signing as keys
     from ..packer import incremental
 
     if not (create and dirs and config):
         raise UsageError("--incremental OLD NEW goes with -c PKG and --config PARTITIONS.mk")
     env_fmt, env_id = dropin.env_defaults()
+    key = keys.load_private(signing["sign_key"]) if signing["sign_key"] else None
     report = incremental.make_incremental(create, config, dirs[0], dirs[1], fmt or env_fmt or "0.4", begin, end,
                                           tool_id or env_id or incremental.DEFAULT_TOOL_ID, _ratio(threshold), jobs,
-                                          keep)
+                                          keep, key=key, compatible=_names(signing["compatible"]),
+                                          version=signing["fw_version"])
     click.echo(json.dumps(report, indent=2) if as_json else incremental.report_text(report))
     return 0
 

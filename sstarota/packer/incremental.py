@@ -32,6 +32,7 @@ from .build import DEFAULT_TOOL_ID, build
 from .compress import gzip_package
 from .data import FileData
 from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delta_spec, full_update_op
+from .sign import sign
 from .trees import _same_content, make_patches
 
 SUFFIXES = {"OTABLK": "_otablk", "PATSIZE": "_patsize", "FSTYPE": "_fstype", "BLKENV": "_blkenv",
@@ -222,15 +223,24 @@ def full_spec(dst, image, size, label=""):
 # ------------------------------------------------------------------ the package and its report
 
 def make_incremental(pkg, config, old_dir, new_dir, generation="0.4", begin=None, end=None,
-                     tool_id=DEFAULT_TOOL_ID, threshold=DEFAULT_THRESHOLD, jobs=None, keep=False, full_size=True):
-    """Write pkg + '.gz' (pkg itself kept with keep) and return the report (a dict)."""
+                     tool_id=DEFAULT_TOOL_ID, threshold=DEFAULT_THRESHOLD, jobs=None, keep=False, full_size=True,
+                     key=None, compatible=(), version=None):
+    """Write pkg + '.gz' (pkg itself kept with keep) and return the report (a dict). The
+    manifest carries compatible and version when given, and is signed with key (a
+    signing.SigningKey) when given."""
     for d in (old_dir, new_dir):
         if not os.path.isdir(d):
             raise InputError("--incremental: %s is not a directory of images" % d)
     parts = read_config(config)
     choices, patches = choose(parts, old_dir, new_dir, threshold, jobs)
     specs = specs_for(parts, choices, patches, old_dir, new_dir, generation)
-    build(pkg, specs, generation, begin, end, tool_id, with_manifest=True)
+    build(pkg, specs, generation, begin, end, tool_id, with_manifest=True, compatible=compatible, version=version)
+    if key is not None:
+        try:
+            sign(pkg, key)
+        except BaseException:
+            os.unlink(pkg)
+            raise
     raw_size = os.path.getsize(pkg)
     out = gzip_package(pkg, keep=keep)
     report = {"package": out, "format": generation, "threshold": threshold, "package_raw": raw_size,
