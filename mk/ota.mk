@@ -45,6 +45,7 @@ OTA_END_SCRIPT ?=
 OTA_BASE ?=
 OTA_PATCH_THRESHOLD ?=
 SSTAROTA_INCREMENTAL_BASE ?=
+sstarota_makefile := $(firstword $(MAKEFILE_LIST))
 
 # The recipe is bash (the vendor flow relies on bash's `echo -e`); it reads everything from the
 # environment, so no value is ever re-quoted: _blkenv text reaches the shell as the vendor's does.
@@ -297,10 +298,14 @@ $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otaimg =
 # SStarOta.bin.gz holding only what changed from those images (see otapack --incremental),
 # and its size report in SStarOtaIncremental.txt. OTA_PATCH_THRESHOLD: default 0.95.
 .PHONY: ota_images ota_images_incremental image-ota-incremental
+# Paths reach the shell through the environment only, never pasted into a command line.
+ota_images_incremental image-ota-incremental: export SSTAROTA_OTA_BASE = $(value OTA_BASE)
+ota_images_incremental image-ota-incremental: export SSTAROTA_MAKEFILE = $(value sstarota_makefile)
 ota_images_incremental image-ota-incremental:
-	@[ -n "$(OTA_BASE)" ] || { echo "$@: error: set OTA_BASE=<the old build's output/images>" >&2; exit 2; }
-	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ota_images SSTAROTA_INCREMENTAL_BASE="$(abspath $(OTA_BASE))"
-ota_images: export SSTAROTA_INCREMENTAL_BASE := $(SSTAROTA_INCREMENTAL_BASE)
+	@[ -n "$$SSTAROTA_OTA_BASE" ] || { echo "$@: error: set OTA_BASE=<the old build's output/images>" >&2; exit 2; }
+	@case "$$SSTAROTA_OTA_BASE" in /*) b=$$SSTAROTA_OTA_BASE ;; *) b=$$PWD/$$SSTAROTA_OTA_BASE ;; esac; \
+	SSTAROTA_INCREMENTAL_BASE=$$b $(MAKE) --no-print-directory -f "$$SSTAROTA_MAKEFILE" ota_images
+ota_images: export SSTAROTA_INCREMENTAL_BASE := $(value SSTAROTA_INCREMENTAL_BASE)
 ota_images: export OTA_PATCH_THRESHOLD := $(OTA_PATCH_THRESHOLD)
 ota_images: export SSTAROTA_OTA_IMAGES_SH = $(value sstarota_ota_images_sh)
 ota_images: export SSTAROTA_LIST = $(OTA_IMAGE_LIST)

@@ -316,3 +316,17 @@ def test_make_image_ota_incremental_signed(sets, tmp_path):
                 "OTA_COMPATIBLE=cam-a")
     assert proc.returncode == 0, proc.stderr
     assert _signature(image / "output/images/SStarOta.bin.gz", key + ".pub") == (0, "good", "3", ["cam-a"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental_quotes_ota_base(sets, built, tmp_path):
+    """OTA_BASE reaches the shell as data: quotes, $, ; and spaces in it run nothing."""
+    old, new, config = sets
+    odd = tmp_path / 'v1 "q" $x `touch TICK` ;touch PWNED; \'s'
+    shutil.copytree(old, odd)
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
+    assert proc.returncode == 0, proc.stderr
+    assert (image / "output/images/SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("PWNED", "TICK")]
+    assert not (image / "PWNED").exists() and not (image / "TICK").exists()
