@@ -330,3 +330,50 @@ def test_make_image_ota_incremental_quotes_ota_base(sets, built, tmp_path):
     assert (image / "output/images/SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
     assert not [p for p in tmp_path.rglob("*") if p.name in ("PWNED", "TICK")]
     assert not (image / "PWNED").exists() and not (image / "TICK").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_config_is_read_as_make_reads_it(tmp_path):
+    """ifeq/else/endif, include and make functions: the values make gives them."""
+    (tmp_path / "common.mk").write_text("DEVS := /dev/mtdblock2 /dev/mtdblock5\nrootfs$(FSTYPE) = squashfs\n")
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("include common.mk\n"
+                   "OTA_IMAGE_LIST = kernel rootfs\n"
+                   "ifeq ($(FLASH_TYPE),nor)\n"
+                   "kernel$(OTABLK) = /dev/mtdblock1\n"
+                   "else\n"
+                   "kernel$(OTABLK) = /dev/mtdblock3\n"
+                   "endif\n"
+                   "ifneq ($(FLASH_TYPE),nor)\n"
+                   "else\n"
+                   "kernel$(OTABLK) = /dev/mtdblock1\n"
+                   "endif\n"
+                   "kernel$(PATSIZE) = $(shell printf 0x%x 1048576)\n"
+                   "rootfs$(OTABLK) = $(word 2,$(DEVS))\n"
+                   "rootfs$(PATSIZE) = 0x$(subst k,000,20k)\n")
+    parts = incremental.read_config(str(cfg))
+    assert [(p.name, p.targets, p.size, p.fstype, p.image) for p in parts] == [
+        ("kernel", ["/dev/mtdblock3"], 0x100000, "", "kernel"),
+        ("rootfs", ["/dev/mtdblock5"], 0x20000, "squashfs", "rootfs.sqfs")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_config_make_cannot_read_is_one_line(tmp_path, sets):
+    old, new, _ = sets
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nifeq (a,b)\nkernel_otablk = /dev/mtdblock3\n")  # no endif
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert str(cfg) in proc.stderr and not (tmp_path / "p.bin.gz").exists()
+
+
+def test_without_make_only_plain_assignments_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(incremental.shutil, "which", lambda name: None)
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\nkernel$(PATSIZE) = 0x1000\n")
+    assert [(p.name, p.targets, p.size) for p in incremental.read_config(str(cfg))] == [
+        ("kernel", ["/dev/mtdblock3"], 0x1000)]
+    for text in ("ifeq (a,b)\nendif\n", "include other.mk\n", "X = $(word 1,a b)\n"):
+        cfg.write_text("OTA_IMAGE_LIST = kernel\n" + text)
+        with pytest.raises(incremental.InputError, match="needs make"):
+            incremental.read_config(str(cfg))

@@ -22,6 +22,8 @@ against the full one (every partition whole, built alongside and removed).
 
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -76,14 +78,72 @@ def _expand(text, env, depth=0):
     return out.replace("$$", "$")
 
 
+#: the settings read per partition of OTA_IMAGE_LIST
+SETTINGS = ("otablk", "patsize", "fstype", "otamask", "otaimg", "otaenv")
+_MARK = "SSTAROTA-VALUE:"
+#: make reads the config after the suffixes, then prints OTA_IMAGE_LIST and every partition setting
+_PRINTER = """
+sstarota_vars := OTA_IMAGE_LIST $(foreach p,$(OTA_IMAGE_LIST),$(foreach s,%s,$(p)_$(s)))
+define sstarota_nl
+
+
+endef
+$(foreach v,$(sstarota_vars),$(info %s$(v)=$(subst $(sstarota_nl),<NEWLINE>,$($(v)))))
+.PHONY: sstarota-print
+sstarota-print: ; @:
+""" % (" ".join(SETTINGS), _MARK)
+#: what only make can read: directives and function calls
+_MAKE_ONLY = re.compile(r"^\s*(?:-?include|sinclude|ifeq|ifneq|ifdef|ifndef|else|endif|define|endef)\b|"
+                        r"\$[({][a-z-]+[ \t]", re.M)
+
+
 def read_variables(path):
-    """The make variables a partition config assigns (=, :=, +=, ?=; continuation lines),
-    with $(OTABLK)-style suffixes predefined and every reference expanded."""
+    """The make variables a partition config sets, with $(OTABLK)-style suffixes predefined:
+    OTA_IMAGE_LIST and the settings of its partitions, read by make itself (conditionals,
+    include and functions as the SDK build reads them; the config's $(shell ...) runs as it
+    does in the build). Without make, plain assignments only (a config needing more is refused)."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError as exc:
         raise InputError("cannot read the partition config %s: %s" % (path, exc.strerror)) from None
+    make = shutil.which("make")
+    if make:
+        return _read_with_make(make, path)
+    found = _MAKE_ONLY.search(text)
+    if found:
+        raise InputError("partition config %s: %r needs make to read it, and make is not on PATH: install make"
+                         % (path, found.group(0).strip()))
+    return _read_plain(text)
+
+
+def _read_with_make(make, path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")}
+    with tempfile.TemporaryDirectory(prefix="sstarota-config-") as d:
+        first, last = os.path.join(d, "suffixes.mk"), os.path.join(d, "print.mk")
+        with open(first, "w") as f:
+            f.write("".join("%s := %s\n" % kv for kv in SUFFIXES.items()))
+        with open(last, "w") as f:
+            f.write(_PRINTER)
+        proc = subprocess.run([make, "-s", "-r", "-R", "--no-print-directory", "-I",
+                               os.path.dirname(os.path.abspath(path)), "-f", first, "-f", path, "-f", last,
+                               "sstarota-print"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    err = proc.stderr.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0:
+        raise InputError("make cannot read the partition config %s: %s" % (path, err[-1] if err else
+                                                                            "exit %d" % proc.returncode))
+    env = {}
+    for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+        if line.startswith(_MARK):
+            name, _, value = line[len(_MARK):].partition("=")
+            if "<NEWLINE>" in value:
+                raise InputError("partition config %s: %s spans several lines; give it on one line" % (path, name))
+            env[name] = value.strip()
+    return env
+
+
+def _read_plain(text):
     env = dict(SUFFIXES)
     for line in text.replace("\\\n", " ").splitlines():
         m = _ASSIGN.match(line)
