@@ -27,12 +27,54 @@ class PrefixCommand(click.Command):
         self.preferred = tuple(preferred)
 
     def parse_args(self, ctx, args):
-        takes_value = {}
+        takes_value, numbers = {}, set()
         for param in self.get_params(ctx):
             if isinstance(param, click.Option):
                 for opt in param.opts + param.secondary_opts:
                     takes_value[opt] = not param.is_flag and not param.count
-        return super().parse_args(ctx, expand_prefixes(args, takes_value, self.preferred, ctx))
+                    if isinstance(param.type, VendorInt):
+                        numbers.add(opt)
+        args = expand_prefixes(args, takes_value, self.preferred, ctx)
+        args, notes = swallowed_values(args, takes_value, numbers)
+        for note in notes:
+            click.echo("%s: warning: %s" % (ctx.info_name or "otapack", note), err=True)
+        return super().parse_args(ctx, args)
+
+
+#: what a number option holds when getopt gave it the next option as its value (see swallowed_values)
+SWALLOWED = "\0swallowed:"
+#: the value the vendor stores for a number it cannot read
+VENDOR_INVALID_NUMBER = 0xFFFFFFFF
+
+
+def swallowed_values(args, takes_value, numbers):
+    """The vendor's getopt on a number option whose value is missing (`-t -m 0 --file-update`, an
+    empty <part>_patsize in ota.mk): the next word, an option taking a value, is the number's
+    value (invalid: the vendor stores 0xffffffff), and the word after it, then a stray operand,
+    is dropped. Returns the args to parse and a warning per case."""
+    out, notes = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        out.append(arg)
+        i += 1
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg in numbers and i + 1 < len(args) and takes_value.get(args[i]):
+            word, stray = args[i], args[i + 1]
+            out.append(SWALLOWED + word)
+            i += 1
+            note = "%s has no value: as the vendor's getopt does, %r is read as its value (not a number: " \
+                   "stored 0x%x)" % (arg, word, VENDOR_INVALID_NUMBER)
+            if not stray.startswith("-"):
+                note += " and %r after it is dropped" % stray
+                i += 1
+            notes.append(note + "; give %s a number" % arg)
+        elif arg in takes_value and takes_value[arg] and i < len(args):
+            out.append(args[i])  # a value: never an option
+            i += 1
+    return out, notes
 
 
 def expand_prefixes(args, takes_value, preferred=(), ctx=None):
@@ -102,6 +144,8 @@ class VendorInt(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
+        if value.startswith(SWALLOWED):
+            return VENDOR_INVALID_NUMBER
         text = value.strip()
         try:
             if text[:2].lower() == "0x":

@@ -5,9 +5,9 @@ import sys
 
 import click
 
-from ..errors import UsageError
-from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, run, script_options,
-                     target_options)
+from ..errors import InputError, UsageError
+from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, expand_prefixes, run,
+                     script_options, target_options)
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
@@ -162,6 +162,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if (signing["compatible"] or signing["fw_version"]) and not create:
         raise UsageError("--compatible and --fw-version go with -c, or with -a PKG --sign KEY")
     _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin, uninstall_dropin)
+    for path in (append, read, info, gzip_path):
+        _check_not_failed(path)
     if install_dropin or uninstall_dropin:
         log = (lambda m: click.echo(m, err=True))
         if install_dropin:
@@ -170,6 +172,10 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
             dropin.uninstall(uninstall_dropin, log=log)
         return 0
     if create:
+        import os
+
+        if os.path.isfile(create + FAILED_SUFFIX):
+            os.unlink(create + FAILED_SUFFIX)  # what an earlier build left: this one starts afresh
         env_fmt, env_id = dropin.env_defaults()
         packer.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
                       with_manifest=with_manifest, compatible=_names(signing["compatible"]),
@@ -244,6 +250,7 @@ def _sign(o, path, other_action, sync):
         return 0
     if not path or other_action:
         raise UsageError("--sign KEY goes with -a PKG and no operation (sign a finished package)")
+    _check_not_failed(path)
     key = signing.load_private(o["sign_key"])
     m = packer.sign(path, key, _names(o["compatible"]) or None, o["fw_version"], sync=sync)
     click.echo("otapack: %s signed by key %s" % (path, signing.key_id(key.get_verifying_key())), err=True)
@@ -308,8 +315,62 @@ def _info_text(d):
     return "\n".join(lines)
 
 
+#: where a drop-in moves a package whose append was refused (see main)
+FAILED_SUFFIX = ".failed"
+
+
+def _append_path(args):
+    """The PKG of -a PKG (any spelling getopt takes) in a command line, or None."""
+    ctx = click.Context(cli)
+    takes = {o: not p.is_flag and not p.count for p in cli.get_params(ctx) if isinstance(p, click.Option)
+             for o in p.opts + p.secondary_opts}
+    try:
+        args = expand_prefixes(args, takes, VENDOR_LONG_OPTIONS)
+    except click.UsageError:
+        return None
+    words = iter(args)
+    for arg in words:
+        if arg == "--":
+            return None
+        if arg in ("-a", "--append"):
+            return next(words, None)
+        if arg.startswith("--append="):
+            return arg[len("--append="):]
+        if arg.startswith("-a") and not arg.startswith("--"):
+            return arg[2:]
+        if takes.get(arg):
+            next(words, None)
+    return None
+
+
+def _check_not_failed(path):
+    """A drop-in moved path aside after a refused append: say so rather than 'not found'."""
+    import os
+
+    if path and not os.path.exists(path) and os.path.exists(path + FAILED_SUFFIX):
+        raise InputError("%s: an earlier append to it was refused, and the package, missing that record, was moved "
+                         "to %s%s; fix that error and build again (-c starts afresh)" % (path, path, FAILED_SUFFIX))
+
+
 def main(argv=None):
-    return run(cli, argv, "otapack", force_code=2)
+    """Run otapack. Run by the drop-in launcher (SSTAROTA_DROPIN set), a refused append moves the
+    package to PKG.failed: the SDK's ota.mk hides an append's exit status behind the `if` that
+    follows it and gzips the package anyway, and must not ship one missing a record."""
+    import os
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = run(cli, args, "otapack", force_code=2)
+    if code == 2 and os.environ.get("SSTAROTA_DROPIN"):
+        path = _append_path(args)
+        if path and os.path.isfile(path):
+            try:
+                os.replace(path, path + FAILED_SUFFIX)
+            except OSError as exc:
+                sys.stderr.write("otapack: error: cannot move %s aside: %s\n" % (path, exc.strerror))
+            else:
+                sys.stderr.write("otapack: error: %s moved to %s%s: it misses the record refused above, and the SDK's "
+                                 "ota.mk would ship it\n" % (path, path, FAILED_SUFFIX))
+    return code
 
 
 if __name__ == "__main__":

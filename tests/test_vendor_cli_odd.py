@@ -1,0 +1,59 @@
+"""Odd vendor command lines, as real SDK flows and a differential fuzz of the vendor's otapack
+(0.4 and 1.6) write them (issue 21). Expected packages are packed here with struct from
+docs/FORMAT.md (vendor_bytes.py), not by our packer; exit codes and structured results, not prose."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
+
+OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
+BIN = Path(sys.executable).parent
+
+
+def create(cli, pkg, fmt="0.4", *extra):
+    code, out, err = cli.otapack("-c", pkg, "--format", fmt, "--tool-id", TOOL_ID.decode(), *extra)
+    assert code == 0, err
+
+
+def one_error_line(err):
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+# ---------------------------------------------------------------- 1: -t with its value missing
+
+
+@pytest.mark.parametrize("fmt", ["0.4", "1.6"])
+def test_an_empty_patsize_reads_as_the_vendors_getopt_reads_it(cli, tmp_path, fmt):
+    """ota.mk with ipl_patsize commented out runs `-t -m 0 --file-update`: -t takes '-m' (not a
+    number: 0xffffffff), the stray '0' is dropped, the mode stays 0; packed with a warning."""
+    ipl = tmp_path / "IPL"
+    ipl.write_bytes(b"ipl image\0" * 50)
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg, fmt)
+    code, out, err = cli.otapack("-s", ipl, "-d", "/boot/IPL", "-t", "-m", "0", "--file-update", "-a", pkg)
+    assert code == 0, err
+    assert err.count("warning") == 1 and "'-m'" in err and "'0'" in err
+    if fmt == "0.4":
+        want = pkg04([rec04("/boot/IPL", ipl.read_bytes(), 0xFFFFFFFF, 0, OP_UPDATE)])
+    else:
+        want = pkg16([rec16("/boot/IPL", ipl.read_bytes(), b"IPL", dst_size=0xFFFFFFFF, op=OP_UPDATE)])
+    assert pkg.read_bytes() == want
+
+
+def test_a_value_that_is_no_option_is_still_refused(cli, tmp_path):
+    ipl = tmp_path / "IPL"
+    ipl.write_bytes(b"x")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    before = pkg.read_bytes()
+    for argv in (["-t", "abc"], ["-t", "5", "stray"]):
+        code, out, err = cli.otapack("-s", ipl, "-d", "/boot/IPL", *argv, "--file-update", "-a", pkg)
+        assert code == 2
+        one_error_line(err)
+    assert pkg.read_bytes() == before
