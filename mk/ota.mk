@@ -66,6 +66,11 @@ vendor_banner() { # file -> "version commit" from the vendor binary's --help, or
 
 SSTAROTA_LIST=$(echo $SSTAROTA_LIST)
 FLASH_TYPE=$(echo $FLASH_TYPE)
+if [ -z "$SSTAROTA_LIST" ] && [ -z "$(echo $SSTAROTA_LIST_AT_INCLUDE)" ]; then
+    # as the SDK's flow: a config without OTA_IMAGE_LIST packs nothing, and that is no error
+    echo "$prog: note: OTA_IMAGE_LIST is not set in the partition config: no OTA package for it (as the SDK's flow)" >&2
+    exit 0
+fi
 [ -n "$IMAGEDIR" ] || die "IMAGEDIR is not set"
 [ -d "$IMAGEDIR" ] || die "IMAGEDIR $IMAGEDIR is not a directory"
 

@@ -614,3 +614,16 @@ def test_the_launcher_finds_otapack_when_it_runs(tmp_path):
     proc = run_launcher("%s:%s" % (bindir, sysbin))
     assert proc.returncode == 127
     assert len(proc.stderr.splitlines()) == 1 and "SSTAROTA_OTAPACK" in proc.stderr
+
+
+@pytest.mark.parametrize("target", ["image-ota", "image-ota-incremental"])
+def test_a_config_without_ota_image_list_packs_nothing_as_the_vendor_flow(tmp_path, target):
+    root, out = make_tree(tmp_path, CONFIG_2021.replace("OTA_IMAGE_LIST = ", "# no OTA here: "))
+    mk = root / "makefile"
+    mk.write_text(mk.read_text() + "image-ota-incremental:\n\t$(MAKE) -C image image-ota-incremental\n")
+    proc = run_make(root, OTA_PARTS="all", OTA_BASE=str(out)) if target == "image-ota" else subprocess.run(
+        ["make", "-s", "-C", str(root), target, "OTA_BASE=%s" % out, "OTAPACK=%s" % OTAPACK], capture_output=True,
+        text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1 and "note" in proc.stderr
+    assert not (out / "SStarOta.bin.gz").exists() and not (out / "SStarOta.bin").exists()
