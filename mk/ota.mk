@@ -159,6 +159,10 @@ for p in $SSTAROTA_LIST; do
     case "$p" in *[!A-Za-z0-9_]*) die "partition name '$p' in OTA_IMAGE_LIST: letters, digits and _ only" ;; esac
     pvar "$p" otablk; [ -n "${val// }" ] || die "partition '$p' is in OTA_IMAGE_LIST but ${p}_otablk is not set (the target device or path)"
     pvar "$p" patsize; [ -n "${val// }" ] || die "partition '$p': ${p}_patsize is not set (the partition size, -t)"
+    size=$(echo $val)
+    if ! [[ "$size" =~ ^(0[xX][0-9a-fA-F]+|[0-9]+)$ ]] || [ $((size)) -eq 0 ]; then
+        die "partition '$p': ${p}_patsize is '$size', not a partition size (hex with 0x or decimal, above 0); a size computed in the config with \$[...] needs bash (ota.mk runs make's \$(shell ...) with SHELL=/bin/bash)"
+    fi
     pvar "$p" fstype; fs=${val// }
     image_for "$p" "$fs" || die "partition '$p' (fstype '${fs}'): the SDK flow has no image for it (raw: ipl ipl_cust uboot boot logo kernel, rootfs ramfs; or a squashfs ubifs jffs2 lfs fwfs ext4 fstype); set ${p}_otaimg to its file under IMAGEDIR"
 done
@@ -303,6 +307,9 @@ $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otaimg =
 # SStarOta.bin.gz holding only what changed from those images (see otapack --incremental),
 # and its size report in SStarOtaIncremental.txt. OTA_PATCH_THRESHOLD: default 0.95.
 .PHONY: ota_images ota_images_incremental image-ota-incremental
+# bash, whatever /bin/sh is: the recipe is bash, and ALKAID configs compute sizes with $(call ...)
+# helpers whose $(shell ...) use bash's $[...] (under dash they evaluate to 0 or nothing)
+ota_images ota_images_incremental image-ota-incremental: SHELL := /bin/bash
 # Paths reach the shell through the environment only, never pasted into a command line.
 ota_images_incremental image-ota-incremental: export SSTAROTA_OTA_BASE = $(value OTA_BASE)
 ota_images_incremental image-ota-incremental: export SSTAROTA_MAKEFILE = $(value sstarota_makefile)

@@ -377,3 +377,14 @@ def test_without_make_only_plain_assignments_are_read(tmp_path, monkeypatch):
         cfg.write_text("OTA_IMAGE_LIST = kernel\n" + text)
         with pytest.raises(incremental.InputError, match="needs make"):
             incremental.read_config(str(cfg))
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_bash_arithmetic_sizes_and_zero_sizes(tmp_path):
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\n"
+                   "kernel$(PATSIZE) = $(shell printf 0x%x $$[3*0x1000])\n")
+    assert [p.size for p in incremental.read_config(str(cfg))] == [0x3000]
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\nkernel$(PATSIZE) = 0x0\n")
+    with pytest.raises(incremental.InputError, match="kernel_patsize"):
+        incremental.read_config(str(cfg))

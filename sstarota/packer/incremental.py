@@ -122,7 +122,9 @@ def _read_with_make(make, path):
     with tempfile.TemporaryDirectory(prefix="sstarota-config-") as d:
         first, last = os.path.join(d, "suffixes.mk"), os.path.join(d, "print.mk")
         with open(first, "w") as f:
-            f.write("".join("%s := %s\n" % kv for kv in SUFFIXES.items()))
+            # bash, as mk/ota.mk: configs compute sizes with $(shell ...) of bash's $[...]
+            f.write("".join("%s := %s\n" % kv for kv in SUFFIXES.items()) +
+                    ("SHELL := %s\n" % shutil.which("bash") if shutil.which("bash") else ""))
         with open(last, "w") as f:
             f.write(_PRINTER)
         proc = subprocess.run([make, "-s", "-r", "-R", "--no-print-directory", "-I",
@@ -195,7 +197,10 @@ def read_config(path):
         if not image:
             raise InputError("partition config: no image name for %s (fstype '%s'): set %s_otaimg" % (p, fstype, p))
         masks = env.get(p + "_otamask", "").split()
-        parts.append(Partition(p, targets, _number(env[p + "_patsize"], p + "_patsize"), fstype, image,
+        size = _number(env[p + "_patsize"], p + "_patsize")
+        if size <= 0:
+            raise InputError("partition config: %s_patsize is %s: a partition size is above 0" % (p, env[p + "_patsize"]))
+        parts.append(Partition(p, targets, size, fstype, image,
                                [_number(m, p + "_otamask") for m in masks] if masks else None,
                                env.get(p + "_otaenv", "").strip()))
     return parts
