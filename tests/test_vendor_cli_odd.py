@@ -57,3 +57,22 @@ def test_a_value_that_is_no_option_is_still_refused(cli, tmp_path):
         assert code == 2
         one_error_line(err)
     assert pkg.read_bytes() == before
+
+
+# ---------------------------------------------------------------- 7: --debug keeps the exit codes
+
+
+def test_debug_adds_a_traceback_but_keeps_the_exit_code(tmp_path):
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(b"not a package at all" * 10)
+    proc = subprocess.run([str(BIN / "otapack"), "-a", str(pkg), "-d", "/x", "--file-delete", "--debug"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("otapack: error: ")
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = subprocess.run([str(BIN / "otaunpack"), "-r", str(pkg), "--root", str(root), "-t", str(tmp_path),
+                           "--debug", "-q"], capture_output=True, text=True)
+    assert proc.returncode == 3 and "Traceback" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("otaunpack: error: ")
+    assert os.listdir(root) == []

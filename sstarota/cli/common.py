@@ -1,6 +1,7 @@
 """What the three commands share: vendor number parsing and the one error-to-exit mapping."""
 
 import sys
+import traceback
 
 import click
 
@@ -187,8 +188,8 @@ def run(command, argv, prog, force_code=None):
         sys.stderr.write("%s: interrupted\n" % prog)
         return 130
     except OtaError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without --debug
+            traceback.print_exc()
         sys.stderr.write("%s: error: %s\n" % (prog, exc))
         return force_code if force_code is not None else exc.exit_code
     return rv if isinstance(rv, int) else 0
