@@ -76,3 +76,20 @@ def test_debug_adds_a_traceback_but_keeps_the_exit_code(tmp_path):
     assert proc.returncode == 3 and "Traceback" in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("otaunpack: error: ")
     assert os.listdir(root) == []
+
+
+# ---------------------------------------------------------------- 8: --de is ambiguous, as the vendor's
+
+
+def test_de_is_ambiguous_between_debug_and_default_mask(cli, tmp_path):
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg, "1.6")
+    before = pkg.read_bytes()
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtd3 /dev/mtd4", "--de", "1 0", "--block-update", "-a", pkg)
+    assert code == 2 and "--debug" in one_error_line(err) and "--default-mask" in err
+    assert pkg.read_bytes() == before
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtd3 /dev/mtd4", "--def", "1 0", "--block-update", "-a", pkg)
+    assert code == 0, err
+    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", masks=(1, 0), op=OP_BLOCK)])

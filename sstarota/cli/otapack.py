@@ -48,7 +48,7 @@ OPERATION_HELP = (
 #: the vendor's long options (getopt_long): a prefix unique among them means that option
 VENDOR_LONG_OPTIONS = ("--create", "--append", "--src-file", "--dst-file", "--dst-file-size", "--file-mode",
                        "--diff-old", "--diff-new", "--begin-script", "--end-script", "--add-log", "--default-mask",
-                       "--out-layout", "--help") + tuple("--" + name for name, _ in OPERATION_HELP)
+                       "--out-layout", "--help", "--debug") + tuple("--" + name for name, _ in OPERATION_HELP)
 
 
 def operation_flags(f):
