@@ -93,3 +93,34 @@ def test_de_is_ambiguous_between_debug_and_default_mask(cli, tmp_path):
     code, out, err = cli.otapack("-s", img, "-d", "/dev/mtd3 /dev/mtd4", "--def", "1 0", "--block-update", "-a", pkg)
     assert code == 0, err
     assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", masks=(1, 0), op=OP_BLOCK)])
+
+
+# ---------------------------------------------------------------- 9: the vendor's number grammar
+
+
+@pytest.mark.parametrize("text", ["0x1_a4", "1_000", "0x+10", "+5", "-5", "0x-5", "\uff11\uff12", " 12", "12 ",
+                                  "0x", "", "0x 1", "1e3", "0b1", "0o7", "٣"])
+@pytest.mark.parametrize("option", ["-t", "-m"])
+def test_numbers_outside_the_vendors_grammar_are_refused(cli, tmp_path, option, text):
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    before = pkg.read_bytes()
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", option, text, "--block-update", "-a", pkg)
+    assert code == 2
+    one_error_line(err)
+    assert pkg.read_bytes() == before
+
+
+@pytest.mark.parametrize("text,value", [("0x1A4", 0x1A4), ("0X1a4", 0x1A4), ("420", 420), ("0", 0),
+                                        ("0xFFFFFFFF", 0xFFFFFFFF)])
+def test_numbers_in_the_vendors_grammar(cli, tmp_path, text, value):
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "-t", text, "-m", text, "--block-update",
+                                 "-a", pkg)
+    assert code == 0, err
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", b"kernel", value, value, OP_BLOCK)])

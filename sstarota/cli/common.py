@@ -1,5 +1,6 @@
 """What the three commands share: vendor number parsing and the one error-to-exit mapping."""
 
+import re
 import sys
 import traceback
 
@@ -133,6 +134,10 @@ def target_options(src_help, dst_metavar, dst_help, size_bits):
 debug_option = click.option("--debug", is_flag=True, help="Tracebacks and details.")
 
 
+#: a number as the vendor reads one: 0x (or 0X) and hex digits, or decimal digits, ASCII only
+_VENDOR_NUMBER = re.compile(r"\A(?:0[xX]([0-9a-fA-F]+)|[0-9]+)\Z")
+
+
 class VendorInt(click.ParamType):
     """A number as the vendor tools read it: hex only with 0x, decimal otherwise."""
 
@@ -147,16 +152,11 @@ class VendorInt(click.ParamType):
             return value
         if value.startswith(SWALLOWED):
             return VENDOR_INVALID_NUMBER
-        text = value.strip()
-        try:
-            if text[:2].lower() == "0x":
-                number = int(text[2:], 16)
-            else:
-                if not text.isdigit():
-                    raise ValueError
-                number = int(text, 10)
-        except ValueError:
-            self.fail("%r is not a number (decimal, or hex with 0x)" % value, param, ctx)
+        text = value
+        m = _VENDOR_NUMBER.match(text)
+        if not m:  # the vendor's grammar only: no sign, space, underscore, other digits or prefixes
+            self.fail("%r is not a number (decimal digits, or 0x and hex digits)" % value, param, ctx)
+        number = int(m.group(1), 16) if m.group(1) is not None else int(text, 10)
         if number >= 1 << self.bits:
             self.fail("%s does not fit %d bits" % (value, self.bits), param, ctx)
         if self.warn_leading_zero and len(text) > 1 and text[0] == "0" and text[:2].lower() != "0x":
