@@ -124,3 +124,34 @@ def test_numbers_in_the_vendors_grammar(cli, tmp_path, text, value):
                                  "-a", pkg)
     assert code == 0, err
     assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", b"kernel", value, value, OP_BLOCK)])
+
+
+# ---------------------------------------------------------------- 6: a linked package is written through
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_linked_package_is_written_through(cli, tmp_path, link):
+    """An output directory links SStarOta.bin to the package: -c and -a write the file it names."""
+    real = tmp_path / "build" / "SStarOta.bin"
+    real.parent.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    linked = out / "SStarOta.bin"
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    if link == "symlink":
+        linked.symlink_to(real)  # dangling until -c writes the file it names
+        create(cli, linked)
+    else:
+        create(cli, real)
+        os.link(real, linked)
+    code, out_, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "--block-update", "-a", linked)
+    assert code == 0, err
+    want = pkg04([rec04("/dev/mtdblock3", b"kernel", op=OP_BLOCK)])
+    assert real.read_bytes() == want and linked.read_bytes() == want
+    assert linked.is_symlink() == (link == "symlink")
+    if link == "hardlink":
+        assert os.stat(real).st_ino == os.stat(linked).st_ino
+    assert sorted(p.name for p in real.parent.iterdir()) == ["SStarOta.bin"]  # no temp file left
+    create(cli, linked)  # -c again: through the link too
+    assert real.read_bytes() == pkg04([]) and linked.read_bytes() == pkg04([])
