@@ -155,3 +155,31 @@ def test_a_linked_package_is_written_through(cli, tmp_path, link):
     assert sorted(p.name for p in real.parent.iterdir()) == ["SStarOta.bin"]  # no temp file left
     create(cli, linked)  # -c again: through the link too
     assert real.read_bytes() == pkg04([]) and linked.read_bytes() == pkg04([])
+
+
+# ---------------------------------------------------------------- 11: '.' components install
+
+
+def otaunpack(*argv):
+    return subprocess.run([str(BIN / "otaunpack")] + [str(a) for a in argv], capture_output=True, text=True)
+
+
+def test_dot_components_in_targets_install_and_dotdot_does_not(tmp_path):
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/c/./x", b"one", 3, 0o100644, OP_ADD),
+                           rec04("/customer/./lib/./a.so", b"two", 3, 0o100644, OP_ADD),
+                           rec04("./rel", b"three", 5, 0o100644, OP_ADD)]))
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "c/x").read_bytes() == b"one" and (root / "customer/lib/a.so").read_bytes() == b"two"
+    assert (root / "rel").read_bytes() == b"three"
+    for target in ("/c/../x", "/c/x/.", "/c/x/"):
+        bad = tmp_path / "bad.bin"
+        bad.write_bytes(pkg04([rec04(target, b"z", 1, 0o100644, OP_ADD)]))
+        empty = tmp_path / ("root-%d" % len(target))
+        empty.mkdir()
+        proc = otaunpack("-r", bad, "--root", empty, "-t", tmp_path, "-q")
+        assert proc.returncode == 3, (target, proc.stderr)
+        assert os.listdir(empty) == []
