@@ -183,3 +183,87 @@ def test_dot_components_in_targets_install_and_dotdot_does_not(tmp_path):
         proc = otaunpack("-r", bad, "--root", empty, "-t", tmp_path, "-q")
         assert proc.returncode == 3, (target, proc.stderr)
         assert os.listdir(empty) == []
+
+
+def tree(root, files):
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def assert_refused(cli, pkg, *argv, naming=None):
+    before = pkg.read_bytes()
+    listing = sorted(os.listdir(pkg.parent))
+    code, out, err = cli.otapack(*argv)
+    assert code == 2
+    line = one_error_line(err)
+    if naming:
+        assert naming in line
+    assert pkg.read_bytes() == before and sorted(os.listdir(pkg.parent)) == listing
+    return line
+
+
+# ---------------------------------------------------------------- 12: 1.6 tree names with whitespace
+
+
+@pytest.mark.parametrize("case", ["name", "prefix"])
+def test_1_6_tree_update_over_a_name_with_a_space_is_refused(cli, tmp_path, case):
+    old = tree(tmp_path / "old", {"keep": b"k"})
+    new = tree(tmp_path / "new", {"keep": b"k", ("my file" if case == "name" else "file"): b"x"})
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg, "1.6")
+    prefix = "/c" if case == "name" else "/c/my dir"
+    assert_refused(cli, pkg, "-a", pkg, "-o", old, "-n", new, "-d", prefix, "--dir-update",
+                   naming="my file" if case == "name" else "my dir")
+
+
+def test_0_4_tree_update_keeps_names_with_a_space(cli, tmp_path):
+    old = tree(tmp_path / "old", {"keep": b"k"})
+    new = tree(tmp_path / "new", {"keep": b"k", "my file": b"x"})
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    code, out, err = cli.otapack("-a", pkg, "-o", old, "-n", new, "-d", "/c", "--dir-update")
+    assert code == 0, err
+    mode = os.stat(new / "my file").st_mode
+    assert pkg.read_bytes() == pkg04([rec04("/c/my file", b"x", 1, mode, OP_ADD)])
+
+
+# ---------------------------------------------------------------- 13: a file that becomes a directory
+
+
+@pytest.mark.parametrize("old_files,new_files", [({"x": b"file"}, {"x/y": b"in a dir"}),
+                                                 ({"x/y": b"in a dir"}, {"x": b"file"})])
+def test_a_file_that_becomes_a_directory_is_refused(cli, tmp_path, old_files, new_files):
+    old = tree(tmp_path / "old", old_files)
+    new = tree(tmp_path / "new", new_files)
+    for fmt in ("0.4", "1.6"):
+        pkg = tmp_path / ("p%s.bin" % fmt)
+        create(cli, pkg, fmt)
+        line = assert_refused(cli, pkg, "-a", pkg, "-o", old, "-n", new, "-d", "/c", "--dir-update")
+        assert str(old / "x") in line and str(new / "x") in line
+
+
+# ---------------------------------------------------------------- 14: targets otaunpack refuses
+
+
+@pytest.mark.parametrize("target", ["/c/x/", "/c/../x", "../x", "/c/x/.", "/a/. /b/x"])
+@pytest.mark.parametrize("fmt", ["0.4", "1.6"])
+def test_targets_the_installer_refuses_are_not_packed(cli, tmp_path, fmt, target):
+    if fmt == "0.4" and " " in target:
+        target = target.split()[0]  # 0.4: one target, spaces included
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg, fmt)
+    assert_refused(cli, pkg, "-s", src, "-d", target, "--file-update", "-a", pkg)
+
+
+def test_dir_prefix_with_dotdot_is_refused(cli, tmp_path):
+    old = tree(tmp_path / "old", {})
+    new = tree(tmp_path / "new", {"a": b"1"})
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    assert_refused(cli, pkg, "-a", pkg, "-o", old, "-n", new, "-d", "/c/..", "--dir-update")
