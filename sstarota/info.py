@@ -32,7 +32,8 @@ def _read(reader):
 SIGNATURE_VERDICTS = ("no-manifest", "unreadable", "mismatch", "unsigned", "unchecked", "unknown-key",
                       "bad-signature", "good")
 _VERDICT_TEXT = {"unsigned": "unsigned", "unchecked": "signed by %s key %s, not checked (give --key)",
-                 "unknown-key": "signed by %s key %s: unknown key", "bad-signature": "signed by %s key %s: BAD signature",
+                 "unknown-key": "signed by %s key %s: unknown key",
+                 "bad-signature": "signed by %s key %s: BAD signature",
                  "good": "signed by %s key %s: good signature"}
 
 

@@ -267,3 +267,26 @@ def test_dir_prefix_with_dotdot_is_refused(cli, tmp_path):
     pkg = tmp_path / "p.bin"
     create(cli, pkg)
     assert_refused(cli, pkg, "-a", pkg, "-o", old, "-n", new, "-d", "/c/..", "--dir-update")
+
+
+# ---------------------------------------------------------------- 4: the legacy op flag -p
+
+
+@pytest.mark.parametrize("p,op", [("0", OP_BLOCK), ("1", OP_UBI), ("2", OP_UPDATE)])
+def test_legacy_op_flag_of_older_ota_mk(cli, tmp_path, p, op):
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "-t", "0x1000", "-p", p, "-m", "0", "-a", pkg)
+    assert code == 0, err
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", b"kernel", 0x1000, 0, op)])
+
+
+@pytest.mark.parametrize("argv", [["-p", "3"], ["-p", "x"], ["-p", "0", "--ubi-update"], ["-p", "1", "--file-add"]])
+def test_legacy_op_flag_refusals(cli, tmp_path, argv):
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg)
+    assert_refused(cli, pkg, "-s", img, "-d", "/dev/mtdblock3", *argv, "-a", pkg)

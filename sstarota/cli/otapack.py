@@ -75,7 +75,12 @@ RECORD_OPTIONS = _stacked(
     click.option("-n", "--diff-new", "new", metavar="PATH", help="New file or tree (diffs, dir updates)."),
     click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board."),
     click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks."),
+    click.option("-p", "legacy_op", metavar="OP", help="The legacy packer's op, as older SDK ota.mk files pass it: "
+                 "0 --block-update, 1 --ubi-update, 2 --file-update."),
 )
+
+#: -p of the legacy packer (otabinheader) and the operation it means here
+LEGACY_OPS = {"0": "block-update", "1": "ubi-update", "2": "file-update"}
 
 
 #: reading, gzip, packing choices, and the SDK drop-in: after the operations in --help
@@ -142,10 +147,19 @@ SIGN_OPTIONS = _stacked(
 @INCREMENTAL_OPTIONS
 @SIGN_OPTIONS
 @debug_option
-def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
+def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, legacy_op, ops,
+        out_layout, fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
         install_dropin, uninstall_dropin, version, incremental, config, debug, **signing):
     from .. import dropin, info as pkginfo, packer, package
+
+    if legacy_op is not None:
+        if legacy_op not in LEGACY_OPS:
+            raise UsageError("-p %r: the legacy op is 0 (--block-update), 1 (--ubi-update) or 2 (--file-update)"
+                             % legacy_op)
+        if ops and set(ops) != {LEGACY_OPS[legacy_op]}:
+            raise UsageError("-p %s means --%s; it does not go with --%s" % (legacy_op, LEGACY_OPS[legacy_op],
+                                                                          ", --".join(ops)))
+        ops = (LEGACY_OPS[legacy_op],)
 
     if incremental or config:
         if append or read or info or gzip_path or ops or install_dropin or uninstall_dropin:

@@ -199,7 +199,8 @@ def read_config(path):
         masks = env.get(p + "_otamask", "").split()
         size = _number(env[p + "_patsize"], p + "_patsize")
         if size <= 0:
-            raise InputError("partition config: %s_patsize is %s: a partition size is above 0" % (p, env[p + "_patsize"]))
+            raise InputError("partition config: %s_patsize is %s: a partition size is above 0"
+                             % (p, env[p + "_patsize"]))
         parts.append(Partition(p, targets, size, fstype, image,
                                [_number(m, p + "_otamask") for m in masks] if masks else None,
                                env.get(p + "_otaenv", "").strip()))
