@@ -107,6 +107,14 @@ if [ -z "$tool_id" ] && [ -z "$packer_tool_id" ] && [ "$vendor_version" = 1.6 ] 
 fi
 [ -n "$SSTAROTA_LIST" ] || die "OTA_IMAGE_LIST is empty: no partition to pack (it comes from the partition config)"
 [ "$SSTAROTA_LIST" = "$(echo $SSTAROTA_LIST_AT_INCLUDE)" ] || die "OTA_IMAGE_LIST was '$SSTAROTA_LIST_AT_INCLUDE' where ota.mk was included and is '$SSTAROTA_LIST' now: include ota.mk after the partition config"
+# a partition named twice is packed once, at its first place: the SDK's flow makes one target
+# per partition, and make builds a prerequisite named twice once
+seen=" "; once=; twice=
+for p in $SSTAROTA_LIST; do
+    case "$seen" in *" $p "*) twice="$twice $p" ;; *) seen="$seen$p "; once="$once $p" ;; esac
+done
+[ -z "$twice" ] || warn "OTA_IMAGE_LIST names$twice more than once: packed once, at the first place (as the SDK's flow does)"
+SSTAROTA_LIST=$(echo $once)
 
 PKG=$IMAGEDIR/SStarOta.bin
 [ "$fmt" = 1.6 ] && LAYOUT=$IMAGEDIR/SStarOtaLayout.txt
