@@ -290,3 +290,20 @@ def test_legacy_op_flag_refusals(cli, tmp_path, argv):
     pkg = tmp_path / "p.bin"
     create(cli, pkg)
     assert_refused(cli, pkg, "-s", img, "-d", "/dev/mtdblock3", *argv, "-a", pkg)
+
+
+# ---------------------------------------------------------------- 10: more masks than targets
+
+
+def test_more_default_masks_than_targets_are_stored_as_the_vendor_does(cli, tmp_path):
+    """The vendor's 1.6 stores every mask given (mask[2] = 0 here), used by no target."""
+    img = tmp_path / "k"
+    img.write_bytes(b"kernel")
+    pkg = tmp_path / "p.bin"
+    create(cli, pkg, "1.6")
+    code, out, err = cli.otapack("-s", img, "-d", "/dev/mtd3 /dev/mtd4", "-t", "0x1000", "--default-mask", "1 0 0",
+                                 "-m", "0", "--block-update", "-l", "kernel", "-a", pkg)
+    assert code == 0, err
+    assert err.count("warning") == 1
+    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", b"kernel", 0x1000, 0, (1, 0, 0),
+                                            OP_BLOCK)])

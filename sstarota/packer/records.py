@@ -64,8 +64,6 @@ def validate(gen, spec, manifest_record=False):
         raise UsageError("-l/--add-log needs the 1.6 format; this package is %s" % gen.name)
     if not gen.multi_target and spec.masks is not None:
         raise UsageError("--default-mask needs the 1.6 format; this package is %s" % gen.name)
-    if spec.masks is not None and len(spec.masks) > len(targets):
-        raise UsageError("--default-mask gives %d masks for %d targets" % (len(spec.masks), len(targets)))
     if spec.data_len > gen.max_data:
         raise InputError(
             "%s: %d bytes exceed the %s format's limit of %d bytes per record" % (what, spec.data_len, gen.name, gen.max_data)
