@@ -307,3 +307,33 @@ def test_more_default_masks_than_targets_are_stored_as_the_vendor_does(cli, tmp_
     assert err.count("warning") == 1
     assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", b"kernel", 0x1000, 0, (1, 0, 0),
                                             OP_BLOCK)])
+
+
+# ---------------------------------------------------------------- 5: staged images stay sparse
+
+
+def test_a_block_record_under_root_writes_only_the_images_data(tmp_path):
+    """A staged 64 MiB partition image, mostly holes and zeros: the record replaces its start,
+    the rest keeps its bytes, and the zeros are not written out (2.1 GB for an eMMC partition)."""
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    part = root / "dev" / "mmcblk0p1"
+    with open(part, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(32 << 20)
+        f.write(b"keep me" * 1000)
+        f.seek(40 << 20)
+        f.write(bytes(1 << 20))  # written zeros: read back as zeros, need not be written again
+    image = os.urandom(5000)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/dev/mmcblk0p1", image, 64 << 20, 0, OP_BLOCK)]))
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q")
+    assert proc.returncode == 0, proc.stderr
+    st = os.stat(part)
+    assert st.st_size == 64 << 20
+    assert st.st_blocks * 512 < (1 << 20)  # the data only: 5000 + 7000 bytes and their blocks
+    with open(part, "rb") as f:
+        assert f.read(5000) == image
+        assert f.read((32 << 20) - 5000) == bytes((32 << 20) - 5000)
+        assert f.read(7000) == b"keep me" * 1000
+        assert f.read() == bytes((32 << 20) - 7000)
