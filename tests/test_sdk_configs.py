@@ -177,3 +177,27 @@ def test_sdmmc_configs_without_ota_image_list_pack_nothing(tmp_path, config, fmt
     proc = make_image_ota(root, fmt)
     assert proc.returncode == 0, proc.stderr
     assert not (out / "SStarOta.bin.gz").exists() and not (out / "SStarOta.bin").exists()
+
+
+def test_2025_nor_ab_incremental(tmp_path):
+    """make image-ota-incremental on the same real config: computed sizes reach otapack."""
+    images = {"boot.bin": 0x41000, "kernel": 150000, "misc.fwfs": 9000, "miservice.sqfs": 40000,
+              "customer.jffs2": 30000}
+    resources = {"board/chip/boot/nor/ipl/IPL.bin": 0x5432, "board/chip/boot/nor/ipl/IPL_CUST.bin": 0x1234,
+                 "board/uboot/u-boot.img.bin": 0x2F005, "image/output/images/cis.bin": 0x3000}
+    root, out = project(tmp_path, "ssc308qe-nor.squashfs.ab.partition.config", images, resources)
+    base = tmp_path / "base"
+    shutil.copytree(out, base)
+    kernel = bytearray((out / "kernel").read_bytes())
+    kernel[1000:1004] = b"NEW!"
+    (out / "kernel").write_bytes(bytes(kernel))
+    (root / "makefile").write_text(PROJECT_MAKEFILE + "image-ota-incremental:\n\t$(MAKE) -C image "
+                                   "image-ota-incremental OTA_BASE=$(OTA_BASE)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SHELL", "MAKEFLAGS", "MFLAGS", "SSTAROTA_FORMAT")}
+    env.update(OTA_FORMAT="1.6", OTAPACK=OTAPACK, OTA_BASE=str(base))
+    proc = subprocess.run(["make", "-s", "-C", str(root), "image-ota-incremental"], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in (out / "SStarOtaIncremental.txt").read_text().splitlines()[1:6]]
+    assert [(r[0], r[2]) for r in rows] == [("boot", "same"), ("kernel", "delta"), ("misc", "same"),
+                                            ("miservice", "same"), ("customer", "same")]
