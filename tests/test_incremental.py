@@ -388,3 +388,10 @@ def test_bash_arithmetic_sizes_and_zero_sizes(tmp_path):
     cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\nkernel$(PATSIZE) = 0x0\n")
     with pytest.raises(incremental.InputError, match="kernel_patsize"):
         incremental.read_config(str(cfg))
+
+
+def test_a_partition_listed_twice_is_read_once(tmp_path):
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = logo kernel logo\nkernel_otablk = /dev/mtdblock3\nkernel_patsize = 0x1000\n"
+                   "logo_otablk = /dev/mtdblock2\nlogo_patsize = 0x1000\n")
+    assert [p.name for p in incremental.read_config(str(cfg))] == ["logo", "kernel"]

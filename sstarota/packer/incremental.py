@@ -182,7 +182,7 @@ def _number(text, what):
 def read_config(path):
     """The partitions of OTA_IMAGE_LIST, checked: each has targets, a size and an image name."""
     env = read_variables(path)
-    names = env.get("OTA_IMAGE_LIST", "").split()
+    names = list(dict.fromkeys(env.get("OTA_IMAGE_LIST", "").split()))  # a name listed twice: once, first place
     if not names:
         raise InputError("partition config %s: OTA_IMAGE_LIST is empty or not set" % path)
     parts = []
