@@ -54,7 +54,7 @@ set -e -o pipefail
 prog=ota_images
 PKG=
 LAYOUT=
-trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$PKG" ]; then rm -f "$PKG" "$PKG.gz"; [ -z "$LAYOUT" ] || rm -f "$LAYOUT"; fi' EXIT
+trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$PKG" ]; then rm -f "$PKG" "$PKG.gz" "$PKG.failed"; [ -z "$LAYOUT" ] || rm -f "$LAYOUT"; fi' EXIT
 die() { echo "$prog: error: $*" >&2; exit 2; }
 warn() { echo "$prog: warning: $*" >&2; }
 pvar() { local n="SSTAROTA_P_${1}_$2"; val=${!n-}; }   # partition setting -> $val (as make expanded it)
