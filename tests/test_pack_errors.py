@@ -120,7 +120,7 @@ def test_bad_masks_and_too_many_targets(cli, tmp_path):
     assert cli.otapack("-c", pkg, "--format", "1.6")[0] == 0
     src = GOLDEN / "v1.6/in/images/ipl_s.bin"
     refused(cli, pkg, "-a", pkg, "-s", src, "-d", "/dev/mtd1", "--block-update", "--default-mask", "1 2")
-    refused(cli, pkg, "-a", pkg, "-s", src, "-d", "/dev/mtd1", "--block-update", "--default-mask", "1 0")
+    # more masks than targets are packed, as the vendor packs them: test_vendor_cli_odd.py
     refused(cli, pkg, "-a", pkg, "-s", src, "-d", " ".join("/dev/mtd%d" % i for i in range(17)), "--block-update")
 
 

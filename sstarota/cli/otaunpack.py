@@ -347,8 +347,13 @@ def main(argv=None):
         _stderr("%s: interrupted" % PROG)
         return 130
     except OtaError as exc:
-        if opts["debug"]:
-            raise
+        if opts["debug"]:  # the traceback, then the same line and exit code as without --debug
+            import traceback
+
+            try:
+                traceback.print_exc()
+            except (OSError, ValueError):  # stderr gone: the update's outcome does not depend on it
+                pass
         _stderr("%s: error: %s" % (PROG, exc))
         return exc.exit_code
     finally:
