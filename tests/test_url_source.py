@@ -533,6 +533,20 @@ def test_a_bad_proxy_is_one_line_without_its_password(proxy, tmp_path, cli, monk
     assert info.value.reason == "bad-proxy"
 
 
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip"])
+@pytest.mark.parametrize("spool", [True, False])
+def test_a_gzip_content_encoding_installs_under_x(coding, spool, pkg, pkg_root, tmp_path, cli):
+    """A server that compresses the answer (Content-Encoding: gzip over the .gz: two layers), or
+    labels the .gz file itself so (Apache's AddEncoding x-gzip: one layer)."""
+    for body in (gzip.compress(pkg, 1), pkg):
+        with Scripted(lambda req: ranged(body, req, extra=[("Content-Encoding", coding)])) as server:
+            root = fresh_root(tmp_path, "root-%d" % len(body))
+            code, out, err = cli(otaunpack_cli.main, "-x", server.url(), "--root", root, "-t", tmp_path, "-q",
+                                 *FAST + ([] if spool else ["--no-spool"]))
+        assert code == 0, err
+        assert snapshot(root) == pkg_root
+
+
 def test_an_unknown_content_encoding_is_refused(pkg, tmp_path):
     with Scripted(lambda req: ranged(pkg, req, extra=[("Content-Encoding", "br")])) as server:
         assert reason(server.url(), spool_dir=tmp_path) == "encoding"
@@ -540,6 +554,23 @@ def test_an_unknown_content_encoding_is_refused(pkg, tmp_path):
 
 
 TRAILING = "9 byte(s) after the end of the gzip data ignored"
+
+
+@pytest.mark.parametrize("how", ["file", "spool", "no-spool", "stdin"])
+def test_bytes_after_the_gzip_data_give_one_warning_from_every_source(how, pkg, pkg_root, tmp_path):
+    body = pkg + b"SIGNATURE"
+    (tmp_path / "p.bin.gz").write_bytes(body)
+    root = fresh_root(tmp_path, "root")
+    with Scripted(lambda req: ranged(body, req)) as server:
+        where = {"file": tmp_path / "p.bin.gz", "stdin": "-"}.get(how, server.url())
+        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", str(where), "--root", str(root),
+                               "-t", str(tmp_path), "-q"] + FAST + (["--no-spool"] if how == "no-spool" else []),
+                              input=body if how == "stdin" else None, capture_output=True)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert [ln for ln in err.splitlines() if "after the end of the gzip data" in ln] == [
+        "otaunpack: warning: %s: %s (not package data)" % ("<stdin>" if how == "stdin" else where, TRAILING)]
+    assert snapshot(root) == pkg_root
 
 
 # item 12: retry only what can change; a stop before writing writes nothing and says so
