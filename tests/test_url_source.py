@@ -604,3 +604,29 @@ def test_transient_failures_are_retried(pkg, tmp_path):
     with Scripted(script) as server:
         assert fetch(server.url(), spool_dir=tmp_path) == gzip.decompress(pkg)
         assert server.connections == 3
+
+
+@pytest.mark.parametrize("spool", [True, False])
+def test_sigterm_during_the_download_writes_nothing_and_says_so(spool, pkg, tmp_path):
+    import signal
+
+    def script(req):
+        return [head_ok(len(pkg)), pkg[:1000], Scripted.REACHED] + list(drip(pkg[1000:1100], 0.1))
+
+    root = fresh_root(tmp_path, "root")
+    before = snapshot(root)
+    with Scripted(script) as server:
+        proc = subprocess.Popen([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", server.url(), "--root",
+                                 str(root), "-t", str(tmp_path), "-q"] + FAST + ([] if spool else ["--no-spool"]),
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.reached.wait(20)
+            proc.send_signal(signal.SIGTERM)
+            err = proc.communicate(timeout=20)[1]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 3, err
+    assert len(err.splitlines()) == 1
+    assert snapshot(root) == before and spools(tmp_path) == []
