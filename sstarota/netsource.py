@@ -266,7 +266,7 @@ def _connection(where, net, clock):
     """An http.client connection for where (through a proxy when the environment names one),
     the request target to send and the headers the proxy needs."""
     proxy = _proxy(where)
-    timeout = clock.budget()
+    timeout = clock.budget()  # replaced at connect time by create_connection below
     extra = {}
     if proxy is None:
         if where.scheme == "https":
@@ -286,6 +286,14 @@ def _connection(where, net, clock):
                         headers={"Proxy-Authorization": proxy.auth} if proxy.auth else None)
         target = where.target
     conn.response_class = functools.partial(_Response, clock=clock)
+
+    def create_connection(address, timeout=None, source_address=None, *args):
+        """The TCP connect waits what the clock allows, and so does the TLS handshake after it."""
+        sock = socket.create_connection(address, clock.budget(), source_address, *args)
+        sock.settimeout(clock.budget())
+        return sock
+
+    conn._create_connection = create_connection  # http.client's own hook (socket.create_connection)
     return conn, target, extra
 
 
@@ -441,7 +449,7 @@ def _why(exc, net):
     if isinstance(exc, http.client.RemoteDisconnected):
         return "the server closed the connection without an answer"
     if isinstance(exc, http.client.LineTooLong):
-        return "the server sent a %s over 64 KiB" % exc.args[0] if exc.args else "a line over 64 KiB"
+        return "the server sent a line over 64 KiB (%s)" % (exc.args[0] if exc.args else "")
     if isinstance(exc, http.client.BadStatusLine):
         return "the server's answer does not start with an HTTP status line (%r)" % str(exc)[:60]
     if isinstance(exc, http.client.UnknownProtocol):

@@ -630,3 +630,13 @@ def test_sigterm_during_the_download_writes_nothing_and_says_so(spool, pkg, tmp_
     assert proc.returncode == 3, err
     assert len(err.splitlines()) == 1
     assert snapshot(root) == before and spools(tmp_path) == []
+
+
+def test_the_time_limit_holds_over_https_too(tls, pkg, tmp_path):
+    import time
+
+    with Scripted(lambda req: [head_ok(len(pkg))] + list(drip(pkg, 0.02)), tls=tls[0], max_seconds=6) as server:
+        net = netsource.Net(timeout=2, retries=2, time_limit=1, ca=str(tls[1]))
+        start = time.monotonic()
+        assert reason(server.url(), net=net, spool_dir=tmp_path) == "time-limit"
+        assert time.monotonic() - start < net.time_limit + 2
