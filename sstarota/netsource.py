@@ -22,9 +22,9 @@ immediate. Every socket operation waits at most --timeout and never past the pas
 headers, chunk lines and body), however slowly a server drips its bytes. (A name lookup,
 done by the C library, is the one wait it cannot cut short.)
 
-A URL's `user:password@` logs in with HTTP Basic auth, sent only to the URL's own origin
-(scheme, host and port: never to a host a redirect names) and never printed: messages show
-`user:***@`. Proxies come from http_proxy / https_proxy / no_proxy (as curl and wget read
+A URL's `user:password@` (or SSTAROTA_HTTP_AUTH) logs in with HTTP Basic auth, sent only to
+the URL's own origin (scheme, host and port: never to a host a redirect names) and never
+printed: messages show `user:***@`. Proxies come from http_proxy / https_proxy / no_proxy (as curl and wget read
 them; the parser is urllib.request's, imported only when one of them is set), with Basic
 auth from their own `user:password@`. HTTPS verifies the server against the system CA
 store, or against --ca FILE only; a redirect from https:// to http:// is refused.
@@ -56,6 +56,9 @@ CHUNK = 1 << 16
 REDIRECTS = 5
 REDIRECT_STATUS = (301, 302, 303, 307, 308)
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+#: "user:password" for Basic auth when the URL has none: unlike the command line (which
+#: every local user can read with ps), the environment is readable only by its owner
+AUTH_ENV = "SSTAROTA_HTTP_AUTH"
 #: content codings read (the body is gzip data: sources.py inflates it); identity is none
 GZIP_CODINGS = ("gzip", "x-gzip")
 
@@ -153,7 +156,11 @@ def shown(url):
     end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] + [len(rest)])
     at = rest.rfind("@", 0, end)
     if at < 0:
-        return url
+        # a password with an unencoded / ? or # in it ends the authority early: "u:pa/ss@host"
+        after = rest[:end].partition(":")[2]
+        if not after or after.isdigit() or "@" not in rest:
+            return url
+        at = rest.rfind("@")
     user, colon, _ = rest[:at].partition(":")
     return "%s://%s%s@%s" % (scheme, user, ":***" if colon else "", rest[at + 1:])
 
@@ -203,11 +210,15 @@ def parse_url(url, reason="bad-url"):
     netloc = parts.netloc.rpartition("@")[2]
     auth = None
     if parts.username is not None:
-        import base64
-
-        pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
-        auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+        auth = _basic("%s:%s" % (unquote(parts.username), unquote(parts.password or "")))
     return Where(parts.scheme, host, port, target, "%s://%s%s" % (parts.scheme, netloc, target), auth)
+
+
+def _basic(pair):
+    """The Authorization value of HTTP Basic auth for "user:password"."""
+    import base64
+
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
 def _proxy(where):
@@ -319,6 +330,8 @@ class Remote:
 
     def __init__(self, url, net=None):
         self.where = parse_url(url)
+        if self.where.auth is None and os.environ.get(AUTH_ENV):
+            self.where = self.where._replace(auth=_basic(os.environ[AUTH_ENV]))
         self.url = self.where.url
         self.name = shown(url)
         self.net = net or Net()

@@ -640,3 +640,21 @@ def test_the_time_limit_holds_over_https_too(tls, pkg, tmp_path):
         start = time.monotonic()
         assert reason(server.url(), net=net, spool_dir=tmp_path) == "time-limit"
         assert time.monotonic() - start < net.time_limit + 2
+
+
+@pytest.mark.parametrize("url, want", [
+    ("http://u:pw@h/p", "http://u:***@h/p"), ("http://u@h/p", "http://u@h/p"), ("http://u:p@w@h/p", "http://u:***@h/p"),
+    ("http://u:pa/ss@h/p", "http://u:***@h/p"), ("http://u:pa?ss@h/p", "http://u:***@h/p"),
+    ("http://h:8080/a@2x.bin", "http://h:8080/a@2x.bin"), ("http://h/a@b", "http://h/a@b"),
+    ("http://u:pw@[::1/p", "http://u:***@[::1/p"), ("no url", "no url")])
+def test_messages_show_a_url_without_its_password(url, want):
+    assert netsource.shown(url) == want
+
+
+def test_basic_auth_from_the_environment_where_ps_cannot_read_it(pkg, tmp_path, monkeypatch):
+    monkeypatch.setenv(netsource.AUTH_ENV, "ota:pw")
+    with Scripted(lambda req: ranged(pkg, req)) as server:
+        assert fetch(server.url(), spool_dir=tmp_path) == gzip.decompress(pkg)
+        assert server.requests[0].headers["authorization"] == basic("ota", "pw")
+        assert fetch(server.url(userinfo="url:own@"), spool_dir=tmp_path) == gzip.decompress(pkg)
+        assert server.requests[1].headers["authorization"] == basic("url", "own")
