@@ -203,8 +203,9 @@ def test_a_file_replaced_mid_download_is_refused_not_mixed(served, tmp_path):
     www = served.root
     (www / "moving.bin.gz").write_bytes((www / "SStarOta.bin.gz").read_bytes())
 
+    build(tmp_path / "new.bin.gz", 9)  # made before: the swap at the drop is quicker than --timeout
+
     def replace():
-        build(tmp_path / "new.bin.gz", 9)
         os.replace(tmp_path / "new.bin.gz", www / "moving.bin.gz")
         os.utime(www / "moving.bin.gz", (1000000000, 1000000000))
 
