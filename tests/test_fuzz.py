@@ -837,6 +837,9 @@ import webserver  # noqa: E402
 
 HTTP_PAYLOAD = b"#served over http\n" * 60
 HTTP_PKG = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD, mode=0o100644)], begin=BEGIN, end=END))
+#: the file as the server has it after a replacement: as long, another payload
+HTTP_PAYLOAD2 = HTTP_PAYLOAD.upper()
+HTTP_PKG2 = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD2, mode=0o100644)], begin=BEGIN, end=END))
 HTTP_SECRET = b"SeCrEtPw"
 HTTP_NET = ["--timeout", "0.5", "--retries", "2", "--time-limit", "1"]
 HTTP_PAUSES = 1.5
@@ -870,7 +873,7 @@ HTTP_HOSTILE = {
     "coding": st.sampled_from(["gzip", "x-gzip", "gzip", "br", "identity", "gzip, gzip"]),
     "location": st.sampled_from(LOCATIONS),
     "odd": st.sets(st.sampled_from(["many", "long", "nocolon", "fold", "lf", "latin1"]), min_size=1, max_size=2),
-    "body": st.sampled_from(["cut", "extra", "flip", "empty"]),
+    "body": st.sampled_from(["cut", "extra", "flip", "empty", "other"]),
     "chunks": st.sampled_from(["small", "bad-line", "no-end", "no-crlf"]),
     "timing": st.sampled_from(["pause", "drip-head", "drip-body", "stall"]),
 }
@@ -892,17 +895,20 @@ def http_answers(draw):
     return a
 
 
-def http_steps(a, req, data, port):
-    """The steps (webserver.Scripted) of answer a to request req, serving data."""
+def http_steps(a, req, data, port, other):
+    """The steps (webserver.Scripted) of answer a to request req, serving data (or other: the
+    file replaced on the server)."""
     start = req.range_start() or 0
+    if a["body"] == "other":
+        data = other
     etag = {"per-connection": '"v%d"' % req.n}.get(a["etag"], a["etag"])
     modified = {"per-connection": "Wed, 21 Oct 2015 07:%02d:00 GMT" % (req.n % 60)}.get(a["modified"], a["modified"])
     body = data[start:]
     if a["coding"] in ("gzip", "x-gzip", "gzip, gzip"):
         body = gzip.compress(body, mtime=0)
-    body = {"cut": body[:a["cut"]], "extra": body + b"trailing junk", "empty": b"",
-            "flip": body[:a["cut"]] + bytes([body[a["cut"]] ^ 4]) + body[a["cut"] + 1:] if a["cut"] < len(body) else body
-            }.get(a["body"], body)
+    cut = a["cut"]
+    flipped = body[:cut] + bytes([body[cut] ^ 4]) + body[cut + 1:] if cut < len(body) else body
+    body = {"cut": body[:cut], "extra": body + b"trailing junk", "empty": b"", "flip": flipped}.get(a["body"], body)
     status = a["status"] or (b"HTTP/1.1 206 Partial Content" if req.range_start() else b"HTTP/1.1 200 OK")
     right = len(data) - start
     headers = [(b"Content-Length", {"right": b"%d" % right, "+1": b"%d" % (right + 1), "-1": b"%d" % (right - 1),
@@ -973,7 +979,7 @@ def test_fuzz_http_source(data):
     answers = data.draw(st.lists(http_answers(), min_size=1, max_size=3))
     then_right = data.draw(st.booleans())  # after the drawn answers, faithful ones (retries can succeed)
     gz = data.draw(st.booleans())
-    served = gzip.compress(HTTP_PKG, mtime=0) if gz else HTTP_PKG
+    served, other = [gzip.compress(p, mtime=0) if gz else p for p in (HTTP_PKG, HTTP_PKG2)]
     flag = "-x" if gz and data.draw(st.booleans()) else "-r"
     spool = data.draw(st.booleans())
     userinfo = b"fz:" + HTTP_SECRET + b"@" if data.draw(st.booleans()) else b""
@@ -981,7 +987,7 @@ def test_fuzz_http_source(data):
 
     def script(req):
         a = answers[req.n] if req.n < len(answers) else (plain if then_right else answers[-1])
-        return http_steps(a, req, served, server.port)
+        return http_steps(a, req, served, server.port, other)
 
     world = World()
     server = webserver.Scripted(script, max_connections=12, max_seconds=HTTP_PAUSES)
@@ -1014,8 +1020,8 @@ def test_fuzz_http_source(data):
             lines = res.err.splitlines()
             assert lines and lines[-1].startswith(b"otaunpack: error: "), res.err[-2000:]
             assert sum(1 for ln in lines if b"error:" in ln) == 1, res.err[-2000:]
-        elif not any(a["body"] == "flip" for a in answers):
-            assert (world.root / "cfg" / "a").read_bytes() == HTTP_PAYLOAD
+        elif not any(a["body"] == "flip" for a in answers):  # one file or the other, never a mix
+            assert (world.root / "cfg" / "a").read_bytes() in (HTTP_PAYLOAD, HTTP_PAYLOAD2)
     finally:
         server.stop()
         for k, v in saved_env.items():
