@@ -193,8 +193,9 @@ def parse_url(url, reason="bad-url"):
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise bad("%s (a port is a number from 1 to 65535; an IPv6 address is written [ADDRESS])" % exc) from None
+    except ValueError as exc:  # its text may quote a part of the password: not shown
+        raise bad("an unbalanced [ or ] (an IPv6 address is written [ADDRESS])" if "IPv6" in str(exc) else
+                  "the port is not a number from 1 to 65535") from None
     if parts.scheme not in ("http", "https"):
         raise bad("not an http:// or https:// URL")
     host = parts.hostname

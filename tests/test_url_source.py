@@ -514,10 +514,11 @@ BAD_URLS = ["http://127.0.0.1:99999/p.bin.gz", "http://127.0.0.1:x/p.bin.gz", "h
             "http://127.0.0.1/p\r\nX: y"]
 
 
-@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("url", BAD_URLS + ["http://u:SeCr/et@127.0.0.1/p", "http://u:SeCr[et@127.0.0.1/p"])
 def test_a_bad_url_is_one_line(url, tmp_path, cli):
     code, out, err = cli(otaunpack_cli.main, "-x", url, "-t", tmp_path, "-q", *FAST)
     assert code == 2 and len(err.splitlines()) == 1, err
+    assert "SeCr" not in err, err
     with pytest.raises(netsource.DownloadError) as info:
         fetch(url, spool_dir=tmp_path)
     assert info.value.reason == "bad-url"
