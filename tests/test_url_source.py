@@ -580,6 +580,7 @@ def test_bytes_after_the_gzip_data_give_one_warning_from_every_source(how, pkg, 
 PERMANENT = {
     "headers": [answer(200, [("X-H%d" % i, "v") for i in range(120)])],
     "long-header": [answer(200, [("X-Long", "v" * 70000)])],
+    "big-head": [answer(200, [("X-Big-%d" % i, "v" * 8000) for i in range(12)])],  # 96 KB in 12 lines
     "status-line": [b"HTTP/1.1 200 OK" + b"K" * 70000 + b"\r\n\r\n"],
     "garbage": [b"SSH-2.0-OpenSSH_9.2\r\n\r\n"],
     "protocol": [b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"],
