@@ -23,6 +23,11 @@ anything else (a mutated script, a patch whose op was changed into `script`) is 
 as run but not executed. Device nodes made here are only char nodes with /dev/null's
 numbers (1, 3). Every target is under `--root`.
 
+A last target (test_fuzz_http_source) installs from a URL whose scripted server on 127.0.0.1
+answers with drawn hostile status lines, headers, bodies and timings, with the same
+invariants (and exit 2 for a download that fails, no password printed, no hang past the
+time limit).
+
 Budget: the default (CI) profile is derandomized with no database and a fixed number of
 examples per target (SSTAROTA_FUZZ_EXAMPLES overrides it); `scripts/fuzz` runs the same
 targets for a number of minutes with fresh seeds and a database under .hypothesis/.
