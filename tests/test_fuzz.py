@@ -848,8 +848,9 @@ HTTP_PKG2 = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD2, mode=0o10
 HTTP_SECRET = b"SeCrEtPw"
 HTTP_NET = ["--timeout", "0.5", "--retries", "2", "--time-limit", "1"]
 HTTP_PAUSES = 1.5
-#: how long one example may take: three passes (--no-spool) of one second, backing off inside them
-HTTP_HANG = max(HANG, 8.0)
+#: how long one example may take: three passes (--no-spool) of one second, backing off inside them,
+#: and the scripts, with room for a loaded machine (a server ignoring the limit takes 18 s: 12 x 1.5)
+HTTP_HANG = max(HANG, 12.0)
 
 STATUS_LINES = [b"HTTP/1.0 200 OK", b"HTTP/1.1 302 Found", b"HTTP/1.1 301 Moved", b"HTTP/1.1 307 Again",
                 b"HTTP/1.1 404 \x1b[2JNot Found\x07", b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 412 Precondition Failed",
