@@ -263,7 +263,9 @@ class _BoundedReads(io.RawIOBase):
     def readinto(self, b):
         if self.limit is not None and self.count >= self.limit:
             raise http.client.HTTPException("the status line and headers are over %d KiB" % (HEAD_LIMIT >> 10))
-        self.sock.settimeout(self.clock.budget())
+        budget = self.clock.budget()
+        if budget != self.sock.gettimeout():  # the same --timeout until the time limit is near
+            self.sock.settimeout(budget)
         n = self.raw.readinto(b)
         self.count += n or 0
         return n
