@@ -19,8 +19,8 @@ many headers, an unknown transfer or content coding, a 404) ends the download at
 Retries that get no byte back off (0.5 s doubling, at most 8 s); a retry after progress is
 immediate. Every socket operation waits at most --timeout and never past the pass's
 --time-limit: the limit bounds the whole pass (connecting, the TLS handshake, status line,
-headers, chunk lines and body), however slowly a server drips its bytes. (A name lookup,
-done by the C library, is the one wait it cannot cut short.)
+headers, chunk lines and body) and the name lookup (in a thread), however slowly a server
+drips its bytes.
 
 A URL's `user:password@` (or SSTAROTA_HTTP_AUTH) logs in with HTTP Basic auth, sent only to
 the URL's own origin (scheme, host and port: never to a host a redirect names) and never
@@ -323,13 +323,50 @@ def _connection(where, net, clock):
     conn.response_class = functools.partial(_Response, clock=clock)
 
     def create_connection(address, timeout=None, source_address=None, *args):
-        """The TCP connect waits what the clock allows, and so does the TLS handshake after it."""
-        sock = socket.create_connection(address, clock.budget(), source_address, *args)
-        sock.settimeout(clock.budget())
-        return sock
+        """The name lookup, the TCP connect and the TLS handshake after it wait what the clock allows."""
+        error = None
+        for addr in _lookup(address[0], address[1], clock):
+            try:
+                sock = socket.create_connection(addr, clock.budget(), source_address, *args)
+            except OSError as exc:
+                error = exc
+                continue
+            sock.settimeout(clock.budget())
+            return sock
+        raise error or OSError("no address for %s" % address[0])
 
     conn._create_connection = create_connection  # http.client's own hook (socket.create_connection)
     return conn, target, extra
+
+
+def _lookup(host, port, clock):
+    """The (address, port) pairs of host, looked up in a thread and waited for at most what the
+    clock allows (the C library's lookup cannot be interrupted: a stuck one finishes on its own,
+    in a daemon thread nothing waits for)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return [(host, port)]
+        except (OSError, ValueError):
+            pass
+    import threading
+
+    found = []
+
+    def lookup():
+        try:
+            found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting thread
+            found.append(exc)
+
+    worker = threading.Thread(target=lookup, name="sstarota-lookup", daemon=True)
+    worker.start()
+    worker.join(clock.budget())
+    if not found:
+        raise socket.timeout("the name lookup of %s took longer" % host)
+    if isinstance(found[0], BaseException):
+        raise found[0]
+    return [info[4][:2] for info in found[0]]
 
 
 def _token(value):

@@ -661,3 +661,27 @@ def test_basic_auth_from_the_environment_where_ps_cannot_read_it(pkg, tmp_path, 
         assert server.requests[0].headers["authorization"] == basic("ota", "pw")
         assert fetch(server.url(userinfo="url:own@"), spool_dir=tmp_path) == gzip.decompress(pkg)
         assert server.requests[1].headers["authorization"] == basic("url", "own")
+
+
+def test_the_time_limit_holds_over_a_name_lookup_that_never_ends(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    release = threading.Event()
+    real = netsource.socket.getaddrinfo
+
+    def stuck(host, *args, **kw):
+        if host == "stuck.invalid":
+            release.wait(30)
+            raise netsource.socket.gaierror("stuck")
+        return real(host, *args, **kw)
+
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(netsource.socket, "getaddrinfo", stuck)
+    try:
+        start = time.monotonic()
+        assert reason("http://stuck.invalid:1/p.bin.gz", spool_dir=tmp_path) == "time-limit"
+        assert time.monotonic() - start < QUICK.time_limit + 2
+    finally:
+        release.set()
