@@ -35,6 +35,12 @@ def refuse_gzip(head, name, hint):
         raise PackageError("%s is gzip-compressed: %s" % (name, hint))
 
 
+def refuse_raw(head, name):
+    """A gzip package was asked for (-x): data that is not gzip is a PackageError saying so."""
+    if head and not is_gzip(head):
+        raise PackageError("%s is not gzip-compressed: use -r" % name)
+
+
 class GzipCorrupt(EOFError):
     """The gzip data itself is damaged or cut short (not the package inside it)."""
 
@@ -164,6 +170,8 @@ class FileSource(Closing, _Passes):
                 raise InputError("cannot read package %s: %s" % (path, exc.strerror or exc)) from None
             if gz is False:
                 refuse_gzip(head, path, raw_hint)
+            if gz is True:
+                refuse_raw(head, path)
             self.gz = is_gzip(head) if gz is None else gz
         except BaseException:
             self.close()
@@ -230,6 +238,12 @@ class StreamSource(_Passes):
             self.close()
             raise InputError("cannot read package %s: %s" % (name, exc.strerror or exc)) from None
         self.head = head
+        if gz is True and len(head) >= 2:
+            try:
+                refuse_raw(head[:2], name)
+            except PackageError:
+                self.close()
+                raise
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
 
