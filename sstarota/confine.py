@@ -250,6 +250,43 @@ def _alive(pid):
     return True
 
 
+def untrusted(path):
+    """Why another user could change what path leads to (None: no one but root and this user
+    can): every directory on the way, and every symlink followed, must be root's or this
+    user's, and a directory others can write must be sticky (they cannot rename what is ours
+    in it). OSError where the path cannot be walked."""
+    me = os.geteuid()
+    parts = [c for c in os.path.abspath(path).split("/") if c]
+    cur, hops = "/", 0
+    st = os.lstat(cur)
+    while True:
+        if st.st_uid not in (0, me):
+            return "%s belongs to uid %d" % (cur, st.st_uid)
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return "%s can be written by others (mode %04o)" % (cur, stat.S_IMODE(st.st_mode))
+        if not parts:
+            return None
+        c = parts.pop(0)
+        if c == ".":
+            continue
+        nxt = os.path.dirname(cur) if c == ".." else os.path.join(cur, c)
+        lst = os.lstat(nxt)
+        if stat.S_ISLNK(lst.st_mode):
+            if lst.st_uid not in (0, me):
+                return "%s is a symlink of uid %d" % (nxt, lst.st_uid)
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            target = os.readlink(nxt)
+            parts = [x for x in target.split("/") if x] + parts
+            if target.startswith("/"):
+                cur, st = "/", os.lstat("/")
+            continue
+        if not stat.S_ISDIR(lst.st_mode):
+            raise OSError(errno.ENOTDIR, "not a directory", path)
+        cur, st = nxt, lst
+
+
 class WorkDir:
     """One run's private work directory: made fresh under -t (mode 0700, this user's), every
     work file of the run inside it, removed at the end (and, left by a killed run, by the next
@@ -260,15 +297,12 @@ class WorkDir:
         from .errors import UsageError
 
         try:
-            st = os.stat(parent)
+            problem = untrusted(parent)
         except OSError as exc:
             raise UsageError("-t %s: %s" % (parent, exc.strerror)) from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise UsageError("-t %s is not a directory" % parent)
-        if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-            raise UsageError("-t %s can be changed by another user (owner uid %d, mode %04o); refused: give -t a "
-                             "directory of this user's (or root's) that only it can write, or a sticky one like /tmp"
-                             % (parent, st.st_uid, stat.S_IMODE(st.st_mode)))
+        if problem:
+            raise UsageError("-t %s: %s; refused: give -t a directory of this user's (or root's) that only it can "
+                             "write, or a sticky one like /tmp, reached through no one else's" % (parent, problem))
         self.parent = parent
         self._sweep(note or (lambda msg: None))
         for _ in range(100):

@@ -143,14 +143,15 @@ def create_new(path):
 RAM_FILESYSTEMS = ("tmpfs", "ramfs", "rootfs", "devtmpfs")
 
 
-def ram_fs(path):
+def ram_fs(path, _depth=0):
     """The type of the filesystem that holds path (or would: its nearest existing ancestor)
-    when it is kept in RAM (lost at a reboot), else None. Read from /proc/self/mountinfo;
-    without it (no /proc) nothing can be said: None."""
+    when it is kept in RAM (lost at a reboot), else None: tmpfs, ramfs, an initramfs, zram,
+    and an overlay whose upper layer is one of them. Read from /proc/self/mountinfo; without
+    it (no /proc) nothing can be said: None."""
     p = os.path.realpath(path)
     while not os.path.exists(p) and p != os.path.dirname(p):
         p = os.path.dirname(p)
-    best, fstype = "", None
+    best, found = "", None
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             lines = f.read(1 << 20).decode("utf-8", "surrogateescape").splitlines()
@@ -159,15 +160,32 @@ def ram_fs(path):
     for line in lines:
         fields = line.split(" ")
         try:
-            point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-                .replace("\\134", "\\")
-            kind = fields[fields.index("-") + 1]
+            point = _unescape(fields[4])
+            dash = fields.index("-")
+            kind, source, opts = fields[dash + 1], fields[dash + 2], fields[dash + 3]
         except (IndexError, ValueError):
             continue
         inside = p == point or p.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
-            best, fstype = point, kind
-    return fstype if fstype in RAM_FILESYSTEMS else None
+            best, found = point, (kind, source, opts)
+    if found is None:
+        return None
+    kind, source, opts = found
+    if kind in RAM_FILESYSTEMS:
+        return kind
+    if os.path.basename(source).startswith("zram"):
+        return "zram"
+    if kind == "overlay" and _depth < 4:
+        for opt in opts.split(","):
+            if opt.startswith("upperdir="):
+                upper = ram_fs(_unescape(opt[len("upperdir="):]), _depth + 1)
+                return "an overlay on %s" % upper if upper else None
+    return None
+
+
+def _unescape(text):
+    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
 
 def read_small(path, limit, dir_fd=None, follow=True):
     """The bytes of a regular file of at most limit bytes (FileNotFoundError when absent).

@@ -119,7 +119,7 @@ def test_two_installs_on_one_state_directory_are_not_interleaved(tmp_path):
     state.mkdir(mode=0o700)
     root = _root(tmp_path)
     before = snapshot(root)
-    fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(state / "otaunpack.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another install holds it
         proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
@@ -177,8 +177,6 @@ def test_a_partition_delta_to_a_name_that_is_not_utf8_installs(tmp_path):
 def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_path, monkeypatch):
     import bsdiff4
 
-    from sstarota.errors import UsageError
-
     old = os.urandom(300000)
     new = old[:1000] + os.urandom(200000) + old[201000:]
     root = tmp_path / "root"
@@ -199,7 +197,7 @@ def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_p
     monkeypatch.setattr(os, "statvfs", lambda p: Small(real(p)))
     source = install.open_source(str(pkg), gz=False)
     try:
-        with pytest.raises(UsageError) as exc:
+        with pytest.raises(PackageError) as exc:
             install.Installer(source, install.Options(root=str(root), tmpdir=str(tmp_path))).run()
     finally:
         source.close()
@@ -233,3 +231,107 @@ def test_x_on_a_package_that_is_not_gzip_says_use_r(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", "-", "--root", str(root)],
                           input=pkg.read_bytes(), capture_output=True, cwd=PROJECT, timeout=60)
     assert proc.returncode == 3 and "use -r" in one_line(proc)
+# ---------------------------------------------------------------------------- what a review found
+
+
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="acts as another user: needs root (CI runs as root)")
+
+
+@AS_ROOT
+def test_a_t_reached_through_another_users_symlink_is_refused(tmp_path):
+    os.chmod(tmp_path, 0o1777)
+    link = tmp_path / "ota"
+    os.symlink(tmp_path, link)
+    os.lchown(link, 65534, 65534)  # made by another user in a sticky /tmp: they can re-point it
+    root = _root(tmp_path)
+    before = snapshot(root)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", link)
+    assert proc.returncode == 2 and "symlink of uid 65534" in one_line(proc)
+    assert snapshot(root) == before
+
+
+@AS_ROOT
+def test_another_user_holding_a_lock_on_the_state_directory_blocks_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys\n"
+                               "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                               "os.setgid(65534); os.setuid(65534)\n"
+                               "for name in (sys.argv[1], sys.argv[1] + '/otaunpack.lock'):\n"
+                               "    try:\n"
+                               "        fcntl.flock(os.open(name, os.O_RDONLY), fcntl.LOCK_EX)\n"
+                               "    except OSError:\n"
+                               "        pass\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\nsys.stdin.read()\n", str(state)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        root = _root(tmp_path)
+        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "etc/app.conf").read_bytes() == b"new\n"
+
+
+def _vendor_deltas(tmp_path, n):
+    import bsdiff4
+
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    recs = []
+    for i in range(n):
+        old = b"old %d\n" % i * 50
+        (root / "d" / str(i)).write_bytes(old)
+        recs.append(rec04("/d/%d" % i, 5, bsdiff4.diff(old, b"new %d\n" % i * 50)))
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04(recs))
+    return pkg, root
+
+
+def test_a_package_without_a_manifest_with_more_deltas_than_the_ledger_keeps_is_refused(tmp_path):
+    from sstarota.install.state import PACKAGE_DELTAS
+
+    pkg, root = _vendor_deltas(tmp_path, PACKAGE_DELTAS + 1)
+    before = snapshot(root)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 3 and "--manifest" in one_line(proc)
+    assert snapshot(root) == before
+
+
+def test_an_unreadable_journal_refuses_a_delta_without_a_manifest(tmp_path):
+    pkg, root = _vendor_deltas(tmp_path, 2)
+    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path).returncode == 0
+    (root / "var/lib/sstarota/journal").write_text("{not json")
+    before = snapshot(root)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 3 and "journal" in one_line(proc)
+    assert snapshot(root) == before
+
+
+def test_a_later_record_rewriting_a_deltas_target_then_a_cut_finishes_on_the_rerun(tmp_path):
+    import bsdiff4
+
+    from test_hardening import OP_ADD, run_hooked
+
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    old = b"old\n" * 100
+    (root / "d/x").write_bytes(old)
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(pkg04([rec04("/d/x", 5, bsdiff4.diff(old, b"new\n" * 100)),
+                           rec04("/d/x", OP_UPDATE, b"final\n"), rec04("/d/y", OP_ADD, b"y\n")]))
+    killed = run_hooked(pkg, root, """
+        if e.stage == "updating" and e.record == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert killed.returncode == -9, killed.stderr
+    assert (root / "d/x").read_bytes() == b"final\n"
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "d/x").read_bytes() == b"final\n" and (root / "d/y").read_bytes() == b"y\n"

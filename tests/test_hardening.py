@@ -436,7 +436,7 @@ def test_a_full_work_directory_leaves_no_patch_spool(cli, tmp_path, begin):
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=PROJECT,
                           timeout=120)
     out = proc.stdout.split()
-    assert out[0] == "rc=2", proc.stdout + proc.stderr  # no room for the patch: found in the verify pass
+    assert out[0] == "rc=3", proc.stdout + proc.stderr  # no room for the patch: found in the verify pass
     assert out[1:] == [], "left in -t: %s" % out[1:]
     assert "Traceback" not in proc.stderr
     assert (root / "f").read_bytes() == old.read_bytes()

@@ -82,6 +82,11 @@ def old_board(root, inputs):
     (root / "data/obsolete.txt").write_bytes(b"x\n")
 
 
+def state_files(state):
+    """What a state directory holds, less the lock an install holds it by."""
+    return sorted(n for n in os.listdir(state) if n != "otaunpack.lock")
+
+
 def install(pkg, root, state, *extra):
     proc = otaunpack("-r", pkg, "--root", root, "-t", state.parent, "--state-dir", state, *extra)
     return proc
@@ -131,7 +136,7 @@ def test_a_rerun_of_an_installed_package_writes_nothing(clean, tmp_path, inputs)
     lines = [ln for ln in dry.stdout.decode().splitlines() if ln.startswith("  ")]
     assert len(lines) == 7 and all(ln.endswith("(in place)") for ln in lines), dry.stdout.decode()
     assert dry.stdout.decode().splitlines()[-1] == "targets: 7 already in place, 0 to write"
-    assert os.listdir(state) == ["journal"]
+    assert state_files(state) == ["journal"]
 
 
 def events_of(pkg, root, state):
@@ -174,7 +179,7 @@ def test_killed_at_every_event_then_run_again_ends_as_a_clean_install(clean, tmp
         got = snapshot(root)
         assert got == want, (n, events[n], sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k)))
         assert ours(root, work) == [], (n, events[n])
-        assert os.listdir(state) == ["journal"], (n, events[n])
+        assert state_files(state) == ["journal"], (n, events[n])
 
 
 def kill_once_stashed(pkg, root, state):
@@ -203,7 +208,7 @@ def test_a_partition_neither_old_nor_new_is_finished_from_the_stash(clean, tmp_p
     assert again.returncode == 0, again.stderr.decode()
     assert "writing the result stashed by an interrupted run" in again.stderr.decode()
     assert snapshot(root) == want
-    assert os.listdir(state) == ["journal"]
+    assert state_files(state) == ["journal"]
 
 
 def test_without_the_stash_a_half_written_partition_is_refused_not_patched(clean, tmp_path, inputs):
@@ -246,7 +251,7 @@ def test_a_new_package_removes_the_stashes_of_another(clean, tmp_path, inputs):
     proc = install(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert snapshot(root) == want
-    assert os.listdir(state) == ["journal"]
+    assert state_files(state) == ["journal"]
     assert json.loads((state / "journal").read_text())["completed"] == 8
 
 
@@ -340,7 +345,7 @@ def test_a_state_dir_in_the_board_config_stays_inside_the_root(clean, tmp_path, 
     proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     assert not (tmp_path / "outside").exists()
-    assert os.listdir(root / "outside") == ["journal"]
+    assert state_files(root / "outside") == ["journal"]
 
 
 def test_a_garbled_journal_is_not_used_and_no_traceback(clean, tmp_path, inputs):
@@ -353,7 +358,7 @@ def test_a_garbled_journal_is_not_used_and_no_traceback(clean, tmp_path, inputs)
     proc = install(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"journal in %s is unreadable" % bytes(state) in proc.stderr
-    assert snapshot(root) == want and os.listdir(state) == ["journal"]
+    assert snapshot(root) == want and state_files(state) == ["journal"]
 
 
 def test_a_file_an_earlier_record_rewrote_is_patched_again_without_a_manifest(inputs, tmp_path):
@@ -386,7 +391,7 @@ def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tm
     proc = install(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"writing the result stashed by an interrupted run" in proc.stderr
-    assert snapshot(root) == want and os.listdir(state) == ["journal"]
+    assert snapshot(root) == want and state_files(state) == ["journal"]
     assert json.loads((state / "journal").read_text())["writing"] is None
 
 
@@ -407,7 +412,7 @@ def test_a_delta_without_a_manifest_run_again_with_a_fresh_work_directory_is_in_
         assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes(), n
         assert (root / "dev/mtd3").read_bytes() == (inputs / "part.new").read_bytes(), n
     assert summary(proc)[1:3] == (0, 7)
-    assert os.listdir(root / "var/lib/sstarota") == ["journal"]
+    assert state_files(root / "var/lib/sstarota") == ["journal"]
 
 
 def test_a_delta_target_neither_old_nor_new_without_a_manifest_is_refused(inputs, tmp_path):

@@ -34,6 +34,7 @@ from ..fsutil import open_regular
 from ..text import shown
 from .blocks import BLOCK
 from .plan import Named, open_dest
+from .state import PACKAGE_DELTAS
 
 IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
 BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
@@ -151,6 +152,11 @@ def _by_ledger(what, dest, digests, state, known, patch):
                                " refused: a delta without a manifest cannot be applied to it (install a full image)"
                                % (what, shown(dest.name), known["old"][1], known["old"][0], known["new"][1],
                                   known["new"][0], sha, n))
+    elif state is not None and state.unreadable:
+        raise PackageError("%s: the journal in %s is unreadable, and with it the ledger that tells a delta without "
+                           "a manifest from its own result; refused: if no delta of this package was applied yet, "
+                           "remove %s/journal and run again; else install a full image" % (what, state.path,
+                                                                                           state.path))
     elif state is None or state.volatile is not None:
         raise PackageError("%s: a delta without a manifest can be told from its own result on a re-run only by "
                            "a state directory that survives a reboot, and %s is %s; refused: give --state-dir DIR "
@@ -170,6 +176,10 @@ def _no_stash(dest, state):
 def settle(installer, plan, state, package):
     """Mark each delta target in the plan; refuse what cannot be settled."""
     infos = plan.manifest.diffs if plan.manifest is not None else {}
+    if plan.manifest is None and len(plan.deltas) > PACKAGE_DELTAS:
+        raise PackageError("the package has %d deltas and no manifest: the board remembers at most %d of a package's "
+                           "(its ledger, state.py); refused: pack it with --manifest" % (len(plan.deltas),
+                                                                                      PACKAGE_DELTAS))
     warned = set()
     for index, dst, targets, units, patch in plan.deltas:
         info = infos.get(index)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 from .. import delta, manifest, schema
 from ..confine import Root, StaleCleaner, TargetProblem
-from ..errors import InstallError, OtaError, PackageError, UsageError
+from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import ram_fs
 from ..package import PackageReader
 from ..progress import Progress
@@ -84,7 +84,10 @@ class Installer:
             return state
         path = _inside(self.opts.root, STATE_DIR) if self.opts.root else STATE_DIR
         if ram_fs(path) is None and _can_make(path):
-            return StateDir(path, self.note)
+            state = StateDir(path, self.note)
+            if self.opts.root:  # the root's own: it must stay inside it
+                state.root = os.path.realpath(self.opts.root)
+            return state
         state = StateDir(os.path.join(self.opts.work_parent or tmpdir, STATE_UNDER_TMP), self.note)
         if not _ours(state.path):  # another user's (made first to block us, or to redirect the journal)
             self.note("%s is not a directory of this user's; the state directory is %s/%s for this run"
@@ -146,9 +149,9 @@ class Installer:
                                  (self.state.path, stash, "the state directory")):
             free, _ = _free(path)
             if need and free is not None and free < need + (1 << 20):
-                raise UsageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
-                                 "the largest delta result); nothing written: give a directory with room"
-                                 % (what, path, free, need + (1 << 20)))
+                raise PackageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
+                                   "the largest delta result); nothing written: give a directory with room"
+                                   % (what, path, free, need + (1 << 20)))
 
     def _verify_pass(self, stream, targets, passes=0, checksums=True):
         """One read of the package: every record checked; with targets, each target too (and
@@ -241,6 +244,7 @@ class Installer:
         plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
             plan.script_records += 1
+            plan.room.append((rec.index, rec.data_len, 0))  # spooled under -t, then run
         plan.units += (len(selected) - len(placed)) * (rec.data_len + new_size + WRITE_UNITS)
         return check
 
@@ -371,6 +375,8 @@ class Installer:
             if rec.op == schema.OP_FILE_DIFF:
                 self.state.record_done(rec.index)
             self.state.device_done(rec.index)
+            if plan.manifest is None and plan.deltas:
+                self.state.mark(rec.index)
         finally:
             for w in opened:
                 try:

@@ -51,8 +51,11 @@ from ..fsutil import create_new, fsync_dir, open_regular, unlink_quietly
 
 JOURNAL = "journal"
 STASH = re.compile(r"^stash-\d+-[0-9a-f]{8}(\.tmp)?$")
-MAX_JOURNAL = 1 << 20
-LEDGER = 256  # deltas remembered: far more than one package's worth; the journal stays small
+OURS = (JOURNAL, "otaunpack.lock")
+MAX_JOURNAL = 4 << 20
+LEDGER = 4096  # deltas remembered, about 200 bytes each in the journal
+PACKAGE_DELTAS = LEDGER // 4  # a package without a manifest may have at most this many: its own never pushed out
+LOCK = "otaunpack.lock"
 KEY = re.compile(r"^[0-9a-f]{16}$")
 HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -76,16 +79,19 @@ class StateDir:
         self.loaded = False
         self.active = False  # begun for a package that needs the journal
         self.volatile = None  # why a reboot may lose the directory (the installer's word), or None
+        self.unreadable = False  # a journal was there and could not be read: its ledger is lost
+        self.root = None  # under --root: the directory must stay inside it (its real path)
 
     def lock(self):
         """Hold the directory for this install (if it is there yet: begin() takes it once it is
-        made). Another install holding it: UsageError."""
-        if getattr(self, "_lock", None) is not None:
+        made), by an exclusive flock on DIR/otaunpack.lock (mode 0600: no other user can open
+        it to hold it). Another install holding it: UsageError."""
+        if getattr(self, "_lock", None) is not None or not self._is_ours():
             return
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError:
-            return  # not there (begin() makes and locks it), or not a directory (begin() says so)
+            return  # a state directory that cannot be written: begin() says so when it matters
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -93,6 +99,13 @@ class StateDir:
             raise UsageError("another otaunpack is installing with the state directory %s; nothing written (run "
                              "again once it has finished)" % self.path) from None
         self._lock = fd
+
+    def _is_ours(self):
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
     def unlock(self):
         fd = getattr(self, "_lock", None)
@@ -106,6 +119,8 @@ class StateDir:
         self.loaded = True
         import json  # only where a journal is read or written
 
+        if os.path.lexists(self.path) and not self._is_ours():
+            return  # another user's: never read (begin() refuses it where a journal is needed)
         try:
             with open_regular(os.path.join(self.path, JOURNAL)) as f:
                 data = json.loads(f.read(MAX_JOURNAL).decode("utf-8"))
@@ -120,6 +135,7 @@ class StateDir:
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             self.note("the journal in %s is unreadable; not using it" % self.path)
             self.pending, self.ledger = [], []
+            self.unreadable = True
             return
         self.package, self.completed, self.writing = package, completed, writing
 
@@ -166,6 +182,7 @@ class StateDir:
         try:
             os.makedirs(self.path, 0o700, exist_ok=True)
             self._check_ours()
+            self._check_inside()
             self.lock()
             self._read()
             self.active = True
@@ -178,6 +195,23 @@ class StateDir:
         except OSError as exc:
             raise UsageError("the state directory %s: %s; nothing written (give --state-dir DIR on a writable "
                              "filesystem)" % (self.path, exc.strerror)) from None
+
+    def _check_inside(self):
+        """Under --root: the directory reached is still inside the root (a component swapped for
+        a symlink since the run began would take the journal and stashes out of it)."""
+        if self.root is None:
+            return
+        real = os.path.realpath(self.path)
+        if real != self.root and not real.startswith(self.root.rstrip("/") + "/"):
+            raise UsageError("the state directory %s leads out of the root (to %s); refused" % (self.path, real))
+
+    def mark(self, index):
+        """Record index is complete (a package whose deltas have no manifest: the journal's mark
+        says so after every record, so that a later record rewriting a delta's target does not
+        leave the delta neither old nor new for a re-run)."""
+        if self.active and self.completed < index + 1:
+            self.completed = index + 1
+            self._write()
 
     def _forget_package(self):
         """A package that needs no journal: another package's stashes and marks go; the ledger
@@ -274,13 +308,14 @@ class StateDir:
 
     def _clear_stashes(self, keep):
         for name in sorted(os.listdir(self.path)):
-            if STASH.match(name) and name not in keep:
+            if STASH.match(name) and name not in keep and name not in OURS:
                 unlink_quietly(os.path.join(self.path, name))
                 self.note("removed %s, left by an interrupted run" % os.path.join(self.path, name))
 
     def _write(self, error=InstallError):
         import json
 
+        self._check_inside()
         data = json.dumps({"package": self.package, "completed": self.completed, "writing": self.writing,
                            "pending": self.pending, "deltas": self.ledger}, sort_keys=True).encode() + b"\n"
         tmp = os.path.join(self.path, temp_name())

@@ -161,8 +161,9 @@ def old_raw(imgs, lay):
 
 def leftovers(board, lay):
     """Whatever of ours an install left: temp files beside the targets, anything in the work
-    dir, anything but the journal in the state dir."""
-    out = board.sh("find {f} -name '.sstarota-*'; ls -A {t}; ls -A {s} 2>/dev/null | grep -vx journal; true"
+    dir, anything but the journal (and the install lock) in the state dir."""
+    out = board.sh("find {f} -name '.sstarota-*'; ls -A {t}; ls -A {s} 2>/dev/null | grep -vx -e journal "
+                   "-e otaunpack.lock; true"
                    .format(f=lay.fs, t=lay.tmp, s=lay.state))
     return out.split()
 
