@@ -11,13 +11,16 @@ class OomGuard:
     flash (a kill mid-write leaves a half-written partition): /proc/self/oom_score_adj goes
     to -1000 at the first erasing/updating event and back to what it was before the end
     script runs (so the end script and what it starts are not shielded), at the end, or on
-    a failure. Without the privilege to lower it, nothing changes."""
+    a failure. Without the privilege to lower it, nothing changes, and it is not tried
+    again. Stage changes are all it reads (no byte events)."""
 
     PATH = "/proc/self/oom_score_adj"
     SHIELD = "-1000"
+    byte_events = False
 
     def __init__(self):
         self.saved = None
+        self.denied = False
 
     def __call__(self, event):
         if event.stage in ("erasing", "updating") and not event.failed and not event.final:
@@ -26,7 +29,7 @@ class OomGuard:
             self.restore()
 
     def protect(self):
-        if self.saved is not None:
+        if self.saved is not None or self.denied:
             return
         try:
             with open(self.PATH) as f:
@@ -35,7 +38,7 @@ class OomGuard:
                 f.write(self.SHIELD)
             self.saved = saved
         except OSError:
-            pass
+            self.denied = True
 
     def restore(self):
         if self.saved is None:
