@@ -493,6 +493,13 @@ def bench(args, tool):
     import tempfile
 
     ensure_tools()
+    # every Python module compiled once, as on a board (the bundle carries .pyc); a
+    # PYTHONDONTWRITEBYTECODE environment would otherwise compile sstarota on every run
+    import sysconfig
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", sysconfig.get_paths()["purelib"],
+                    str(Path(__file__).resolve().parent.parent / "sstarota")], stdout=DEVNULL, stderr=DEVNULL)
     print("peers: Debian's %s and %s; otaunpack %s" % (version_of("swupdate"), version_of("rauc"), tool("otaunpack")))
     sizes = [int(s) for s in args.sizes.split(",")]
     bus = None
