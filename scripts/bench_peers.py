@@ -275,7 +275,7 @@ class Packer:
         calls.append(["--gzip", pkg])
         t0 = time.perf_counter()
         for c in calls:
-            subprocess.run([otapack] + c, check=True, stdout=DEVNULL)
+            subprocess.run([otapack] + c, check=True, stdout=DEVNULL, stderr=DEVNULL)
         return time.perf_counter() - t0
 
     def swupdate(self, mode):
