@@ -350,7 +350,9 @@ def bench_size(tool, w, size, rounds, bus, log):
         with open(backing, "wb") as f:
             f.truncate(slot)
         dev = Loop.attach(backing)
-        if dev is not None:
+        if dev is None:
+            log("  no loop device: the image file only, and RAUC left out")
+        else:
             loops.append(dev)
             rl = w / "root-loop"
             (rl / "dev").mkdir(parents=True)
@@ -409,7 +411,7 @@ def bench_size(tool, w, size, rounds, bus, log):
             installs["ours 1.6 MD5 (%s)" % where] = ours("1.6", where)
             installs["swupdate default (%s)" % where] = swupdate("spooled", where)
             installs["swupdate streamed (%s)" % where] = swupdate("streamed", where)
-            if bus is not None:
+            if bus is not None and loops:  # RAUC mounts its bundle on a loop device of its own
                 installs["rauc slot B (%s)" % where] = rauc(where)
         names = list(installs)
         res = {n: [] for n in names}
