@@ -19,9 +19,10 @@ Each tool gets it in its own package format, compressed as it compresses:
 Targets: an image file, and a loop device over a file when one can be set up. Rounds
 alternate the tools (the order rotates every round); each install starts from the same
 target state (its first MiB zeroed, so no tool finds the image already in place). For every
-install: wall time, peak RSS (the process that does the work: otaunpack, swupdate, the rauc
-service), and the fsync of the target afterwards (ours has already synced; the peers have
-not). Ratios are ours / theirs within one round, then the median over rounds.
+install: wall time, CPU time (user + sys; for RAUC the client's and the service's), peak RSS
+(the process that does the work: otaunpack, swupdate, the rauc service), and the fsync of
+the target afterwards (ours has already synced; the peers have not). Ratios are ours /
+theirs within one round, then the median over rounds.
 """
 
 import hashlib
@@ -122,8 +123,8 @@ def make_payload(path, size):
 class Run:
     """One timed command: wall seconds (to `done` when a line marks it), peak RSS in KiB."""
 
-    def __init__(self, wall, rss_kib, out=""):
-        self.wall, self.rss, self.out = wall, rss_kib, out
+    def __init__(self, wall, rss_kib, cpu, out=""):
+        self.wall, self.rss, self.cpu, self.out = wall, rss_kib, cpu, out
         self.sync = 0.0
 
 
@@ -131,7 +132,7 @@ def run(cmd, env=None, done_marker=None, rss_file=None):
     """Run cmd under GNU time (its peak RSS). With done_marker, the time is taken at the first
     output line holding it (the tool is done; what follows is its exit)."""
     rss_file = rss_file or "/tmp/sstarota-peers-rss.%d" % os.getpid()
-    full = [TIME, "-f", "%M", "-o", rss_file] + [str(c) for c in cmd]
+    full = [TIME, "-f", "%M %U %S", "-o", rss_file] + [str(c) for c in cmd]
     t0 = time.perf_counter()
     p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     t_done = None
@@ -146,9 +147,9 @@ def run(cmd, env=None, done_marker=None, rss_file=None):
     if rc != 0 or (done_marker is not None and t_done is None):
         raise SystemExit("peers: %s failed (%s):\n%s" % (" ".join(map(str, cmd)), rc, out[-3000:]))
     with open(rss_file) as f:
-        rss = int(f.read().split()[-1])
+        rss, user, system = f.read().split()[-3:]
     os.unlink(rss_file)
-    return Run((t_done or t_end) - t0, rss, out)
+    return Run((t_done or t_end) - t0, int(rss), float(user) + float(system), out)
 
 
 class RaucService:
@@ -161,12 +162,16 @@ class RaucService:
         subprocess.run(["gdbus", "wait", "--system", "--timeout", "20", "de.pengutronix.rauc"], check=True, env=env)
 
     def stop(self):
-        """Stop the service; its VmHWM (the high-water mark of its own memory since exec)."""
+        """Stop the service; its VmHWM (the high-water mark of its own memory since exec) and
+        its CPU seconds."""
         with open("/proc/%d/status" % self.p.pid) as f:
             hwm = [int(line.split()[1]) for line in f if line.startswith("VmHWM:")][0]
+        with open("/proc/%d/stat" % self.p.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         self.p.send_signal(signal.SIGTERM)
         self.p.wait()
-        return hwm
+        return hwm, cpu
 
 
 class Bus:
@@ -399,8 +404,9 @@ def bench_size(tool, w, size, rounds, bus, log):
                 try:
                     r = run(["rauc", "install", w / "bundle.raucb"], env=bus.env)
                 finally:
-                    rss = svc.stop()
+                    rss, cpu = svc.stop()
                 r.rss = rss
+                r.cpu += cpu  # the client's and the service's
                 return r
             return go
 
@@ -444,12 +450,14 @@ def report(size, rounds, packs, sizes, res, floor, wheres):
     for n in ("swupdate", "rauc bundle"):
         print("      pack ratio ours 0.4 / %-12s median %.2f" % (n, statistics.median(
             [a / b for a, b in zip(ours, packs[n])])))
-    print("    install                              seconds                 + fsync after   peak RSS MiB   / gzip -dc")
+    print("    install                              seconds                 + fsync after   peak RSS MiB   / gzip -dc"
+          "   CPU s")
     for n, runs in res.items():
         walls = [x.wall for x in runs]
-        print("      %-32s %s   %6.3f         %6.1f        %5.2f"
+        print("      %-32s %s   %6.3f         %6.1f        %5.2f   %6.3f"
               % (n, summary(walls), statistics.median([x.wall + x.sync for x in runs]),
-                 max(x.rss for x in runs) / 1024, statistics.median([a / b for a, b in zip(walls, floor)])))
+                 max(x.rss for x in runs) / 1024, statistics.median([a / b for a, b in zip(walls, floor)]),
+                 statistics.median([x.cpu for x in runs])))
     for where in wheres:
         for ours_name in ("ours 0.4", "ours 1.6 MD5", "ours 0.4 signed"):
             mine = res["%s (%s)" % (ours_name, where)]
@@ -461,29 +469,33 @@ def report(size, rounds, packs, sizes, res, floor, wheres):
                 theirs = res[key]
                 ratio = statistics.median([a.wall / b.wall for a, b in zip(mine, theirs)])
                 durable = statistics.median([(a.wall + a.sync) / (b.wall + b.sync) for a, b in zip(mine, theirs)])
-                parts.append("%s %.2f (durable %.2f)" % (peer, ratio, durable))
+                cpu = statistics.median([a.cpu / b.cpu for a, b in zip(mine, theirs) if b.cpu > 0] or [float("nan")])
+                parts.append("%s %.2f (durable %.2f, CPU %.2f)" % (peer, ratio, durable, cpu))
             print("    ratio %-15s (%s) / %s" % (ours_name, where, "; ".join(parts)))
 
 
 def tracked(results):
     """The issue's "Done when" figures, from this run."""
-    print("peers: the tracked ratios (ours / theirs, median of per-round ratios; <= 1.0 is reached)")
+    print("peers: the tracked ratios (ours / theirs, median of per-round ratios; <= 1.0 is reached; CPU time,"
+          " user + sys, is the steadier figure on a shared machine)")
     for size, (packs, sizes, res, floor, wheres) in results.items():
         def ratio(a, b):
             if a not in res or b not in res:
-                return float("nan")
-            return statistics.median([x.wall / y.wall for x, y in zip(res[a], res[b])])
+                return "n/a"
+            wall = statistics.median([x.wall / y.wall for x, y in zip(res[a], res[b])])
+            cpu = statistics.median([x.cpu / y.cpu for x, y in zip(res[a], res[b]) if y.cpu > 0] or [float("nan")])
+            return "%.2f (CPU time %.2f)" % (wall, cpu)
 
         if size == 64:
-            print("  64 MiB single-copy install (image file), ours 0.4 / SWUpdate default: %.2f (target <= 1.0)"
+            print("  64 MiB single-copy install (image file), ours 0.4 / SWUpdate default: %s (target <= 1.0)"
                   % ratio("ours 0.4 (file)", "swupdate default (file)"))
             if "loop" in wheres:
                 print("  64 MiB into a whole partition (loop device; ours has no A/B slot mode), ours 0.4 / SWUpdate"
-                      " streamed: %.2f, / RAUC slot B: %.2f (target <= 1.0)"
+                      " streamed: %s, / RAUC slot B: %s (target <= 1.0)"
                       % (ratio("ours 0.4 (loop)", "swupdate streamed (loop)"), ratio("ours 0.4 (loop)",
                                                                                   "rauc slot B (loop)")))
         if size == 1:
-            print("  1 MiB install, ours 0.4 / SWUpdate default: %.2f (target <= 2.0)"
+            print("  1 MiB install, ours 0.4 / SWUpdate default: %s (target <= 2.0)"
                   % ratio("ours 0.4 (file)", "swupdate default (file)"))
         peak = max(x.rss for k, v in res.items() if k.startswith("ours") for x in v)
         sw = max(x.rss for k, v in res.items() if k.startswith("swupdate") for x in v)
