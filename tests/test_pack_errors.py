@@ -212,6 +212,22 @@ def test_gzip_is_reproducible_and_streams(cli, tmp_path):
     assert (tmp_path / "g1.bin.gz").read_bytes() == (tmp_path / "g0.bin.gz").read_bytes()
 
 
+def test_gzip_uses_gzips_default_level(cli, tmp_path):
+    """Level 6, as the vendor flow's plain `gzip`: the deflate stream is zlib's at 6, and the
+    header's XFL byte says neither 'best' (2) nor 'fastest' (4)."""
+    import zlib
+
+    data = (GOLDEN / "v1.6/p5.bin").read_bytes()
+    pkg = tmp_path / "p.bin"
+    pkg.write_bytes(data)
+    assert cli.otapack("--gzip", pkg)[0] == 0
+    raw = (tmp_path / "p.bin.gz").read_bytes()
+    assert raw[8] == 0
+    z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert raw[10:-8] == z.compress(data) + z.flush()
+    assert raw[10:-8] != zlib.compress(data, 9)[2:-4]
+
+
 def test_failed_append_leaves_package_and_no_temp(cli, work, monkeypatch):
     tmp, inp, pkg = work
     from sstarota import packer
