@@ -45,6 +45,7 @@ OTA_END_SCRIPT ?=
 OTA_BASE ?=
 OTA_PATCH_THRESHOLD ?=
 SSTAROTA_INCREMENTAL_BASE ?=
+sstarota_makefile := $(firstword $(MAKEFILE_LIST))
 
 # The recipe is bash (the vendor flow relies on bash's `echo -e`); it reads everything from the
 # environment, so no value is ever re-quoted: _blkenv text reaches the shell as the vendor's does.
@@ -53,7 +54,7 @@ set -e -o pipefail
 prog=ota_images
 PKG=
 LAYOUT=
-trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$PKG" ]; then rm -f "$PKG" "$PKG.gz"; [ -z "$LAYOUT" ] || rm -f "$LAYOUT"; fi' EXIT
+trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$PKG" ]; then rm -f "$PKG" "$PKG.gz" "$PKG.failed"; [ -z "$LAYOUT" ] || rm -f "$LAYOUT"; fi' EXIT
 die() { echo "$prog: error: $*" >&2; exit 2; }
 warn() { echo "$prog: warning: $*" >&2; }
 pvar() { local n="SSTAROTA_P_${1}_$2"; val=${!n-}; }   # partition setting -> $val (as make expanded it)
@@ -65,6 +66,11 @@ vendor_banner() { # file -> "version commit" from the vendor binary's --help, or
 
 SSTAROTA_LIST=$(echo $SSTAROTA_LIST)
 FLASH_TYPE=$(echo $FLASH_TYPE)
+if [ -z "$SSTAROTA_LIST" ] && [ -z "$(echo $SSTAROTA_LIST_AT_INCLUDE)" ]; then
+    # as the SDK's flow: a config without OTA_IMAGE_LIST packs nothing, and that is no error
+    echo "$prog: note: OTA_IMAGE_LIST is not set in the partition config: no OTA package for it (as the SDK's flow)" >&2
+    exit 0
+fi
 [ -n "$IMAGEDIR" ] || die "IMAGEDIR is not set"
 [ -d "$IMAGEDIR" ] || die "IMAGEDIR $IMAGEDIR is not a directory"
 
@@ -101,6 +107,14 @@ if [ -z "$tool_id" ] && [ -z "$packer_tool_id" ] && [ "$vendor_version" = 1.6 ] 
 fi
 [ -n "$SSTAROTA_LIST" ] || die "OTA_IMAGE_LIST is empty: no partition to pack (it comes from the partition config)"
 [ "$SSTAROTA_LIST" = "$(echo $SSTAROTA_LIST_AT_INCLUDE)" ] || die "OTA_IMAGE_LIST was '$SSTAROTA_LIST_AT_INCLUDE' where ota.mk was included and is '$SSTAROTA_LIST' now: include ota.mk after the partition config"
+# a partition named twice is packed once, at its first place: the SDK's flow makes one target
+# per partition, and make builds a prerequisite named twice once
+seen=" "; once=; twice=
+for p in $SSTAROTA_LIST; do
+    case "$seen" in *" $p "*) twice="$twice $p" ;; *) seen="$seen$p "; once="$once $p" ;; esac
+done
+[ -z "$twice" ] || warn "OTA_IMAGE_LIST names$twice more than once: packed once, at the first place (as the SDK's flow does)"
+SSTAROTA_LIST=$(echo $once)
 
 PKG=$IMAGEDIR/SStarOta.bin
 [ "$fmt" = 1.6 ] && LAYOUT=$IMAGEDIR/SStarOtaLayout.txt
@@ -153,6 +167,10 @@ for p in $SSTAROTA_LIST; do
     case "$p" in *[!A-Za-z0-9_]*) die "partition name '$p' in OTA_IMAGE_LIST: letters, digits and _ only" ;; esac
     pvar "$p" otablk; [ -n "${val// }" ] || die "partition '$p' is in OTA_IMAGE_LIST but ${p}_otablk is not set (the target device or path)"
     pvar "$p" patsize; [ -n "${val// }" ] || die "partition '$p': ${p}_patsize is not set (the partition size, -t)"
+    size=$(echo $val)
+    if ! [[ "$size" =~ ^(0[xX][0-9a-fA-F]+|[0-9]+)$ ]] || [ $((size)) -eq 0 ]; then
+        die "partition '$p': ${p}_patsize is '$size', not a partition size (hex with 0x or decimal, above 0); a size computed in the config with \$[...] needs bash (ota.mk runs make's \$(shell ...) with SHELL=/bin/bash)"
+    fi
     pvar "$p" fstype; fs=${val// }
     image_for "$p" "$fs" || die "partition '$p' (fstype '${fs}'): the SDK flow has no image for it (raw: ipl ipl_cust uboot boot logo kernel, rootfs ramfs; or a squashfs ubifs jffs2 lfs fwfs ext4 fstype); set ${p}_otaimg to its file under IMAGEDIR"
 done
@@ -181,6 +199,10 @@ if [ -n "${SSTAROTA_INCREMENTAL_BASE-}" ]; then
     [ "$fmt" != 1.6 ] || [ -z "$tool_id" ] || inc+=(--tool-id "$tool_id")
     [ -z "$OTA_START_SCRIPT" ] || inc+=(-b "$OTA_START_SCRIPT")
     [ -z "$OTA_END_SCRIPT" ] || inc+=(-e "$OTA_END_SCRIPT")
+    [ -z "$OTA_SIGN_KEY" ] || [ -f "$OTA_SIGN_KEY" ] || die "OTA_SIGN_KEY '$OTA_SIGN_KEY' not found"
+    [ -z "$OTA_SIGN_KEY" ] || inc+=(--sign "$OTA_SIGN_KEY")
+    [ -z "$OTA_COMPATIBLE" ] || inc+=(--compatible "$OTA_COMPATIBLE")
+    [ -z "$OTA_FW_VERSION" ] || inc+=(--fw-version "$OTA_FW_VERSION")
     rm -f "$PKG" "$PKG.gz"
     "${ota[@]}" "${inc[@]}" | tee "$IMAGEDIR/SStarOtaIncremental.txt"
     rm -f "$cfg"
@@ -293,10 +315,17 @@ $(foreach p,$(OTA_IMAGE_LIST),$(eval ota_images: export SSTAROTA_P_$(p)_otaimg =
 # SStarOta.bin.gz holding only what changed from those images (see otapack --incremental),
 # and its size report in SStarOtaIncremental.txt. OTA_PATCH_THRESHOLD: default 0.95.
 .PHONY: ota_images ota_images_incremental image-ota-incremental
+# bash, whatever /bin/sh is: the recipe is bash, and ALKAID configs compute sizes with $(call ...)
+# helpers whose $(shell ...) use bash's $[...] (under dash they evaluate to 0 or nothing)
+ota_images ota_images_incremental image-ota-incremental: SHELL := /bin/bash
+# Paths reach the shell through the environment only, never pasted into a command line.
+ota_images_incremental image-ota-incremental: export SSTAROTA_OTA_BASE = $(value OTA_BASE)
+ota_images_incremental image-ota-incremental: export SSTAROTA_MAKEFILE = $(value sstarota_makefile)
 ota_images_incremental image-ota-incremental:
-	@[ -n "$(OTA_BASE)" ] || { echo "$@: error: set OTA_BASE=<the old build's output/images>" >&2; exit 2; }
-	@$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ota_images SSTAROTA_INCREMENTAL_BASE="$(abspath $(OTA_BASE))"
-ota_images: export SSTAROTA_INCREMENTAL_BASE := $(SSTAROTA_INCREMENTAL_BASE)
+	@[ -n "$$SSTAROTA_OTA_BASE" ] || { echo "$@: error: set OTA_BASE=<the old build's output/images>" >&2; exit 2; }
+	@case "$$SSTAROTA_OTA_BASE" in /*) b=$$SSTAROTA_OTA_BASE ;; *) b=$$PWD/$$SSTAROTA_OTA_BASE ;; esac; \
+	SSTAROTA_INCREMENTAL_BASE=$$b $(MAKE) --no-print-directory -f "$$SSTAROTA_MAKEFILE" ota_images
+ota_images: export SSTAROTA_INCREMENTAL_BASE := $(value SSTAROTA_INCREMENTAL_BASE)
 ota_images: export OTA_PATCH_THRESHOLD := $(OTA_PATCH_THRESHOLD)
 ota_images: export SSTAROTA_OTA_IMAGES_SH = $(value sstarota_ota_images_sh)
 ota_images: export SSTAROTA_LIST = $(OTA_IMAGE_LIST)

@@ -26,6 +26,10 @@ MARKER = "# sstarota drop-in launcher"
 ENV_FORMAT = "SSTAROTA_FORMAT"
 ENV_TOOL_ID = "SSTAROTA_TOOL_ID"
 FORMATS = ("0.3", "0.4", "1.6")
+#: set by the launcher for the otapack it runs: the drop-in's rules apply (cli/otapack.py)
+ENV_DROPIN = "SSTAROTA_DROPIN"
+#: the otapack the launcher runs, when set
+ENV_OTAPACK = "SSTAROTA_OTAPACK"
 
 _BANNER = re.compile(r"Ota pack internal version (\d+\.\d+)(?: commit: ([0-9A-Za-z]+))?")
 
@@ -71,15 +75,20 @@ def _sha256(path):
 
 
 def _our_command():
-    """The command the launcher runs: this installation's otapack."""
+    """The otapack this installation runs (a path), or None when it runs as a module only."""
     running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     for script in (running, Path(sys.executable).parent / "otapack"):
         if script and script.name == "otapack" and script.is_file() and not is_launcher(script):
-            return shlex.quote(str(script))
-    return "%s -m sstarota.cli.otapack" % shlex.quote(sys.executable)
+            return str(script)
+    return None
 
 
-def launcher_text(fmt, tool_id, version, commit, digest, sdk_root):
+def launcher_text(fmt, tool_id, version, commit, digest, sdk_root, ours=None):
+    """The sh launcher. It finds sstarota's otapack when it runs, not when it was installed (an
+    SDK tree kept in git or built in a container has another venv, or none): $SSTAROTA_OTAPACK,
+    else the otapack it was installed with (ours) when it is still there, else an otapack on PATH
+    that says it is sstarota's (never itself), else `python3 -m sstarota.cli.otapack`; else one
+    line saying what to do, exit 127. It exports SSTAROTA_DROPIN (see cli/otapack.py)."""
     lines = [
         "#!/bin/sh",
         "%s: runs sstarota's otapack in place of the vendor's" % MARKER,
@@ -93,7 +102,26 @@ def launcher_text(fmt, tool_id, version, commit, digest, sdk_root):
         lines.append("export %s %s" % (ENV_FORMAT, ENV_TOOL_ID))
     else:
         lines.append("export %s" % ENV_FORMAT)
-    lines.append('exec %s "$@"' % _our_command())
+    lines += [
+        '%s=$0; export %s' % (ENV_DROPIN, ENV_DROPIN),
+        "ours=%s" % shlex.quote(ours or ""),
+        'if [ -n "${%s-}" ]; then exec "$%s" "$@"; fi' % (ENV_OTAPACK, ENV_OTAPACK),
+        'if [ -n "$ours" ] && [ -x "$ours" ]; then exec "$ours" "$@"; fi',
+        "set -f; saved_ifs=$IFS; IFS=:",
+        "for d in $PATH; do",
+        '    c=${d:-.}/otapack',
+        '    [ -f "$c" ] && [ -x "$c" ] || continue',
+        '    grep -q %s "$c" 2>/dev/null && continue' % shlex.quote(MARKER),
+        '    "$c" --version 2>/dev/null </dev/null | grep -q "^otapack (sstarota)" && exec "$c" "$@"',
+        "done",
+        "IFS=$saved_ifs; set +f",
+        'if command -v python3 >/dev/null 2>&1 && python3 -c "import sstarota.cli.otapack" 2>/dev/null; then',
+        '    exec python3 -m sstarota.cli.otapack "$@"',
+        "fi",
+        'echo "otapack: error: sstarota\'s otapack not found (drop-in launcher $0): not at ${ours:-its install path},'
+        ' not on PATH, no python3 module; pip install sstarota, or set %s=/path/to/otapack" >&2' % ENV_OTAPACK,
+        "exit 127",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +149,7 @@ def install(sdk_root, fmt=None, tool_id=None, log=print):
         tool_id = commit if version == "1.6" else None
     if tool_id is not None and len(tool_id.encode()) > 63:
         raise InputError("tool id %r: at most 63 bytes" % tool_id)
-    text = launcher_text(fmt, tool_id, version, commit, _sha256(tool), Path(sdk_root).resolve())
+    text = launcher_text(fmt, tool_id, version, commit, _sha256(tool), Path(sdk_root).resolve(), _our_command())
     tmp = tool.with_name("." + tool.name + ".sstarota.tmp")
     try:
         tmp.write_text(text)

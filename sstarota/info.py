@@ -28,8 +28,18 @@ def _read(reader):
     return records, hashes, last
 
 
-def manifest_verdict(reader, records, hashes, last, keys=()):
-    """--info's manifest line: what it holds, whether it matches, who signed it and the verdict."""
+#: the signature verdicts --info gives (JSON "signature", and the manifest's "verdict"): fixed words
+SIGNATURE_VERDICTS = ("no-manifest", "unreadable", "mismatch", "unsigned", "unchecked", "unknown-key",
+                      "bad-signature", "good")
+_VERDICT_TEXT = {"unsigned": "unsigned", "unchecked": "signed by %s key %s, not checked (give --key)",
+                 "unknown-key": "signed by %s key %s: unknown key",
+                 "bad-signature": "signed by %s key %s: BAD signature",
+                 "good": "signed by %s key %s: good signature"}
+
+
+def manifest_verdict(reader, records, hashes, last, keys=None):
+    """--info's manifest line: what it holds, whether it matches, who signed it and the verdict
+    (a word of SIGNATURE_VERDICTS). keys: {key id: verifying key} to check the signature with."""
     if last is None:
         return None
     out = {"signed_by": None, "compatible": [], "version": None}
@@ -41,19 +51,21 @@ def manifest_verdict(reader, records, hashes, last, keys=()):
               and manifest.header_digest(h.format, h.raw, reader.begin_script, reader.end_script) == m.package)
         out.update(compatible=list(m.compatible), version=m.version, matches=ok)
         sig = m.signature
-        verdict = "unsigned"
+        verdict, text = "unsigned", "unsigned"
         if sig is not None:
             out["signed_by"] = sig.key_id
-            verdict = "signed by %s key %s, not checked (give --key)" % (sig.alg, sig.key_id)
+            verdict = "unchecked"
             if keys:
                 from . import signing
 
-                vk = signing.load_keys(keys).get(sig.key_id)
-                good = vk is not None and signing.verify(vk, sig, m.body_sha256)
-                verdict = "signed by %s key %s: %s" % (sig.alg, sig.key_id, "good signature" if good else
-                                                        "BAD signature" if vk else "unknown key")
+                vk = keys.get(sig.key_id)
+                verdict = ("unknown-key" if vk is None else "good" if signing.verify(vk, sig, m.body_sha256)
+                           else "bad-signature")
+            text = _VERDICT_TEXT[verdict] % (sig.alg, sig.key_id)
+        if not ok and verdict in ("good", "unchecked"):
+            verdict = "mismatch"  # a signature over a manifest the package no longer matches vouches for nothing
         out["verdict"] = verdict
-        text = "v%d, %s, %s" % (manifest.VERSION, "matches the package" if ok else "DOES NOT MATCH", verdict)
+        text = "v%d, %s, %s" % (manifest.VERSION, "matches the package" if ok else "DOES NOT MATCH", text)
     except OtaError as exc:
         out.update(matches=False, verdict="unreadable")
         text = "UNREADABLE: %s" % exc
@@ -66,14 +78,22 @@ def manifest_verdict(reader, records, hashes, last, keys=()):
 
 
 def describe(path, keys=()):
-    """Everything --info shows about a package, as plain data (JSON-ready)."""
+    """Everything --info shows about a package, as plain data (JSON-ready). keys: public key
+    files to check the signature with (read first: an unreadable one is an error)."""
+    loaded = None
+    if keys:
+        from . import signing
+
+        loaded = signing.load_keys(keys)
     with FileSource(path) as source, source.stream() as stream:
         compressed = source.gz
         reader = PackageReader(stream, os.path.basename(path), strict=False)
         records, hashes, last = _read(reader)
     h = reader.header
+    m = manifest_verdict(reader, records, hashes, last, loaded)
     return {
-        "manifest": manifest_verdict(reader, records, hashes, last, keys),
+        "manifest": m,
+        "signature": m["verdict"] if m else "no-manifest",
         "package": path,
         "compressed": compressed,
         "generation": h.generation,

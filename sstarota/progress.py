@@ -50,7 +50,8 @@ class Event:
 
 
 class Progress:
-    """Accounts the work and fans events out to renderers."""
+    """Accounts the work and fans events out to renderers. A renderer whose `byte_events`
+    is false is sent stage changes only (every event but those of `add`)."""
 
     def __init__(self, renderers=None, warn=None):
         self.renderers: List = list(renderers or [])
@@ -66,9 +67,11 @@ class Progress:
         self.total = max(int(units), self.done + 1, 1)
 
     def add(self, units, **context):
-        """Units of work done; emits a byte-progress event in the current stage."""
+        """Units of work done; emits a byte-progress event in the current stage to the
+        renderers that read them (none of them: only the count moves)."""
         self.done += int(units)
-        self._send(self._event(self.last.stage, self.last.failed, context, message=self.last.message))
+        if context or any(getattr(r, "byte_events", True) for r in self.renderers):
+            self._send(self._event(self.last.stage, self.last.failed, context, message=self.last.message))
 
     def emit(self, stage, failed=False, final=False, message="", summary=None, **context):
         """A stage change (or a new record); carries the record context forward."""
@@ -114,6 +117,7 @@ class TextRenderer:
 
     def __post_init__(self):
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.byte_events = self.tty  # plain lines change only with the stage or record
         self._last_draw = 0.0
         self._last_key = None
 

@@ -35,6 +35,12 @@ def refuse_gzip(head, name, hint):
         raise PackageError("%s is gzip-compressed: %s" % (name, hint))
 
 
+def refuse_raw(head, name):
+    """A gzip package was asked for (-x): data that is not gzip is a PackageError saying so."""
+    if head and not is_gzip(head):
+        raise PackageError("%s is not gzip-compressed: use -r" % name)
+
+
 class GzipCorrupt(EOFError):
     """The gzip data itself is damaged or cut short (not the package inside it)."""
 
@@ -164,6 +170,8 @@ class FileSource(Closing, _Passes):
                 raise InputError("cannot read package %s: %s" % (path, exc.strerror or exc)) from None
             if gz is False:
                 refuse_gzip(head, path, raw_hint)
+            if gz is True:
+                refuse_raw(head, path)
             self.gz = is_gzip(head) if gz is None else gz
         except BaseException:
             self.close()
@@ -230,6 +238,12 @@ class StreamSource(_Passes):
             self.close()
             raise InputError("cannot read package %s: %s" % (name, exc.strerror or exc)) from None
         self.head = head
+        if gz is True and len(head) >= 2:
+            try:
+                refuse_raw(head[:2], name)
+            except PackageError:
+                self.close()
+                raise
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
 
@@ -250,22 +264,26 @@ class StreamSource(_Passes):
                 self.closing = None
 
 
-class UrlSource:
+class UrlSource(_Passes):
     """A package at an http(s) URL. Spooled (default): downloaded once under the work
     directory, after a check that it fits there, resuming dropped connections; every pass
     reads the spool, which is removed on close. Not spooled: every pass GETs the URL again,
     pinned to the first answer's length and validator (netsource.Remote), and the later
-    passes are checked block by block against the verify pass anyway (install/blocks.py)."""
+    passes are checked block by block against the verify pass anyway (install/blocks.py).
+
+    A body the server sent with Content-Encoding: gzip is gzip data whatever -x or -r says,
+    and is inflated; when what comes out is gzip again (a server compressing a .gz on the
+    fly), that is inflated too. name is the URL as messages show it (no password)."""
 
     def __init__(self, url, spool_dir=None, gz=None, net=None, spool=True, report=None, warn=None):
         from . import netsource
 
-        self.name = url
         self.gz = gz
         self.warn = warn
         self.passes = 0
         self.file = None
         self.remote = netsource.Remote(url, net)
+        self.name = self.remote.name
         if spool:
             self.file = self._download(netsource, spool_dir or os.environ.get("TMPDIR") or "/tmp", report)
 
@@ -289,7 +307,7 @@ class UrlSource:
                 spool.rewind()
                 if meter is not None:
                     meter(src.offset, src.offset, force=True)
-                source = FileSource(spool.path, self.gz, warn=self.warn)
+                source = FileSource(spool.path, True if self.remote.coded else self.gz, warn=self.warn)
             finally:
                 spool.close()  # the open FileSource keeps the bytes until it is closed
         except OSError as exc:
@@ -303,17 +321,25 @@ class UrlSource:
     def stream(self):
         self.passes += 1
         if self.file is not None:
-            return self.file.stream()
+            return self._decoded(self.file.stream())
         from .netsource import HttpStream
 
         f = io.BufferedReader(HttpStream(self.remote), BLOCK)
+        if self.remote.coded:
+            return self._decoded(_inflated(f, True, self._trailing))
         if self.gz is None:
             self.gz = is_gzip(f.peek(2)[:2])
         return _inflated(f, self.gz, self._trailing)
 
-    def _trailing(self, n):
-        if self.passes == 1 and self.warn is not None:
-            self.warn("%s: %d byte(s) after the end of the gzip data ignored (not package data)" % (self.name, n))
+    def _decoded(self, stream):
+        """Content-Encoding: gzip over a gzip file: the file's own gzip layer inflated too."""
+        if not self.remote.coded:
+            return stream
+        try:
+            head = stream.peek(2)[:2]
+        except (OSError, EOFError, zlib.error):
+            return stream  # the package reader meets the same error and names it
+        return _inflated(stream, True, self._trailing) if is_gzip(head) else stream
 
     def close(self):
         if self.file is not None:

@@ -526,3 +526,104 @@ def test_our_ota_mk_beside_the_vendor_binary_matches_it(tmp_path):
                     OTA_END_SCRIPT=str(tmp_path / "end.sh"))
     assert proc.returncode == 0, proc.stderr
     assert made(out) == expected_package(tmp_path, out, "1.6", records_2025(tmp_path), tool_id=VENDOR_TOOL_ID)
+
+
+# the 2021 SDK's ota.mk, reduced: one target per partition whose recipe ends in the _blkenv `if`
+# (its status hides a failed append), and the system gzip last
+VENDOR_2021_MK = r"""
+SHELL := /bin/bash
+OTA := $(PROJ_ROOT)/image/makefiletools/bin/otapack
+define makeota
+@read -p "Make $(1) ?(yes/no)" select; \
+if [ "$${select}" == "yes" -o "$${select}" == "y" ]; then \
+	$(foreach n,$(3),$(OTA) -s $(2) -d $(n) -t $(4) -m $(5) $(6) -a $(IMAGEDIR)/SStarOta.bin;) \
+	if [ -n "$($(1)$(BLKENV))" ]; then echo blkenv; fi; \
+fi;
+endef
+ota_images: ota_image_creat ipl_mkota kernel_mkota ota_image_compressed
+ota_image_creat:
+	@read -p "Start scripts:" s; read -p "End scripts:" e; $(OTA) -c $(IMAGEDIR)/SStarOta.bin
+ipl_mkota:
+	$(call makeota,ipl,$(IMAGEDIR)/boot/IPL,$(ipl$(OTABLK)),$(ipl$(PATSIZE)),0,--file-update)
+kernel_mkota:
+	$(call makeota,kernel,$(IMAGEDIR)/kernel,$(kernel$(OTABLK)),$(kernel$(PATSIZE)),0,--block-update)
+ota_image_compressed:
+	@gzip $(IMAGEDIR)/SStarOta.bin
+"""
+
+CONFIG_2021_SDMMC_NO_PATSIZE = """
+OTA_IMAGE_LIST = ipl kernel
+ipl$(OTABLK) = /boot/IPL
+#ipl$(PATSIZE) = 0x10000
+kernel$(OTABLK) = /dev/mmcblk0p2
+kernel$(PATSIZE) = {kernel_size}
+"""
+
+
+@pytest.mark.parametrize("case", ["no-patsize", "refused"])
+def test_dropin_under_the_2021_sdk_ota_mk(tmp_path, case):
+    """An empty patsize packs as the vendor's getopt reads it; a refused append fails the build
+    (the package is moved aside, so the SDK's gzip cannot ship it without the record)."""
+    kernel_size = "0x500000" if case == "no-patsize" else "0x100"  # 'refused': the kernel is larger
+    root, out = make_tree(tmp_path, CONFIG_2021_SDMMC_NO_PATSIZE.format(kernel_size=kernel_size), flash="sdmmc",
+                          images=IMAGES_SDMMC)
+    (root / "image" / "ota.mk").write_text(VENDOR_2021_MK)
+    (root / "image" / "makefile").write_text(IMAGE_MAKEFILE.format(flash="sdmmc", ota_mk="ota.mk"))
+    stand_in(root, BANNER_04)
+    assert run_cli("--install-dropin", root.parent).returncode == 0
+    proc = run_make(root, "\n\nyes\nyes\n", path=path_without_otapack(tmp_path))
+    if case == "no-patsize":
+        assert proc.returncode == 0, proc.stderr
+        _, records = package.scan(str(out / "SStarOta.bin.gz"), strict=True)
+        assert [(r.dst, r.dst_size, r.mode) for r in records] == [("/boot/IPL", 0xFFFFFFFF, 0),
+                                                                  ("/dev/mmcblk0p2", 0x500000, 0)]
+        assert proc.stderr.count("warning") == 1
+    else:
+        assert proc.returncode != 0
+        assert not (out / "SStarOta.bin.gz").exists() and not (out / "SStarOta.bin").exists()
+        assert (out / "SStarOta.bin.failed").is_file()
+
+
+def test_the_launcher_finds_otapack_when_it_runs(tmp_path):
+    """The launcher of a tree moved to another machine (its install-time otapack gone): PATH or
+    SSTAROTA_OTAPACK; none of them: one line, exit 127, and never itself."""
+    from sstarota import dropin
+
+    bindir = tmp_path / "sdk" / "bin"
+    bindir.mkdir(parents=True)
+    launcher = bindir / "otapack"
+    launcher.write_text(dropin.launcher_text("0.4", None, "0.4", None, "0" * 64, tmp_path / "sdk",
+                                             str(tmp_path / "gone" / ".venv" / "bin" / "otapack")))
+    os.chmod(launcher, 0o755)
+    sysbin = path_without_otapack(tmp_path)
+    pkg = tmp_path / "p.bin"
+
+    def run_launcher(path, **env):
+        e = dict(os.environ, PATH=path)
+        for k in ("SSTAROTA_FORMAT", "SSTAROTA_TOOL_ID", "SSTAROTA_OTAPACK"):
+            e.pop(k, None)
+        e.update(env)
+        return subprocess.run([str(launcher), "-c", str(pkg)], capture_output=True, text=True, env=e)
+
+    proc = run_launcher("%s:%s:%s" % (bindir, BIN, sysbin))  # itself first on PATH: skipped
+    assert proc.returncode == 0, proc.stderr
+    assert generation(pkg) == "0.4"
+    pkg.unlink()
+    proc = run_launcher(sysbin, SSTAROTA_OTAPACK=OTAPACK)
+    assert proc.returncode == 0, proc.stderr and pkg.exists()
+    proc = run_launcher("%s:%s" % (bindir, sysbin))
+    assert proc.returncode == 127
+    assert len(proc.stderr.splitlines()) == 1 and "SSTAROTA_OTAPACK" in proc.stderr
+
+
+@pytest.mark.parametrize("target", ["image-ota", "image-ota-incremental"])
+def test_a_config_without_ota_image_list_packs_nothing_as_the_vendor_flow(tmp_path, target):
+    root, out = make_tree(tmp_path, CONFIG_2021.replace("OTA_IMAGE_LIST = ", "# no OTA here: "))
+    mk = root / "makefile"
+    mk.write_text(mk.read_text() + "image-ota-incremental:\n\t$(MAKE) -C image image-ota-incremental\n")
+    proc = run_make(root, OTA_PARTS="all", OTA_BASE=str(out)) if target == "image-ota" else subprocess.run(
+        ["make", "-s", "-C", str(root), target, "OTA_BASE=%s" % out, "OTAPACK=%s" % OTAPACK], capture_output=True,
+        text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1 and "note" in proc.stderr
+    assert not (out / "SStarOta.bin.gz").exists() and not (out / "SStarOta.bin").exists()

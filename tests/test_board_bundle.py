@@ -15,7 +15,8 @@ from sstarota.cli import otaunpack
 code = otaunpack.main(sys.argv[1:])
 real = [n for n, m in sys.modules.items() if type(m).__name__ != "Deferred"]
 sys.stderr.write("MODULES " + " ".join(sorted(n for n in real if n.split(".")[0] in
-                                              ("sstarota", "click", "construct", "PIL", "bz2", "json"))) + "\\n")
+                                              ("sstarota", "click", "construct", "PIL", "bz2", "json", "subprocess",
+                                               "traceback", "textwrap"))) + "\\n")
 sys.exit(code)
 """
 
@@ -36,6 +37,9 @@ def test_help_imports_nothing_and_an_install_only_what_it_uses(tmp_path):
     assert code == 0
     assert "construct" in mods and "sstarota.install" in mods
     assert not [m for m in mods if m.split(".")[0] in ("click", "PIL", "bz2", "json")], mods
+    # nor what only scripts (subprocess) and construct's error messages (traceback, textwrap) need
+    code, mods = imported("-r", GOLDEN / "v0.4/p2.bin", "--root", root, "-q", "--no-scripts")
+    assert code == 0 and not [m for m in mods if m in ("subprocess", "traceback", "textwrap")], mods
     assert "sstarota.pack" not in mods and "sstarota.cli.common" not in mods
 
 

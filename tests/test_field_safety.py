@@ -218,6 +218,19 @@ def test_messages_name_a_record_once_and_the_begin_script_no_record(tmp_path):
     assert "app.conf" not in line and "1/1" not in line, line
 
 
+def test_x_on_a_package_that_is_not_gzip_says_use_r(tmp_path):
+    import subprocess
+    import sys
+
+    from test_hardening import PROJECT
+
+    root = _root(tmp_path)
+    pkg = _file_pkg(tmp_path)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path)
+    assert proc.returncode == 3 and "use -r" in one_line(proc)
+    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", "-", "--root", str(root)],
+                          input=pkg.read_bytes(), capture_output=True, cwd=PROJECT, timeout=60)
+    assert proc.returncode == 3 and "use -r" in one_line(proc)
 # ---------------------------------------------------------------------------- what a review found
 
 

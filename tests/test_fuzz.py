@@ -23,6 +23,11 @@ anything else (a mutated script, a patch whose op was changed into `script`) is 
 as run but not executed. Device nodes made here are only char nodes with /dev/null's
 numbers (1, 3). Every target is under `--root`.
 
+A last target (test_fuzz_http_source) installs from a URL whose scripted server on 127.0.0.1
+answers with drawn hostile status lines, headers, bodies and timings, with the same
+invariants (and exit 2 for a download that fails, no password printed, no hang past the
+time limit).
+
 Budget: the default (CI) profile is derandomized with no database and a fixed number of
 examples per target (SSTAROTA_FUZZ_EXAMPLES overrides it); `scripts/fuzz` runs the same
 targets for a number of minutes with fresh seeds and a database under .hypothesis/.
@@ -557,9 +562,9 @@ class Outcome:
     scripts: list
 
 
-def run_otaunpack(argv, stdin=None):
+def run_otaunpack(argv, stdin=None, hang=HANG):
     """otaunpack.main(argv) in-process: its outputs captured as a UTF-8 terminal would take
-    them, scripts guarded (see the module docstring), interrupted after HANG seconds."""
+    them, scripts guarded (see the module docstring), interrupted after `hang` seconds."""
     ran = []
     real = writers_base.Context.run_script
 
@@ -584,13 +589,13 @@ def run_otaunpack(argv, stdin=None):
     writers_base.Context.run_script = guarded
     try:
         sys.stdout, sys.stderr, sys.stdin = so, se, si
-        signal.setitimer(signal.ITIMER_REAL, HANG)
+        signal.setitimer(signal.ITIMER_REAL, hang)
         try:
             code = otaunpack_cli.main([str(a) if not isinstance(a, bytes) else os.fsdecode(a) for a in argv])
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except Hung as e:
-        crash, exc = "hung: no result after %.0f s\n%s" % (HANG, traceback.format_exc()), e
+        crash, exc = "hung: no result after %.0f s\n%s" % (hang, traceback.format_exc()), e
     except BaseException as e:  # noqa: B902 - anything that escapes main() is a traceback for the user
         crash, exc = traceback.format_exc(), e
     finally:
@@ -823,4 +828,211 @@ def test_fuzz_valid_packages_install(data):
             assert path.read_bytes() == r.data, r.dst
         assert (world.root / "beginran").exists() and (world.root / "endran").exists()
     finally:
+        world.close()
+
+
+# ---------------------------------------------------------------------------- the HTTP source (issue 20)
+# otaunpack -x/-r URL against a scripted server on 127.0.0.1 (tests/webserver.py) whose every
+# answer is drawn: hostile status lines, headers (lengths, ranges, validators, codings,
+# redirects, too many, too long, folded), bodies (cut, padded, mutated, gzip-coded, chunked
+# with hostile chunk lines) and timings (pauses, drips, stalls). Bounded: a dozen connections
+# per example, pauses of at most HTTP_PAUSES seconds per answer, a one-second time limit per pass.
+
+import webserver  # noqa: E402
+
+HTTP_PAYLOAD = b"#served over http\n" * 60
+HTTP_PKG = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD, mode=0o100644)], begin=BEGIN, end=END))
+#: the file as the server has it after a replacement: as long, another payload
+HTTP_PAYLOAD2 = HTTP_PAYLOAD.upper()
+HTTP_PKG2 = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD2, mode=0o100644)], begin=BEGIN, end=END))
+HTTP_SECRET = b"SeCrEtPw"
+HTTP_NET = ["--timeout", "0.5", "--retries", "2", "--time-limit", "1"]
+HTTP_PAUSES = 1.5
+#: how long one example may take: three passes (--no-spool) of one second, backing off inside them,
+#: and the scripts, with room for a loaded machine (a server ignoring the limit takes 18 s: 12 x 1.5)
+HTTP_HANG = max(HANG, 12.0)
+
+STATUS_LINES = [b"HTTP/1.0 200 OK", b"HTTP/1.1 302 Found", b"HTTP/1.1 301 Moved", b"HTTP/1.1 307 Again",
+                b"HTTP/1.1 404 \x1b[2JNot Found\x07", b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 412 Precondition Failed",
+                b"HTTP/1.1 500 Oops", b"HTTP/1.1 503 Busy", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", b"",
+                b"HTTP/1.1", b"HTTP/1.1 abc OK", b"HTTP/2.0 200 OK", b"ICY 200 OK", b"HTTP/1.1 200 " + b"K" * 70000,
+                b"HTTP/1.1 200 \xff\xfe\x1b]0;t\x07", b"HTTP/1.1 99 Low", b"HTTP/1.1 999 High", b"HTTP/1.1 206 Partial",
+                b"\x16\x03\x01\x00\x05hello"]
+LOCATIONS = [b"/p.bin", b"/other", b"http://127.0.0.1:99999/p", b"http://[::1/p", b"/\xfc\xfcber", b"",
+             b"https://127.0.0.1:{port}/p.bin", b"http://u:" + HTTP_SECRET + b"@127.0.0.1:{port}/p.bin",
+             b"javascript:alert(1)", b"/" + b"a" * 5000, b"http://127.0.0.1:{port}/a b", b"ftp://127.0.0.1/x",
+             b"//127.0.0.1:{port}/p.bin", b"http://127.0.0.1:1/p.bin"]
+CHUNK_LINES = [b"zz", b"-1", b"ffffffffffffffff", b"5;" + b"e" * 70000, b"5", b"0x5", b" 5 ", b"5\x00"]
+
+
+#: an answer as a plain web server gives it; a drawn answer changes a few of these
+HTTP_PLAIN = {"status": None, "length": "right", "te": None, "range": "right", "etag": None, "modified": None,
+              "coding": None, "location": None, "odd": (), "body": "right", "chunks": None, "timing": None}
+#: what each of them may be instead
+HTTP_HOSTILE = {
+    "status": st.sampled_from(STATUS_LINES),
+    "length": st.sampled_from(["none", "+1", "-1", "0", "huge", "neg", "abc", "two"]),
+    "te": st.sampled_from(["chunked", "chunked", "Chunked", "gzip, chunked", "identity"]),
+    "range": st.sampled_from(["bytes 0-1/2", "bytes */5", "junk", "bytes 7-"]),
+    "etag": st.sampled_from(['"v1"', 'W/"v1"', '"v\x7f"', "per-connection"]),
+    "modified": st.sampled_from(["Wed, 21 Oct 2015 07:28:00 GMT", "per-connection"]),
+    "coding": st.sampled_from(["gzip", "x-gzip", "gzip", "br", "identity", "gzip, gzip"]),
+    "location": st.sampled_from(LOCATIONS),
+    "odd": st.sets(st.sampled_from(["many", "long", "nocolon", "fold", "lf", "latin1"]), min_size=1, max_size=2),
+    "body": st.sampled_from(["cut", "extra", "flip", "empty", "other"]),
+    "chunks": st.sampled_from(["small", "bad-line", "no-end", "no-crlf"]),
+    "timing": st.sampled_from(["pause", "drip-head", "drip-body", "stall"]),
+}
+
+
+@st.composite
+def http_answers(draw):
+    """One drawn answer: what a connection of the scripted server does (a plain answer with
+    up to three things changed)."""
+    a = dict(HTTP_PLAIN)
+    for key in draw(st.lists(st.sampled_from(sorted(HTTP_HOSTILE)), max_size=3, unique=True)):
+        a[key] = draw(HTTP_HOSTILE[key])
+    if a["chunks"]:
+        a["te"] = a["te"] or "chunked"
+    a["cut"] = draw(st.integers(0, len(HTTP_PKG) + 40))
+    a["chunk_line"] = draw(st.sampled_from(CHUNK_LINES))
+    a["pause"] = draw(st.sampled_from([0.02, 0.3, 0.7]))
+    a["drip"] = draw(st.integers(1, 60))
+    return a
+
+
+def http_steps(a, req, data, port, other):
+    """The steps (webserver.Scripted) of answer a to request req, serving data (or other: the
+    file replaced on the server)."""
+    start = req.range_start() or 0
+    if a["body"] == "other":
+        data = other
+    etag = {"per-connection": '"v%d"' % req.n}.get(a["etag"], a["etag"])
+    modified = {"per-connection": "Wed, 21 Oct 2015 07:%02d:00 GMT" % (req.n % 60)}.get(a["modified"], a["modified"])
+    body = data[start:]
+    if a["coding"] in ("gzip", "x-gzip", "gzip, gzip"):
+        body = gzip.compress(body, mtime=0)
+    cut = a["cut"]
+    flipped = body[:cut] + bytes([body[cut] ^ 4]) + body[cut + 1:] if cut < len(body) else body
+    body = {"cut": body[:cut], "extra": body + b"trailing junk", "empty": b"", "flip": flipped}.get(a["body"], body)
+    status = a["status"] or (b"HTTP/1.1 206 Partial Content" if req.range_start() else b"HTTP/1.1 200 OK")
+    right = len(data) - start
+    headers = [(b"Content-Length", {"right": b"%d" % right, "+1": b"%d" % (right + 1), "-1": b"%d" % (right - 1),
+                                    "0": b"0", "huge": b"1000000000000000000", "neg": b"-5", "abc": b"abc",
+                                    "two": b"%d, %d" % (right, right + 1)}.get(a["length"]))]
+    if b" 206 " in status:
+        headers.append((b"Content-Range", {"right": b"bytes %d-%d/%d" % (start, len(data) - 1, len(data))}.get(
+            a["range"], a["range"].encode())))
+    for name, value in (("Transfer-Encoding", a["te"]), ("ETag", etag), ("Last-Modified", modified),
+                        ("Content-Encoding", a["coding"])):
+        if value is not None:
+            headers.append((name.encode(), value.encode("latin-1")))
+    if a["location"] is not None:
+        headers.append((b"Location", a["location"].replace(b"{port}", b"%d" % port)))
+    odd = a["odd"]
+    if "many" in odd:
+        headers += [(b"X-Many-%d" % i, b"v") for i in range(101)]
+    if "long" in odd:
+        headers.append((b"X-Long", b"v" * 70000))
+    if "fold" in odd:
+        headers.append((b"X-Fold", b"a\r\n folded"))
+    if "latin1" in odd:
+        headers.append((b"X-Latin", b"\xe9t\xe9\x1b[0m"))
+    lines = [status] + [n + b": " + v for n, v in headers if v is not None]
+    if "nocolon" in odd:
+        lines.insert(1, b"A header line without a colon")
+    eol = b"\n" if "lf" in odd else b"\r\n"
+    head = eol.join(lines) + eol + eol
+    if a["te"] and "chunked" in a["te"].lower() and a["chunks"]:
+        body = http_chunked(body, a)
+    steps = []
+    timing = a["timing"]
+    if timing == "pause":
+        steps.append(a["pause"])
+    if timing == "drip-head":
+        steps += list(webserver.drip(head[:a["drip"]], 0.02)) + [head[a["drip"]:]]
+    else:
+        steps.append(head)
+    if timing == "drip-body":
+        steps += list(webserver.drip(body[:a["drip"]], 0.02)) + [body[a["drip"]:]]
+    elif timing == "stall":
+        steps += [body[:a["cut"]], a["pause"], body[a["cut"]:]]
+    else:
+        steps.append(body)
+    return steps
+
+
+def http_chunked(body, a):
+    """body in chunked framing, hostile as a["chunks"] says."""
+    pieces = [body[i:i + 97] for i in range(0, len(body), 97)]
+    out = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+    if a["chunks"] == "bad-line":
+        cut = len(out) // 2
+        return out[:cut] + a["chunk_line"] + b"\r\n" + out[cut:]
+    if a["chunks"] == "no-crlf":
+        return out.replace(b"\r\n", b"\n")
+    if a["chunks"] == "no-end":
+        return out
+    return out + b"0\r\n\r\n"
+
+
+@fuzz_settings(40)
+@given(st.data())
+def test_fuzz_http_source(data):
+    """otaunpack from a URL whose server answers with drawn hostile status lines, headers,
+    bodies and timings: never a traceback, never a hang (the time limit bounds every pass),
+    nothing written unless the package verified, one error line, no password printed."""
+    answers = data.draw(st.lists(http_answers(), min_size=1, max_size=3))
+    then_right = data.draw(st.booleans())  # after the drawn answers, faithful ones (retries can succeed)
+    gz = data.draw(st.booleans())
+    served, other = [gzip.compress(p, mtime=0) if gz else p for p in (HTTP_PKG, HTTP_PKG2)]
+    flag = "-x" if gz and data.draw(st.booleans()) else "-r"
+    spool = data.draw(st.booleans())
+    userinfo = b"fz:" + HTTP_SECRET + b"@" if data.draw(st.booleans()) else b""
+    plain = dict(HTTP_PLAIN, cut=0, chunk_line=b"", pause=0, drip=1)
+
+    def script(req):
+        a = answers[req.n] if req.n < len(answers) else (plain if then_right else answers[-1])
+        return http_steps(a, req, served, server.port, other)
+
+    world = World()
+    server = webserver.Scripted(script, max_connections=12, max_seconds=HTTP_PAUSES)
+    saved_env = {k: os.environ.get(k) for k in ("no_proxy", "NO_PROXY")}
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "*"
+    try:
+        url = "http://%s127.0.0.1:%d/p.bin" % (userinfo.decode(), server.port)
+        extra = ["-q"] + HTTP_NET + ([] if spool else ["--no-spool"])
+        argv = [flag, url, "--root", world.root, "-t", world.tmp] + extra
+        note("argv: %r; answers: %r; then right: %r" % (argv, answers, then_right))
+        root_before, outside_before = snapshot(world.root), snapshot(world.outside)
+        res = run_otaunpack(argv, hang=HTTP_HANG)
+        note("exit %r; stderr: %r; requests: %r" % (res.code, res.err[-2000:], [r.line for r in server.requests]))
+        if TRACE:
+            print("fuzz: http exit %r%s %s" % (res.code, " CRASH" if res.crash else "", res.err[-160:]),
+                  file=sys.__stderr__)
+        if res.crash is not None:
+            raise AssertionError("otaunpack crashed:\n%s\nstderr: %r" % (res.crash, res.err[-2000:])) from res.exc
+        assert res.code in ((0, 2, 3) if spool else (0, 1, 2, 3)), "exit %r: %r" % (res.code, res.err[-2000:])
+        assert HTTP_SECRET not in res.out + res.err, "the URL's password was printed: %r" % res.err[-2000:]
+        for ch in (b"\x1b", b"\x07"):
+            assert ch not in res.out + res.err, "a raw control byte %r reached the terminal: %r" % (ch, res.err)
+        assert snapshot(world.outside) == outside_before
+        left = [n for n in os.listdir(world.tmp) if n != "sstarota-state"]
+        assert left == [], "left in -t after exit %d: %r" % (res.code, left)
+        if res.code in (2, 3):
+            assert snapshot(world.root) == root_before, "exit %d but the root changed" % res.code
+            assert res.scripts == [], "exit %d but scripts ran" % res.code
+        if res.code != 0:
+            lines = res.err.splitlines()
+            assert lines and lines[-1].startswith(b"otaunpack: error: "), res.err[-2000:]
+            assert sum(1 for ln in lines if b"error:" in ln) == 1, res.err[-2000:]
+        elif not any(a["body"] == "flip" for a in answers):  # one file or the other, never a mix
+            assert (world.root / "cfg" / "a").read_bytes() in (HTTP_PAYLOAD, HTTP_PAYLOAD2)
+    finally:
+        server.stop()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         world.close()

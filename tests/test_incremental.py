@@ -278,3 +278,120 @@ def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
         assert text == "/etc/fw_setenv kernel_file_size 0xaae60\n"
     else:
         assert text == "/etc/fw_setenv kernel_file_size aae60\n/etc/fw_setenv recovery_file_size  aae60\n"
+
+
+def _signature(pkg, pub):
+    proc = otapack("--info", pkg, "--key", pub, "--json")
+    data = json.loads(proc.stdout)
+    return proc.returncode, data["signature"], data["manifest"]["version"], data["manifest"]["compatible"]
+
+
+def test_signed_and_versioned(sets, tmp_path):
+    from sstarota import signing
+
+    old, new, config = sets
+    key = str(tmp_path / "release.pem")
+    signing.generate(key)
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--sign", key,
+                   "--fw-version", "7.1", "--compatible", "cam-a cam-b", "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(tmp_path / "p.bin.gz", key + ".pub") == (0, "good", "7.1", ["cam-a", "cam-b"])
+    proc = otapack("-c", tmp_path / "q.bin", "--incremental", old, new, "--config", config, "--fw-version", "7.2")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(tmp_path / "q.bin.gz", key + ".pub") == (2, "unsigned", "7.2", [])
+    proc = otapack("-c", tmp_path / "r.bin", "--incremental", old, new, "--config", config, "--sign",
+                   tmp_path / "missing.pem")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "r.bin.gz").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental_signed(sets, tmp_path):
+    from sstarota import signing
+
+    old, new, config = sets
+    key = str(tmp_path / "release.pem")
+    signing.generate(key)
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
+                "OTA_COMPATIBLE=cam-a")
+    assert proc.returncode == 0, proc.stderr
+    assert _signature(image / "output/images/SStarOta.bin.gz", key + ".pub") == (0, "good", "3", ["cam-a"])
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_make_image_ota_incremental_quotes_ota_base(sets, built, tmp_path):
+    """OTA_BASE reaches the shell as data: quotes, $, ; and spaces in it run nothing."""
+    old, new, config = sets
+    odd = tmp_path / 'v1 "q" $x `touch TICK` ;touch PWNED; \'s'
+    shutil.copytree(old, odd)
+    image = image_dir(tmp_path / "project", config.read_text(), new)
+    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
+    assert proc.returncode == 0, proc.stderr
+    assert (image / "output/images/SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("PWNED", "TICK")]
+    assert not (image / "PWNED").exists() and not (image / "TICK").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_config_is_read_as_make_reads_it(tmp_path):
+    """ifeq/else/endif, include and make functions: the values make gives them."""
+    (tmp_path / "common.mk").write_text("DEVS := /dev/mtdblock2 /dev/mtdblock5\nrootfs$(FSTYPE) = squashfs\n")
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("include common.mk\n"
+                   "OTA_IMAGE_LIST = kernel rootfs\n"
+                   "ifeq ($(FLASH_TYPE),nor)\n"
+                   "kernel$(OTABLK) = /dev/mtdblock1\n"
+                   "else\n"
+                   "kernel$(OTABLK) = /dev/mtdblock3\n"
+                   "endif\n"
+                   "ifneq ($(FLASH_TYPE),nor)\n"
+                   "else\n"
+                   "kernel$(OTABLK) = /dev/mtdblock1\n"
+                   "endif\n"
+                   "kernel$(PATSIZE) = $(shell printf 0x%x 1048576)\n"
+                   "rootfs$(OTABLK) = $(word 2,$(DEVS))\n"
+                   "rootfs$(PATSIZE) = 0x$(subst k,000,20k)\n")
+    parts = incremental.read_config(str(cfg))
+    assert [(p.name, p.targets, p.size, p.fstype, p.image) for p in parts] == [
+        ("kernel", ["/dev/mtdblock3"], 0x100000, "", "kernel"),
+        ("rootfs", ["/dev/mtdblock5"], 0x20000, "squashfs", "rootfs.sqfs")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_config_make_cannot_read_is_one_line(tmp_path, sets):
+    old, new, _ = sets
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nifeq (a,b)\nkernel_otablk = /dev/mtdblock3\n")  # no endif
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert str(cfg) in proc.stderr and not (tmp_path / "p.bin.gz").exists()
+
+
+def test_without_make_only_plain_assignments_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(incremental.shutil, "which", lambda name: None)
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\nkernel$(PATSIZE) = 0x1000\n")
+    assert [(p.name, p.targets, p.size) for p in incremental.read_config(str(cfg))] == [
+        ("kernel", ["/dev/mtdblock3"], 0x1000)]
+    for text in ("ifeq (a,b)\nendif\n", "include other.mk\n", "X = $(word 1,a b)\n"):
+        cfg.write_text("OTA_IMAGE_LIST = kernel\n" + text)
+        with pytest.raises(incremental.InputError, match="needs make"):
+            incremental.read_config(str(cfg))
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None, reason="needs make and bash")
+def test_bash_arithmetic_sizes_and_zero_sizes(tmp_path):
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\n"
+                   "kernel$(PATSIZE) = $(shell printf 0x%x $$[3*0x1000])\n")
+    assert [p.size for p in incremental.read_config(str(cfg))] == [0x3000]
+    cfg.write_text("OTA_IMAGE_LIST = kernel\nkernel$(OTABLK) = /dev/mtdblock3\nkernel$(PATSIZE) = 0x0\n")
+    with pytest.raises(incremental.InputError, match="kernel_patsize"):
+        incremental.read_config(str(cfg))
+
+
+def test_a_partition_listed_twice_is_read_once(tmp_path):
+    cfg = tmp_path / "partitions.mk"
+    cfg.write_text("OTA_IMAGE_LIST = logo kernel logo\nkernel_otablk = /dev/mtdblock3\nkernel_patsize = 0x1000\n"
+                   "logo_otablk = /dev/mtdblock2\nlogo_patsize = 0x1000\n")
+    assert [p.name for p in incremental.read_config(str(cfg))] == ["logo", "kernel"]

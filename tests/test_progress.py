@@ -150,6 +150,62 @@ def test_text_bar_on_a_tty():
     assert text.endswith("100.0% done 1/2 /dev/mtd3\n")
 
 
+
+def test_byte_events_go_only_to_renderers_that_read_them():
+    seen = {"bytes": [], "stages": []}
+
+    def everything(e):
+        seen["bytes"].append(e)
+
+    class StagesOnly:
+        byte_events = False
+
+        def __call__(self, e):
+            seen["stages"].append(e)
+
+    plain = io.StringIO()
+    p = progress.Progress([StagesOnly(), progress.TextRenderer(plain)])
+    p.set_total(1000)
+    p.emit("verifying", records=1, record=1, target="/dev/mtd3")
+    for _ in range(9):
+        p.add(100)
+    assert [e.stage for e in seen["stages"]] == ["verifying"]
+    p.emit("updating")
+    assert seen["stages"][-1].done == 900 and seen["stages"][-1].percent == 90.0
+    assert plain.getvalue().count("\n") == 2  # plain lines: one per stage and record
+    p.renderers.append(everything)
+    p.add(50)
+    assert [(e.stage, e.done) for e in seen["bytes"]] == [("updating", 950)]
+    assert [e.done for e in seen["stages"]] == [0, 900, 950]
+    assert plain.getvalue().count("\n") == 2
+
+
+def test_oom_guard_tries_once_where_it_may_not_lower_the_score(tmp_path, monkeypatch):
+    from sstarota.cli import process
+
+    opened = []
+    real_open = open
+
+    def counting_open(path, *a, **k):
+        opened.append(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(process, "open", counting_open, raising=False)
+    guard = process.OomGuard()
+    guard.PATH = str(tmp_path / "no-such-dir" / "oom_score_adj")
+    for _ in range(50):
+        guard(progress.Event("updating"))
+    assert len(opened) == 1 and guard.saved is None
+    score = tmp_path / "oom_score_adj"  # where it may: shielded while writing, then restored
+    score.write_text("200\n")
+    guard = process.OomGuard()
+    guard.PATH = str(score)
+    guard(progress.Event("erasing"))
+    assert score.read_text() == "-1000"
+    guard(progress.Event("updating"))
+    guard(progress.Event("end-script"))
+    assert score.read_text() == "200"
+    assert guard.byte_events is False
 @pytest.mark.parametrize("layout", sorted(fb.LAYOUTS))
 def test_screen_on_every_pixel_layout(tmp_path, layout):
     pic = fb.load_picture(quadrant_picture(tmp_path / "pic.png"))

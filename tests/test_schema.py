@@ -97,6 +97,28 @@ def test_bytesum_equals_plain_sum(data, start):
     assert checksum.bytesum(data, start) == (start + sum(data)) & 0xFFFFFFFF
 
 
+#: lengths at the edges of the byte-sum's 4 KiB pieces and 65520-byte chunks
+EDGES = [0, 1, 4095, 4096, 4097, 65519, 65520, 65521, 65520 + 4096, 131039, 131040, 131041, 3 * 65520 + 7]
+
+
+@given(st.sampled_from(EDGES), st.integers(0, 255), st.binary(max_size=300), st.integers(0, 9), u32,
+       st.integers(0, 3 * 65520 + 7))
+@settings(max_examples=60, deadline=None)
+def test_bytesum_at_edge_lengths_equals_plain_sum(length, fill, noise, offset, start, cut):
+    """Mostly one byte value (0xff is the worst case for the chunk bound), some noise, read
+    through a memoryview at an offset as the reader hands it over, whole and in two updates."""
+    buf = bytearray([fill]) * (offset + length)
+    buf[offset:offset + len(noise)] = noise[:length]
+    data = memoryview(buf)[offset:]
+    plain = (start + sum(data)) & 0xFFFFFFFF
+    assert checksum.bytesum(data, start) == plain
+    cut = min(cut, length)
+    h = checksum.ByteSum(start=start)
+    h.update(data[:cut])
+    h.update(data[cut:])
+    assert h.digest() == plain
+
+
 def test_bytesum_worst_case_chunks():
     data = b"\xff" * (65520 * 3 + 7)
     assert checksum.bytesum(data) == sum(data) & 0xFFFFFFFF

@@ -308,6 +308,53 @@ def test_info_shows_the_signer_and_the_verdict(cli, tmp_path, keys):
     assert "unknown key" in out
 
 
+@pytest.mark.parametrize("case,word", [("good", "good"), ("other-key", "unknown-key"), ("unsigned", "unsigned"),
+                                       ("no-manifest", "no-manifest")])
+def test_info_with_a_key_fails_unless_signed_by_it(cli, tmp_path, keys, case, word):
+    """--info --key: exit 0 only for a package signed by that key; the JSON verdict is a fixed word."""
+    import json
+
+    pkg = make(cli, tmp_path, keys, sign=case in ("good", "other-key"))
+    if case == "no-manifest":
+        pkg = tmp_path / "plain.bin"
+        otapack(cli, "-c", pkg)
+    key = keys["other" if case == "other-key" else "ed"] + ".pub"
+    code, out, err = cli.otapack("--info", pkg, "--key", key, "--json")
+    data = json.loads(out)
+    assert data["signature"] == word
+    if data["manifest"] is not None:
+        assert data["manifest"]["verdict"] == word
+    assert code == (0 if word == "good" else 2)
+    assert "Traceback" not in err and len(err.splitlines()) == (0 if word == "good" else 1)
+    code, out, _ = cli.otapack("--info", pkg, "--json")  # without --key: no verdict to fail on
+    assert code == 0 and json.loads(out)["signature"] == {"good": "unchecked", "unknown-key": "unchecked"}.get(word,
+                                                                                                            word)
+
+
+@pytest.mark.parametrize("bad", ["missing", "not-pem"])
+def test_info_with_an_unreadable_key_is_an_error(cli, tmp_path, keys, bad):
+    pkg = make(cli, tmp_path, keys)
+    key = tmp_path / "key.pub"
+    if bad == "not-pem":
+        key.write_text("not a key\n")
+    code, out, err = cli.otapack("--info", pkg, "--key", key, "--json")
+    assert code == 2 and out == ""
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and str(key) in err
+
+
+def test_append_after_signing_says_the_signature_is_dropped(cli, tmp_path, keys):
+    import json
+
+    pkg = make(cli, tmp_path, keys)
+    src = tmp_path / "more.txt"
+    src.write_text("more\n")
+    code, _, err = cli.otapack("-a", pkg, "-s", src, "-d", "/etc/more.txt", "--file-update")
+    assert code == 0
+    assert signing.key_id(signing.load_public(keys["ed"])) in err  # no --debug needed
+    code, out, _ = cli.otapack("--info", pkg, "--json")
+    assert json.loads(out)["signature"] == "unsigned"
+
+
 # ---------------------------------------------------------------------------- memory
 
 

@@ -169,13 +169,14 @@ def test_1_6_file_delete_source_name_is_the_text_after_the_last_slash(cli, tmp_p
     create(cli, pkg, "1.6")
     for dst in ("/a.txt", "/m/n1 /m/n2", "/a b/c"):
         append(cli, pkg, "-s", src, "-d", dst, "--file-delete")
-    old = tree(tmp_path / "old", {"d/x y": b"1", "keep": b"k"})
+    old = tree(tmp_path / "old", {"d/x": b"1", "keep": b"k"})
     new = tree(tmp_path / "new", {"keep": b"k"})
     append(cli, pkg, "-o", old, "-n", new, "-d", "/p", "--dir-update")
+    # (a tree name with whitespace is refused in 1.6: test_vendor_cli_odd.py)
     assert pkg.read_bytes() == pkg16([rec16("/a.txt", src=b"/a.txt", op=OP_DELETE),
                                       rec16("/m/n1 /m/n2", src=b"n2", op=OP_DELETE),
                                       rec16("/a b/c", src=b"c", op=OP_DELETE),
-                                      rec16("/p/d/x y", src=b"x y", op=OP_DELETE)])
+                                      rec16("/p/d/x", src=b"x", op=OP_DELETE)])
 
 
 # ---------------------------------------------------------------- 10: -t against the new image

@@ -206,3 +206,157 @@ class Silent:
 
     def stop(self):
         self.sock.close()
+
+
+class Request:
+    """What a client sent on one connection of a Scripted server."""
+
+    def __init__(self, n, head):
+        self.n = n  # the connection's index, from 0
+        self.head = head
+        lines = head.split(b"\r\n")
+        self.line = lines[0].decode("latin-1")
+        parts = self.line.split(" ")
+        self.method, self.target = (parts + ["", ""])[:2]
+        self.headers = {}
+        for ln in lines[1:]:
+            name, _, value = ln.decode("latin-1").partition(":")
+            if name:
+                self.headers[name.strip().lower()] = value.strip()
+
+    def range_start(self):
+        """N of `Range: bytes=N-`, else None."""
+        value = self.headers.get("range", "")
+        if value.startswith("bytes=") and value.endswith("-") and value[6:-1].isdigit():
+            return int(value[6:-1])
+        return None
+
+
+def answer(status=200, headers=(), body=b"", reason=None):
+    """The bytes of an HTTP/1.1 answer (headers as (name, value) pairs, taken as they are)."""
+    reason = reason if reason is not None else {200: "OK", 206: "Partial Content", 302: "Found", 401: "Unauthorized",
+                                                404: "Not Found", 412: "Precondition Failed"}.get(status, "X")
+    head = "HTTP/1.1 %d %s\r\n" % (status, reason) + "".join("%s: %s\r\n" % h for h in headers) + "\r\n"
+    return head.encode("latin-1") + body
+
+
+def ranged(data, req, validators=(), extra=(), length=None):
+    """An answer serving data as a file that honours `Range: bytes=N-` (206), with the given
+    validator headers (ETag, Last-Modified) and extra headers. length: cut the body after
+    this many bytes (the connection is then closed by the server)."""
+    start = req.range_start()
+    headers = list(validators) + list(extra) + [("Accept-Ranges", "bytes"), ("Connection", "close")]
+    if start is None:
+        out = answer(200, headers + [("Content-Length", len(data))], b"")
+        body = data
+    else:
+        out = answer(206, headers + [("Content-Length", len(data) - start),
+                                     ("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))], b"")
+        body = data[start:]
+    return [out + (body if length is None else body[:length])]
+
+
+class Scripted:
+    """An HTTP server on 127.0.0.1 (TLS with tls=(cert, key)) whose answers come from a
+    script: script(request) returns the steps of the answer: bytes (sent as they are), a
+    number (a pause of that many seconds, cut short by stop()), or None (close now). The
+    connection is closed after the last step. Bounded: after max_connections, connections
+    are closed unanswered; an answer's pauses stop after max_seconds in all. The requests
+    are kept in .requests; .reached is set once an answer has passed a "reached" step."""
+
+    REACHED = "reached"
+
+    def __init__(self, script, tls=None, max_connections=50, max_seconds=20.0):
+        self.script = script
+        self.max_connections = max_connections
+        self.max_seconds = max_seconds
+        self.requests = []
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.reached = threading.Event()
+        self.ctx = None
+        if tls is not None:
+            import ssl
+
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*[str(p) for p in tls])
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.clients = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path="/p.bin.gz", userinfo=""):
+        return "%s://%s127.0.0.1:%d%s" % ("https" if self.ctx else "http", userinfo, self.port, path)
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            n = self.connections
+            self.connections += 1
+            self.clients.append(client)
+            if n >= self.max_connections:
+                client.close()
+                continue
+            threading.Thread(target=self._serve, args=(client, n), daemon=True).start()
+
+    def _serve(self, client, n):
+        try:
+            client.settimeout(5)
+            if self.ctx is not None:
+                client = self.ctx.wrap_socket(client, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                data = client.recv(4096)
+                if not data:
+                    return
+                head += data
+            req = Request(n, head.partition(b"\r\n\r\n")[0])
+            self.requests.append(req)
+            paused = 0.0
+            for step in self.script(req):
+                if self.stopped.is_set() or step is None:
+                    break
+                if step == self.REACHED:
+                    self.reached.set()
+                elif isinstance(step, (int, float)):
+                    pause = min(float(step), self.max_seconds - paused)
+                    if pause <= 0 or self.stopped.wait(pause):
+                        break
+                    paused += pause
+                else:
+                    client.sendall(step)
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            client.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.sock.close()
+        for c in self.clients:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def drip(data, every):
+    """Steps that send data one byte at a time, a pause of `every` seconds before each."""
+    for i in range(len(data)):
+        yield every
+        yield data[i:i + 1]

@@ -1,6 +1,8 @@
 """What the three commands share: vendor number parsing and the one error-to-exit mapping."""
 
+import re
 import sys
+import traceback
 
 import click
 
@@ -27,12 +29,54 @@ class PrefixCommand(click.Command):
         self.preferred = tuple(preferred)
 
     def parse_args(self, ctx, args):
-        takes_value = {}
+        takes_value, numbers = {}, set()
         for param in self.get_params(ctx):
             if isinstance(param, click.Option):
                 for opt in param.opts + param.secondary_opts:
                     takes_value[opt] = not param.is_flag and not param.count
-        return super().parse_args(ctx, expand_prefixes(args, takes_value, self.preferred, ctx))
+                    if isinstance(param.type, VendorInt):
+                        numbers.add(opt)
+        args = expand_prefixes(args, takes_value, self.preferred, ctx)
+        args, notes = swallowed_values(args, takes_value, numbers)
+        for note in notes:
+            click.echo("%s: warning: %s" % (ctx.info_name or "otapack", note), err=True)
+        return super().parse_args(ctx, args)
+
+
+#: what a number option holds when getopt gave it the next option as its value (see swallowed_values)
+SWALLOWED = "\0swallowed:"
+#: the value the vendor stores for a number it cannot read
+VENDOR_INVALID_NUMBER = 0xFFFFFFFF
+
+
+def swallowed_values(args, takes_value, numbers):
+    """The vendor's getopt on a number option whose value is missing (`-t -m 0 --file-update`, an
+    empty <part>_patsize in ota.mk): the next word, an option taking a value, is the number's
+    value (invalid: the vendor stores 0xffffffff), and the word after it, then a stray operand,
+    is dropped. Returns the args to parse and a warning per case."""
+    out, notes = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        out.append(arg)
+        i += 1
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg in numbers and i + 1 < len(args) and takes_value.get(args[i]):
+            word, stray = args[i], args[i + 1]
+            out.append(SWALLOWED + word)
+            i += 1
+            note = "%s has no value: as the vendor's getopt does, %r is read as its value (not a number: " \
+                   "stored 0x%x)" % (arg, word, VENDOR_INVALID_NUMBER)
+            if not stray.startswith("-"):
+                note += " and %r after it is dropped" % stray
+                i += 1
+            notes.append(note + "; give %s a number" % arg)
+        elif arg in takes_value and takes_value[arg] and i < len(args):
+            out.append(args[i])  # a value: never an option
+            i += 1
+    return out, notes
 
 
 def expand_prefixes(args, takes_value, preferred=(), ctx=None):
@@ -90,6 +134,10 @@ def target_options(src_help, dst_metavar, dst_help, size_bits):
 debug_option = click.option("--debug", is_flag=True, help="Tracebacks and details.")
 
 
+#: a number as the vendor reads one: 0x (or 0X) and hex digits, or decimal digits, ASCII only
+_VENDOR_NUMBER = re.compile(r"\A(?:0[xX]([0-9a-fA-F]+)|[0-9]+)\Z")
+
+
 class VendorInt(click.ParamType):
     """A number as the vendor tools read it: hex only with 0x, decimal otherwise."""
 
@@ -102,16 +150,13 @@ class VendorInt(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        text = value.strip()
-        try:
-            if text[:2].lower() == "0x":
-                number = int(text[2:], 16)
-            else:
-                if not text.isdigit():
-                    raise ValueError
-                number = int(text, 10)
-        except ValueError:
-            self.fail("%r is not a number (decimal, or hex with 0x)" % value, param, ctx)
+        if value.startswith(SWALLOWED):
+            return VENDOR_INVALID_NUMBER
+        text = value
+        m = _VENDOR_NUMBER.match(text)
+        if not m:  # the vendor's grammar only: no sign, space, underscore, other digits or prefixes
+            self.fail("%r is not a number (decimal digits, or 0x and hex digits)" % value, param, ctx)
+        number = int(m.group(1), 16) if m.group(1) is not None else int(text, 10)
         if number >= 1 << self.bits:
             self.fail("%s does not fit %d bits" % (value, self.bits), param, ctx)
         if self.warn_leading_zero and len(text) > 1 and text[0] == "0" and text[:2].lower() != "0x":
@@ -143,8 +188,8 @@ def run(command, argv, prog, force_code=None):
         sys.stderr.write("%s: interrupted\n" % prog)
         return 130
     except OtaError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without --debug
+            traceback.print_exc()
         sys.stderr.write("%s: error: %s\n" % (prog, exc))
         return force_code if force_code is not None else exc.exit_code
     return rv if isinstance(rv, int) else 0

@@ -5,9 +5,9 @@ import sys
 
 import click
 
-from ..errors import UsageError
-from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, run, script_options,
-                     target_options)
+from ..errors import InputError, UsageError
+from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, expand_prefixes, run,
+                     script_options, target_options)
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
@@ -48,7 +48,7 @@ OPERATION_HELP = (
 #: the vendor's long options (getopt_long): a prefix unique among them means that option
 VENDOR_LONG_OPTIONS = ("--create", "--append", "--src-file", "--dst-file", "--dst-file-size", "--file-mode",
                        "--diff-old", "--diff-new", "--begin-script", "--end-script", "--add-log", "--default-mask",
-                       "--out-layout", "--help") + tuple("--" + name for name, _ in OPERATION_HELP)
+                       "--out-layout", "--help", "--debug") + tuple("--" + name for name, _ in OPERATION_HELP)
 
 
 def operation_flags(f):
@@ -75,7 +75,12 @@ RECORD_OPTIONS = _stacked(
     click.option("-n", "--diff-new", "new", metavar="PATH", help="New file or tree (diffs, dir updates)."),
     click.option("-l", "--add-log", "label", default="", metavar="TEXT", help="1.6: record label shown on the board."),
     click.option("--default-mask", "default_mask", metavar='"1 0 .."', help="1.6: per-target write masks."),
+    click.option("-p", "legacy_op", metavar="OP", help="The legacy packer's op, as older SDK ota.mk files pass it: "
+                 "0 --block-update, 1 --ubi-update, 2 --file-update."),
 )
+
+#: -p of the legacy packer (otabinheader) and the operation it means here
+LEGACY_OPS = {"0": "block-update", "1": "ubi-update", "2": "file-update"}
 
 
 #: reading, gzip, packing choices, and the SDK drop-in: after the operations in --help
@@ -142,15 +147,27 @@ SIGN_OPTIONS = _stacked(
 @INCREMENTAL_OPTIONS
 @SIGN_OPTIONS
 @debug_option
-def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, ops, out_layout,
-        fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
+def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label, default_mask, legacy_op, ops,
+        out_layout, fmt, tool_id, info, as_json, gzip_path, keep, skip_special, with_manifest, threshold, jobs, sync,
         install_dropin, uninstall_dropin, version, incremental, config, debug, **signing):
     from .. import dropin, info as pkginfo, packer, package
+
+    if legacy_op is not None:
+        if legacy_op not in LEGACY_OPS:
+            raise UsageError("-p %r: the legacy op is 0 (--block-update), 1 (--ubi-update) or 2 (--file-update)"
+                             % legacy_op)
+        if ops and set(ops) != {LEGACY_OPS[legacy_op]}:
+            raise UsageError("-p %s means --%s; it does not go with --%s" % (legacy_op, LEGACY_OPS[legacy_op],
+                                                                          ", --".join(ops)))
+        ops = (LEGACY_OPS[legacy_op],)
 
     if incremental or config:
         if append or read or info or gzip_path or ops or install_dropin or uninstall_dropin:
             raise UsageError("--incremental makes a package with -c PKG; no other action goes with it")
-        return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json)
+        if signing["gen_key"] or signing["keys"]:
+            raise UsageError("--gen-key and --key do not go with --incremental (sign it with --sign KEY)")
+        return _incremental(create, incremental, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json,
+                            signing)
     if version:  # mk/ota.mk tells our otapack (and a drop-in launcher's defaults) from the vendor's by this
         click.echo(dropin.version_text())
         return 0
@@ -159,6 +176,8 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     if (signing["compatible"] or signing["fw_version"]) and not create:
         raise UsageError("--compatible and --fw-version go with -c, or with -a PKG --sign KEY")
     _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifest, install_dropin, uninstall_dropin)
+    for path in (append, read, info, gzip_path):
+        _check_not_failed(path)
     if install_dropin or uninstall_dropin:
         log = (lambda m: click.echo(m, err=True))
         if install_dropin:
@@ -167,6 +186,10 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
             dropin.uninstall(uninstall_dropin, log=log)
         return 0
     if create:
+        import os
+
+        if os.path.isfile(create + FAILED_SUFFIX):
+            os.unlink(create + FAILED_SUFFIX)  # what an earlier build left: this one starts afresh
         env_fmt, env_id = dropin.env_defaults()
         packer.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
                       with_manifest=with_manifest, compatible=_names(signing["compatible"]),
@@ -179,7 +202,7 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         log = (lambda m: click.echo("otapack: %s" % m, err=True))
         specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
                                        threshold=_ratio(threshold), jobs=jobs)
-        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync)
+        packer.append(append, specs, tool_id, log=log if debug else None, sync=sync, note=log)
         return 0
     if gzip_path:
         packer.gzip_package(gzip_path, keep)
@@ -210,16 +233,19 @@ def _check_actions(create, append, read, info, gzip_path, ops, fmt, with_manifes
         raise UsageError("--manifest goes with -c (appends keep a package's manifest up to date)")
 
 
-def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json):
+def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs, keep, as_json, signing):
     from .. import dropin
+    from .. import signing as keys
     from ..packer import incremental
 
     if not (create and dirs and config):
         raise UsageError("--incremental OLD NEW goes with -c PKG and --config PARTITIONS.mk")
     env_fmt, env_id = dropin.env_defaults()
+    key = keys.load_private(signing["sign_key"]) if signing["sign_key"] else None
     report = incremental.make_incremental(create, config, dirs[0], dirs[1], fmt or env_fmt or "0.4", begin, end,
                                           tool_id or env_id or incremental.DEFAULT_TOOL_ID, _ratio(threshold), jobs,
-                                          keep)
+                                          keep, key=key, compatible=_names(signing["compatible"]),
+                                          version=signing["fw_version"])
     click.echo(json.dumps(report, indent=2) if as_json else incremental.report_text(report))
     return 0
 
@@ -238,6 +264,7 @@ def _sign(o, path, other_action, sync):
         return 0
     if not path or other_action:
         raise UsageError("--sign KEY goes with -a PKG and no operation (sign a finished package)")
+    _check_not_failed(path)
     key = signing.load_private(o["sign_key"])
     m = packer.sign(path, key, _names(o["compatible"]) or None, o["fw_version"], sync=sync)
     click.echo("otapack: %s signed by key %s" % (path, signing.key_id(key.get_verifying_key())), err=True)
@@ -269,6 +296,9 @@ def _info(path, as_json, keys=()):
         click.echo("otapack: %d record(s) fail their checksum: %s"
                    % (len(bad), ", ".join(str(r["index"]) for r in bad)), err=True)
         return 2
+    if keys and data["signature"] != "good":
+        click.echo("otapack: %s is not signed by the key(s) given: %s" % (path, data["signature"]), err=True)
+        return 2
     return 0
 
 
@@ -299,8 +329,62 @@ def _info_text(d):
     return "\n".join(lines)
 
 
+#: where a drop-in moves a package whose append was refused (see main)
+FAILED_SUFFIX = ".failed"
+
+
+def _append_path(args):
+    """The PKG of -a PKG (any spelling getopt takes) in a command line, or None."""
+    ctx = click.Context(cli)
+    takes = {o: not p.is_flag and not p.count for p in cli.get_params(ctx) if isinstance(p, click.Option)
+             for o in p.opts + p.secondary_opts}
+    try:
+        args = expand_prefixes(args, takes, VENDOR_LONG_OPTIONS)
+    except click.UsageError:
+        return None
+    words = iter(args)
+    for arg in words:
+        if arg == "--":
+            return None
+        if arg in ("-a", "--append"):
+            return next(words, None)
+        if arg.startswith("--append="):
+            return arg[len("--append="):]
+        if arg.startswith("-a") and not arg.startswith("--"):
+            return arg[2:]
+        if takes.get(arg):
+            next(words, None)
+    return None
+
+
+def _check_not_failed(path):
+    """A drop-in moved path aside after a refused append: say so rather than 'not found'."""
+    import os
+
+    if path and not os.path.exists(path) and os.path.exists(path + FAILED_SUFFIX):
+        raise InputError("%s: an earlier append to it was refused, and the package, missing that record, was moved "
+                         "to %s%s; fix that error and build again (-c starts afresh)" % (path, path, FAILED_SUFFIX))
+
+
 def main(argv=None):
-    return run(cli, argv, "otapack", force_code=2)
+    """Run otapack. Run by the drop-in launcher (SSTAROTA_DROPIN set), a refused append moves the
+    package to PKG.failed: the SDK's ota.mk hides an append's exit status behind the `if` that
+    follows it and gzips the package anyway, and must not ship one missing a record."""
+    import os
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = run(cli, args, "otapack", force_code=2)
+    if code == 2 and os.environ.get("SSTAROTA_DROPIN"):
+        path = _append_path(args)
+        if path and os.path.isfile(path):
+            try:
+                os.replace(path, path + FAILED_SUFFIX)
+            except OSError as exc:
+                sys.stderr.write("otapack: error: cannot move %s aside: %s\n" % (path, exc.strerror))
+            else:
+                sys.stderr.write("otapack: error: %s moved to %s%s: it misses the record refused above, and the SDK's "
+                                 "ota.mk would ship it\n" % (path, path, FAILED_SUFFIX))
+    return code
 
 
 if __name__ == "__main__":

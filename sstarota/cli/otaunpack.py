@@ -29,7 +29,8 @@ Usage: otaunpack [OPTIONS]
     0  success
     1  the update failed after writing began (or the begin script failed)
     2  usage
-    3  the package was rejected and nothing was written
+    3  the package was rejected and nothing was written (or a signal
+       stopped the run before the begin script: nothing was written)
 
 Options:
   -x PKG.gz             A gzip-compressed package ('-' for stdin, or an
@@ -45,7 +46,8 @@ Options:
   --retries N           URL: attempts in a row that get no byte before giving
                         up (dropped connections resume).  [default: 8]
   --time-limit SEC      URL: seconds for one read of the package (the
-                        download; with --no-spool each pass).  [default: 3600]
+                        download; with --no-spool each pass), however slowly
+                        the server answers.  [default: 3600]
   -p PIC                Show progress on the framebuffer over this picture
                         (jpg/png).
   --fb DEV              Framebuffer device for -p.  [default: /dev/fb0]
@@ -246,7 +248,7 @@ def install(opts):
 
 
 def _install(opts, install, progress, work, note, warn):
-    from ..errors import UsageError
+    from ..errors import Interrupted, UsageError
     from .process import OomGuard
 
     guard = OomGuard()
@@ -265,19 +267,34 @@ def _install(opts, install, progress, work, note, warn):
                 renderers.append(FramebufferRenderer(screen))
         path = opts["gz_path"] or opts["raw_path"]
         prog = progress.Progress(renderers, warn)
-        source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=work.path, warn=warn,
-                                     **_net_options(opts, prog))
         try:
-            options = install.Options(root=opts["root"], tmpdir=work.path, work_parent=work.parent,
-                                      run_scripts=not opts["no_scripts"], all_targets=opts["all_targets"],
-                                      dry_run=opts["dry_run"], allow_devices=opts["allow_devices"],
-                                      ignore_script_errors=opts["ignore_script_errors"],
-                                      listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
-            install.Installer(source, options, prog, note).run()
-        finally:
-            source.close()
+            source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=work.path, warn=warn,
+                                         **_net_options(opts, prog))
+            try:
+                options = install.Options(root=opts["root"], tmpdir=work.path, work_parent=work.parent,
+                                          run_scripts=not opts["no_scripts"], all_targets=opts["all_targets"],
+                                          dry_run=opts["dry_run"], allow_devices=opts["allow_devices"],
+                                          ignore_script_errors=opts["ignore_script_errors"],
+                                          listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
+                install.Installer(source, options, prog, note).run()
+            finally:
+                source.close()
+        except Interrupted as exc:
+            _stopped_before_writing(exc, prog.last.stage)
+            raise
     finally:
         guard.restore()
+
+
+def _stopped_before_writing(exc, stage):
+    """A signal that stopped the run before the begin script (while downloading or verifying):
+    nothing was written, and the exit code says so (3), not "failed after writing began"."""
+    from ..errors import PackageError
+    from ..progress import STAGE_RANK
+
+    if STAGE_RANK.get(stage, len(STAGE_RANK)) < STAGE_RANK["begin-script"]:
+        exc.exit_code = PackageError.exit_code
+        exc.message = "%s before anything was written" % exc.message
 
 
 def _net_options(opts, prog):
@@ -347,8 +364,13 @@ def main(argv=None):
         _stderr("%s: interrupted" % PROG)
         return 130
     except OtaError as exc:
-        if opts["debug"]:
-            raise
+        if opts["debug"]:  # the traceback, then the same line and exit code as without --debug
+            import traceback
+
+            try:
+                traceback.print_exc()
+            except (OSError, ValueError):  # stderr gone: the update's outcome does not depend on it
+                pass
         _stderr("%s: error: %s" % (PROG, exc))
         return exc.exit_code
     finally:

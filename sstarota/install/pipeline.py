@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 from .. import delta, manifest, schema
 from ..confine import Root, StaleCleaner, TargetProblem
-from ..errors import InstallError, OtaError, PackageError, UsageError
+from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import ram_fs
 from ..package import PackageReader
 from ..progress import Progress

@@ -123,12 +123,12 @@ def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_T
     header = gen.build_header(count, total, len(begin_b), len(end_b), gen.script_checksum(begin_b, end_b), tool_id)
     if m is not None:
         m.package = manifest.header_digest(gen, header, begin_b, end_b)
-    with AtomicFile(path, sync=sync) as out:
+    with AtomicFile(package_path(path), sync=sync) as out:
         out.write(header)
         out.write(begin_b)
         out.write(end_b)
         _write_records(out.f, gen, specs, raws, m, log)
-        out.commit(mode=0o644 & ~umask())
+        commit_package(out, path, 0o644 & ~umask())
 
 
 def _totals(specs, m, count=0, total=0, key=None):
@@ -202,10 +202,45 @@ def _copy(src, fout, size):
                 left -= len(piece)
 
 
+def package_path(path):
+    """The file a package path names: a symlink's target (written through, as the vendor's
+    fopen does: build trees link SStarOta.bin into an output directory)."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def commit_package(out, path, mode):
+    """Put a finished AtomicFile in place of the package at path: renamed over the file path
+    names, or, when that file has other hard links, copied into it (every name sees the new
+    package; that copy is not crash-safe: the finished package stays beside it until done)."""
+    real = package_path(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    if st is None or st.st_nlink < 2:
+        out.commit(mode=mode)
+        return
+    out.f.flush()
+    if out.sync:
+        os.fsync(out.f.fileno())
+    out.f.seek(0)
+    with open(real, "r+b") as dest:
+        while True:
+            piece = out.f.read(CHUNK)
+            if not piece:
+                break
+            dest.write(piece)
+        dest.truncate()
+        dest.flush()
+        if out.sync:
+            os.fsync(dest.fileno())
+    out.abort()
+
+
 def rewrite(path, keep, sync=False):
-    """An AtomicFile beside path holding path's first keep bytes (the file position at
-    their end), to be extended and committed with commit_copy()."""
-    out = AtomicFile(path, sync=sync)
+    """An AtomicFile beside the package at path holding its first keep bytes (the file
+    position at their end), to be extended and committed with commit_copy()."""
+    out = AtomicFile(package_path(path), sync=sync)
     try:
         _copy(path, out.f, keep)
         out.f.seek(0, os.SEEK_END)
@@ -216,8 +251,8 @@ def rewrite(path, keep, sync=False):
 
 
 def commit_copy(out, path):
-    """Rename a rewrite() of path over it, with path's permission bits."""
-    out.commit(mode=stat.S_IMODE(os.stat(path).st_mode))
+    """Put a rewrite() of path in its place, with its permission bits (commit_package)."""
+    commit_package(out, path, stat.S_IMODE(os.stat(path).st_mode))
 
 
 def _records_on_disk(path, header):
@@ -238,13 +273,15 @@ def _records_on_disk(path, header):
     return out, last
 
 
-def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False):
+def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = None, sync=False,
+           note: Optional[Callable[[str], None]] = None):
     """Append records to an existing package in its own generation, atomically.
 
     The package is copied next to itself, extended and renamed over the original: an
     interrupted append leaves the previous package. sync=True also fsyncs before the
     rename (durability across power loss, at the cost of writing the package to disk).
-    A package with a manifest keeps it as its last record, updated.
+    A package with a manifest keeps it as its last record, updated (a signature it had is
+    dropped: note, or log, says so). log gets a line per record.
     """
     reader = read_existing(path)
     header = reader.header
@@ -259,8 +296,9 @@ def append(path, specs, tool_id=None, log: Optional[Callable[[str], None]] = Non
         if len(m.records) != count - 1:
             raise PackageError("%s: its manifest lists %d records, the package has %d before it"
                                % (path, len(m.records), count - 1))
-        if m.signature is not None and log:
-            log("the package was signed by key %s; its signature is dropped (sign it again)" % m.signature.key_id)
+        say = note or log
+        if m.signature is not None and say:
+            say("the package was signed by key %s; its signature is dropped (sign it again)" % m.signature.key_id)
         m.signature = None
         keep = records[-1][0]  # the old manifest record is dropped and written anew
         count -= 1

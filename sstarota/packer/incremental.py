@@ -22,6 +22,8 @@ against the full one (every partition whole, built alongside and removed).
 
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -32,6 +34,7 @@ from .build import DEFAULT_TOOL_ID, build
 from .compress import gzip_package
 from .data import FileData
 from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delta_spec, full_update_op
+from .sign import sign
 from .trees import _same_content, make_patches
 
 SUFFIXES = {"OTABLK": "_otablk", "PATSIZE": "_patsize", "FSTYPE": "_fstype", "BLKENV": "_blkenv",
@@ -75,14 +78,74 @@ def _expand(text, env, depth=0):
     return out.replace("$$", "$")
 
 
+#: the settings read per partition of OTA_IMAGE_LIST
+SETTINGS = ("otablk", "patsize", "fstype", "otamask", "otaimg", "otaenv")
+_MARK = "SSTAROTA-VALUE:"
+#: make reads the config after the suffixes, then prints OTA_IMAGE_LIST and every partition setting
+_PRINTER = """
+sstarota_vars := OTA_IMAGE_LIST $(foreach p,$(OTA_IMAGE_LIST),$(foreach s,%s,$(p)_$(s)))
+define sstarota_nl
+
+
+endef
+$(foreach v,$(sstarota_vars),$(info %s$(v)=$(subst $(sstarota_nl),<NEWLINE>,$($(v)))))
+.PHONY: sstarota-print
+sstarota-print: ; @:
+""" % (" ".join(SETTINGS), _MARK)
+#: what only make can read: directives and function calls
+_MAKE_ONLY = re.compile(r"^\s*(?:-?include|sinclude|ifeq|ifneq|ifdef|ifndef|else|endif|define|endef)\b|"
+                        r"\$[({][a-z-]+[ \t]", re.M)
+
+
 def read_variables(path):
-    """The make variables a partition config assigns (=, :=, +=, ?=; continuation lines),
-    with $(OTABLK)-style suffixes predefined and every reference expanded."""
+    """The make variables a partition config sets, with $(OTABLK)-style suffixes predefined:
+    OTA_IMAGE_LIST and the settings of its partitions, read by make itself (conditionals,
+    include and functions as the SDK build reads them; the config's $(shell ...) runs as it
+    does in the build). Without make, plain assignments only (a config needing more is refused)."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError as exc:
         raise InputError("cannot read the partition config %s: %s" % (path, exc.strerror)) from None
+    make = shutil.which("make")
+    if make:
+        return _read_with_make(make, path)
+    found = _MAKE_ONLY.search(text)
+    if found:
+        raise InputError("partition config %s: %r needs make to read it, and make is not on PATH: install make"
+                         % (path, found.group(0).strip()))
+    return _read_plain(text)
+
+
+def _read_with_make(make, path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")}
+    with tempfile.TemporaryDirectory(prefix="sstarota-config-") as d:
+        first, last = os.path.join(d, "suffixes.mk"), os.path.join(d, "print.mk")
+        with open(first, "w") as f:
+            # bash, as mk/ota.mk: configs compute sizes with $(shell ...) of bash's $[...]
+            f.write("".join("%s := %s\n" % kv for kv in SUFFIXES.items()) +
+                    ("SHELL := %s\n" % shutil.which("bash") if shutil.which("bash") else ""))
+        with open(last, "w") as f:
+            f.write(_PRINTER)
+        proc = subprocess.run([make, "-s", "-r", "-R", "--no-print-directory", "-I",
+                               os.path.dirname(os.path.abspath(path)), "-f", first, "-f", path, "-f", last,
+                               "sstarota-print"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    err = proc.stderr.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0:
+        raise InputError("make cannot read the partition config %s: %s" % (path, err[-1] if err else
+                                                                            "exit %d" % proc.returncode))
+    env = {}
+    for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+        if line.startswith(_MARK):
+            name, _, value = line[len(_MARK):].partition("=")
+            if "<NEWLINE>" in value:
+                raise InputError("partition config %s: %s spans several lines; give it on one line" % (path, name))
+            env[name] = value.strip()
+    return env
+
+
+def _read_plain(text):
     env = dict(SUFFIXES)
     for line in text.replace("\\\n", " ").splitlines():
         m = _ASSIGN.match(line)
@@ -119,7 +182,7 @@ def _number(text, what):
 def read_config(path):
     """The partitions of OTA_IMAGE_LIST, checked: each has targets, a size and an image name."""
     env = read_variables(path)
-    names = env.get("OTA_IMAGE_LIST", "").split()
+    names = list(dict.fromkeys(env.get("OTA_IMAGE_LIST", "").split()))  # a name listed twice: once, first place
     if not names:
         raise InputError("partition config %s: OTA_IMAGE_LIST is empty or not set" % path)
     parts = []
@@ -134,7 +197,11 @@ def read_config(path):
         if not image:
             raise InputError("partition config: no image name for %s (fstype '%s'): set %s_otaimg" % (p, fstype, p))
         masks = env.get(p + "_otamask", "").split()
-        parts.append(Partition(p, targets, _number(env[p + "_patsize"], p + "_patsize"), fstype, image,
+        size = _number(env[p + "_patsize"], p + "_patsize")
+        if size <= 0:
+            raise InputError("partition config: %s_patsize is %s: a partition size is above 0"
+                             % (p, env[p + "_patsize"]))
+        parts.append(Partition(p, targets, size, fstype, image,
                                [_number(m, p + "_otamask") for m in masks] if masks else None,
                                env.get(p + "_otaenv", "").strip()))
     return parts
@@ -222,15 +289,24 @@ def full_spec(dst, image, size, label=""):
 # ------------------------------------------------------------------ the package and its report
 
 def make_incremental(pkg, config, old_dir, new_dir, generation="0.4", begin=None, end=None,
-                     tool_id=DEFAULT_TOOL_ID, threshold=DEFAULT_THRESHOLD, jobs=None, keep=False, full_size=True):
-    """Write pkg + '.gz' (pkg itself kept with keep) and return the report (a dict)."""
+                     tool_id=DEFAULT_TOOL_ID, threshold=DEFAULT_THRESHOLD, jobs=None, keep=False, full_size=True,
+                     key=None, compatible=(), version=None):
+    """Write pkg + '.gz' (pkg itself kept with keep) and return the report (a dict). The
+    manifest carries compatible and version when given, and is signed with key (a
+    signing.SigningKey) when given."""
     for d in (old_dir, new_dir):
         if not os.path.isdir(d):
             raise InputError("--incremental: %s is not a directory of images" % d)
     parts = read_config(config)
     choices, patches = choose(parts, old_dir, new_dir, threshold, jobs)
     specs = specs_for(parts, choices, patches, old_dir, new_dir, generation)
-    build(pkg, specs, generation, begin, end, tool_id, with_manifest=True)
+    build(pkg, specs, generation, begin, end, tool_id, with_manifest=True, compatible=compatible, version=version)
+    if key is not None:
+        try:
+            sign(pkg, key)
+        except BaseException:
+            os.unlink(pkg)
+            raise
     raw_size = os.path.getsize(pkg)
     out = gzip_package(pkg, keep=keep)
     report = {"package": out, "format": generation, "threshold": threshold, "package_raw": raw_size,

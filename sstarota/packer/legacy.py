@@ -6,7 +6,7 @@ import os
 from .. import schema
 from ..errors import InputError, PackageError, UsageError
 from ..fsutil import AtomicFile, umask
-from .build import read_script, commit_copy, rewrite
+from .build import commit_copy, commit_package, package_path, read_script, rewrite
 from .data import FileData
 
 
@@ -21,9 +21,9 @@ def legacy_create(path, begin=None, end=None):
     raw = schema.build_legacy_header(dict(
         record_count=0, begin_len=len(begin_b), begin_sum=schema.legacy_sum(begin_b).digest(), end_len=len(end_b),
         end_sum=schema.legacy_sum(end_b).digest(), slots=[_empty_slot() for _ in range(schema.LEGACY_SLOTS)]))
-    with AtomicFile(path, sync=False) as out:
+    with AtomicFile(package_path(path), sync=False) as out:
         out.write(raw)
-        out.commit(mode=0o644 & ~umask())
+        commit_package(out, path, 0o644 & ~umask())
 
 
 def legacy_append(path, src, dst, dst_size, op):

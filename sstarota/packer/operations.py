@@ -62,5 +62,10 @@ def operation_specs(operation, src=None, dst=None, size=0, mode=0, old=None, new
             spec.label = label
     for spec in specs:
         spec.masks = masks
+    if masks and log and specs:
+        extra = len(masks) - len(schema.split_targets(specs[0].dst))
+        if extra > 0:  # stored, as the vendor's 1.6 stores them; no target uses them
+            log("warning: --default-mask gives %d mask(s) more than -d has targets; stored as the vendor's "
+                "otapack stores them, used by no target" % extra)
     return specs
 

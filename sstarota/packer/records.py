@@ -9,8 +9,8 @@ from typing import List, Optional
 
 from construct import ConstructError
 
-from .. import delta, manifest, schema
-from ..errors import InputError, UsageError
+from .. import delta, manifest, paths, schema
+from ..errors import InputError, PackageError, UsageError
 from .data import BytesData, FileData, RecordData
 
 
@@ -27,6 +27,7 @@ class RecordSpec:
     label: str = ""
     masks: Optional[List[int]] = None
     delta: Optional[manifest.DeltaInfo] = None  # old/new lengths and hashes of a delta
+    one_target: bool = False  # a tree update's file: its dst names one path, whatever it holds
 
     @property
     def data_len(self):
@@ -48,14 +49,21 @@ def validate(gen, spec, manifest_record=False):
     targets = schema.split_targets(spec.dst) if gen.multi_target else [spec.dst]
     if not targets or not spec.dst.strip():
         raise UsageError("%s: no target (-d)" % what)
+    if gen.multi_target and spec.one_target and (len(targets) != 1 or targets[0] != spec.dst):
+        raise InputError("%s: the 1.6 format splits a target on whitespace, so this file would be written as %s; "
+                         "rename it (or pack the tree in 0.4)" % (what, " and ".join(repr(t) for t in targets)))
+    if not manifest_record:
+        for target in targets:
+            try:
+                paths.check_target(target)
+            except PackageError as exc:
+                raise InputError("%s: otaunpack refuses it (%s)" % (what, exc)) from None
     if len(targets) > schema.MAX_TARGETS:  # the vendor packs them, without masks: see docs/FORMAT.md
         raise UsageError("%d targets in -d, at most %d" % (len(targets), schema.MAX_TARGETS))
     if not gen.multi_target and spec.label:
         raise UsageError("-l/--add-log needs the 1.6 format; this package is %s" % gen.name)
     if not gen.multi_target and spec.masks is not None:
         raise UsageError("--default-mask needs the 1.6 format; this package is %s" % gen.name)
-    if spec.masks is not None and len(spec.masks) > len(targets):
-        raise UsageError("--default-mask gives %d masks for %d targets" % (len(spec.masks), len(targets)))
     if spec.data_len > gen.max_data:
         raise InputError(
             "%s: %d bytes exceed the %s format's limit of %d bytes per record" % (what, spec.data_len, gen.name, gen.max_data)

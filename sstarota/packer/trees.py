@@ -72,7 +72,22 @@ def compare_trees(old, new, skip_special=False):
         ):
             result.changed.append(rel)
     result.removed = sorted(r for r in old_files if r not in new_files)
+    _check_kinds(old, old_files, new, new_files)
     return result
+
+
+def _check_kinds(old, old_files, new, new_files):
+    """Refuse a path that is a file in one tree and a directory in the other: its records
+    (the file removed, files under it added, or the reverse) install in no order."""
+    for files, other, here, there in ((new_files, old_files, new, old), (old_files, new_files, old, new)):
+        for rel in files:
+            parts = rel.split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent in other:
+                    raise InputError("%s is a file and %s a directory: no package installs that change (make it "
+                                     "in two packages, or leave it out of the trees)"
+                                     % (os.path.join(there, parent), os.path.join(here, parent)))
 
 
 def dot_entries(changes):
@@ -121,7 +136,10 @@ def dir_specs(old, new, prefix, as_deltas=False, skip_special=False, log=None, p
                                       FileData(os.path.join(new, rel)), src_name=os.path.basename(rel)))
     added = [add_spec(os.path.join(new, rel), join_target(prefix, rel)) for rel in d.added]
     removed = [delete_spec(join_target(prefix, rel)) for rel in d.removed]
-    return _by_target(changed) + _by_target(added) + _by_target(removed)
+    specs = _by_target(changed) + _by_target(added) + _by_target(removed)
+    for spec in specs:
+        spec.one_target = True
+    return specs
 
 
 def make_patches(pairs, patch_fn=None, jobs=None):

@@ -5,13 +5,13 @@ staging under --root) a partition image file.
 (mtdblock cannot skip bad blocks); other block devices are written in place and fsynced.
 """
 
+import errno
 import os
 import stat
 
 from .. import flash, schema
 from ..confine import fd_path
 from ..flashio import MtdSink
-from ..fsutil import copy_stream
 from .base import DeviceFile, Writer, register, replaced_file
 
 
@@ -20,6 +20,35 @@ def pad_len(rec):
     if rec.legacy_op == schema.LEGACY_RAW and rec.dst_size > rec.data_len:
         return rec.dst_size - rec.data_len
     return 0
+
+
+def copy_sparse(src, out, chunk=1 << 20):
+    """The rest of a staged image (src, an fd) after what out (a file) holds, at the same
+    offsets, its holes and zero blocks left as holes: a mostly empty eMMC partition image is
+    not written out whole for one record."""
+    start = out.tell()
+    size = os.fstat(src).st_size
+    pos = start
+    while pos < size:
+        end = size
+        if hasattr(os, "SEEK_DATA"):
+            try:
+                pos = os.lseek(src, pos, os.SEEK_DATA)
+                end = os.lseek(src, pos, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole after pos
+                    break
+                end = size  # no SEEK_DATA on this filesystem: read the rest
+        while pos < end:
+            piece = os.pread(src, min(chunk, end - pos), pos)
+            if not piece:
+                break
+            if piece.count(0) != len(piece):
+                out.seek(pos)
+                out.write(piece)
+            pos += len(piece)
+    if size > start:
+        out.truncate(size)
 
 
 @register(schema.OP_BLOCK)
@@ -70,10 +99,8 @@ class BlockWriter(Writer):
             self.out.commit()
             return
         if self.dest.kind == "file":
-            written = self.out.f.tell()
             with os.fdopen(self.dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as old:
-                old.seek(written)
-                copy_stream(old.read, self.out.write)
+                copy_sparse(old.fileno(), self.out.f)
         self.out.commit()
         self.ctx.written.files += 1
 
