@@ -713,13 +713,14 @@ class ABBoardVM(Guest):
         boot.seconds = time.monotonic() - t0
         return boot
 
-    def reboot(self, timeout=None):
-        """`reboot -f` in the guest (a warm reset: u-boot again, the same qemu); the next Boot."""
+    def reboot(self, timeout=None, wait=True):
+        """`reboot -f` in the guest (a warm reset: u-boot again, the same qemu); the next Boot
+        (wait=False: return at once, e.g. for a power cut armed on u-boot's env save)."""
         (self.work / "ready").unlink()
         self.mark = (self.work / "console.log").stat().st_size
         fresh_work(self.work, ("req", "resp"))
-        self.submit_raw("sync; reboot -f")
-        return self.wait_up(timeout)
+        self.submit_raw('rm -f "$0"; sync; reboot -f')  # the request goes first: the next boot's agent must not see it
+        return self.wait_up(timeout) if wait else None
 
     def power_cut(self):
         """SIGKILL qemu: nothing flushed or finished; the flash and data files stay as they are."""

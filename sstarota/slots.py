@@ -280,7 +280,11 @@ class Slots:
         """The index of the slot running now."""
         if self._booted is None:
             t = self.table
-            if t.booted == "slot_select":
+            switched_from = self._switched_this_boot()
+            if switched_from is not None:
+                # slot_select names the next boot's slot once an install switched it
+                self._booted = switched_from
+            elif t.booted == "slot_select":
                 value = self.env.get("slot_select").get("slot_select")
                 if value is None or not value.isdigit() or int(value) >= len(t.names):
                     raise UsageError("the env's slot_select is %r: cannot tell the booted slot (0 to %d)"
@@ -299,6 +303,15 @@ class Slots:
                                      % (key, value, t.path, ", ".join(t.names)))
                 self._booted = t.names.index(value)
         return self._booted
+
+    def _switched_this_boot(self):
+        """The running slot an install of this boot switched away from (slots.json, by the
+        kernel's boot id), or None."""
+        saved = self.load_status()
+        boot = _boot_id()
+        if boot and saved.get("switch_boot_id") == boot and saved.get("switched_from") in self.table.names:
+            return self.table.names.index(saved["switched_from"])
+        return None
 
     def target_slot(self):
         return 1 - self.booted()
@@ -394,6 +407,8 @@ class Slots:
         self.env.set({"slot_select": str(target), "slot_metadata": format_metadata(new)})
         status["slots"][name] = {"version": version, "package": package, "installed": _now()}
         status["switched_to"] = name
+        status["switched_from"] = self.table.names[self.booted()]
+        status["switch_boot_id"] = _boot_id()
         self._record(status, "ok", "slot %s written and verified; it boots next on trial (%d tries)"
                      % (name, self.table.tries), name, package, version)
         self.note("slot %s written and verified; slot_select=%d slot_metadata=%s: it boots next, on trial"
@@ -488,6 +503,14 @@ class Slots:
         status["last_install"] = {"result": result, "reason": reason, "slot": slot, "package": package,
                                   "version": version, "time": _now()}
         self.save_status(status)
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _now():

@@ -168,7 +168,13 @@ def test_switch_mark_good_status_and_fallback(tmp_path):
     b.expected("/dev/mtd5", 10, hashlib.sha256(b"new kernel").hexdigest())
     assert b.switch("ab" * 32, "2.0", root=str(tmp_path)) == "B"
     assert b.env.values["slot_select"] == "1" and b.env.values["slot_metadata"] == "0x8e,0x3f"
-    # B boots: bootab paid a try; not yet good
+    # until the reboot the running slot is still A, whatever slot_select says now
+    assert b.status()["booted"] == "A" and board(tmp_path, **b.env.values).booted() == 0
+    # B boots (a new boot id): bootab paid a try; not yet good
+    import json
+
+    path = tmp_path / "state" / "slots.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), switch_boot_id="the boot before")))
     env = dict(b.env.values, slot_metadata="0x8e,0x2f")
     b = board(tmp_path, **env)
     st = b.status()

@@ -333,7 +333,7 @@ def _slot_command(opts):
     if opts["json"]:
         import json
 
-        _write(sys.stdout, json.dumps(status, indent=1, sort_keys=True))
+        sys.stdout.write(json.dumps(status, indent=1, sort_keys=True) + "\n")  # ASCII: escapes defused
     else:
         for line in slots.status_lines(status):
             _write(sys.stdout, line)
