@@ -18,6 +18,8 @@ Usage: otaunpack [OPTIONS]
     otaunpack -r SStarOta.bin    [-t DIR]
     otaunpack -r - -t DIR < SStarOta.bin     (stdin; spooled under DIR)
     otaunpack -x https://host/SStarOta.bin.gz [-t DIR | --no-spool]
+    otaunpack --mark-good                    (A/B board: the booted slot is good)
+    otaunpack --status [--json]              (A/B board: slots, last install)
 
   Every checksum, length and target is verified first; only then the begin
   script runs and records are written, in order. The end script runs after
@@ -86,6 +88,12 @@ Options:
                         Install a versioned package even when the board's
                         version store cannot be read or written (then no
                         downgrade check, nothing recorded).
+  --mark-good           A/B board: set the booted slot's successful bit in
+                        slot_metadata (what the application runs once it is
+                        healthy); docs/AB.md.
+  --status              A/B board: the booted slot, each slot's state,
+                        version and package, the last install, a fallback.
+  --json                With --status: as JSON.
   -q, --quiet           No progress output.
   --debug               Tracebacks for errors.
   -h, --help            Show this message and exit.
@@ -105,6 +113,7 @@ FLAG_OPTIONS = {
     "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
     "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
     "--allow-downgrade": "allow_downgrade", "--version-store-optional": "version_store_optional",
+    "--mark-good": "mark_good", "--status": "status", "--json": "json",
     "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
@@ -326,6 +335,34 @@ def _policy(opts):
                        version_store_optional=opts["version_store_optional"])
 
 
+def _slot_command(opts):
+    """--mark-good, --status [--json]: the A/B slots of this board (slots.py)."""
+    from .. import slots
+    from ..errors import UsageError
+    from ..install.pipeline import STATE_DIR
+
+    if opts["mark_good"] == opts["status"] or (opts["json"] and not opts["status"]) or opts["gz_path"] \
+            or opts["raw_path"] or opts["root"]:
+        raise UsageError("--mark-good and --status [--json] go alone (no package, no --root)")
+    table = slots.load_table()
+    if table is None:
+        raise UsageError("no slot table (%s): this board has one copy of its system, no A/B slots" % slots.CONFIG)
+    board = slots.Slots(table, _policy(opts).state_dir or STATE_DIR)
+    if opts["mark_good"]:
+        name, changed = board.mark_good()
+        _write(sys.stdout, "slot %s marked good" % name if changed else "slot %s was marked good already" % name)
+        return 0
+    status = board.status()
+    if opts["json"]:
+        import json
+
+        sys.stdout.write(json.dumps(status, indent=1, sort_keys=True) + "\n")  # ASCII: escapes defused
+    else:
+        for line in slots.status_lines(status):
+            _write(sys.stdout, line)
+    return 0
+
+
 def _screen(picture, device, fb_file, mode, warn):
     """The framebuffer screen, or None with a warning: the screen never fails an update."""
     try:
@@ -359,6 +396,8 @@ def main(argv=None):
 
     saved = stop_on_signals()
     try:
+        if opts["mark_good"] or opts["status"] or opts["json"]:  # A/B slots (slots.py)
+            return _slot_command(opts)
         return install(opts)
     except KeyboardInterrupt:
         _stderr("%s: interrupted" % PROG)

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .. import delta, manifest, schema
+from .. import delta, manifest, schema, slots
 from ..confine import Root, StaleCleaner, TargetProblem
 from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import ram_fs
@@ -72,6 +72,9 @@ class Installer:
         self.state = self._state_dir(tmpdir)
         self.state_fallback = self.state.volatile is not None and not self.policy.state_dir  # under -t
         self.ctx.state = self.state
+        # A/B slots (slots.py): the board's slot table, never under --root (a staging tree)
+        table = None if self.opts.root else slots.load_table()
+        self.slots = slots.Slots(table, self.state.path, self.note) if table is not None else None
 
     def _state_dir(self, tmpdir):
         """The board's (--state-dir, state_dir in the config), else STATE_DIR where it can be made
@@ -240,6 +243,9 @@ class Installer:
             plan.manifest_index = rec.index
             return check
         plan.settle(rec.index, placed, selected, whole.digest()[:8])
+        if self.slots is not None:  # A/B slots: what a slot target must read back as before the switch
+            for d in selected:
+                self.slots.expected(d.name, rec.data_len, None if rec.op == schema.OP_FILE_DIFF else whole.hexdigest())
         plan.device_records += any(d.kind == "device" for d in selected)
         plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
         if rec.op == schema.OP_SCRIPT:
@@ -271,7 +277,7 @@ class Installer:
                                                                          shown(" ".join(unmasked))))
         out = []
         try:
-            for name, mask in rec.target_masks():
+            for name, selected in self._selection(rec):
                 try:
                     dest = open_dest(self.ctx, rec, name, create=create)
                 except PackageError:  # it names the record already
@@ -279,12 +285,20 @@ class Installer:
                 except OSError as exc:
                     raise TargetProblem("record %d (%s %s): %s" % (rec.index + 1, rec.op_name, name,
                                                                   exc.strerror or exc)) from None
-                out.append((dest, bool(mask) or self.opts.all_targets))
+                out.append((dest, selected))
         except BaseException:
             for d, _ in out:
                 d.close()
             raise
         return out
+
+    def _selection(self, rec):
+        """(target, selected) for each target of a record: its mask (or --all-targets), or on an
+        A/B board the slot table's choice (slots.Slots.select: the inactive slot's target)."""
+        pairs = rec.target_masks()
+        if self.slots is not None:
+            return self.slots.select(rec.index, rec.op_name, pairs, self.opts.all_targets)
+        return [(name, bool(mask) or self.opts.all_targets) for name, mask in pairs]
 
     # ------------------------------------------------------------------ later passes
     def _verified_reader(self, plan):
@@ -303,10 +317,9 @@ class Installer:
                 if rec.op == schema.OP_SCRIPT:
                     out(plan_line(rec, plan.records, rec.dst, None, True))
                     continue
-                for name, mask in rec.target_masks():
+                for name, selected in self._selection(rec):
                     state = "in place" if plan.in_place(rec.index, name) else (
                         "from the stash" if (rec.index, name) in plan.stashes else "")
-                    selected = bool(mask) or self.opts.all_targets
                     placed, left = placed + (selected and state == "in place"), left + (selected and state != "in place")
                     out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name), selected, state))
         out("targets: %d already in place, %d to write" % (placed, left))
@@ -435,11 +448,15 @@ class Installer:
                 if code != 0:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
+            if self.slots is not None:  # A/B slots: the written slot read back, then one env switch
+                self.slots.switch(plan.package_id.split()[0], _version(plan))
             if self.state is not None:
                 self.state.finish(plan.records, keep=bool(self.policy.state_dir) or plan.manifest is None)
             status = 0
         except OtaError as exc:
             error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
+            if self.slots is not None:  # A/B slots: the reason in the status; the env untouched
+                self.slots.failed(str(error), plan.package_id.split()[0], _version(plan))
             if self.state_fallback:
                 self.state.drop_if_empty()
             p.emit(p.last.stage, failed=True, message=str(error))
@@ -473,6 +490,10 @@ class Installer:
         p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message,
                summary=summary)
         return plan
+
+
+def _version(plan):
+    return plan.manifest.version if plan.manifest is not None else None
 
 
 def _free(path):
