@@ -1,6 +1,7 @@
 """The board path on the host: what otaunpack imports, and the bundle (a zipapp) that
 carries it to a board, with otaunpack's exit codes."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -95,3 +96,49 @@ def test_the_hand_parsed_command_line_reads_what_click_read():
             assert str(exc) == message
         else:
             raise AssertionError(argv)
+
+
+def other_pythons():
+    """Interpreters on this machine of another minor version than this one (pyenv's too)."""
+    import glob
+    import shutil
+
+    found = {}
+    for cand in [shutil.which("python%s" % v) for v in ("2", "2.7", "3.9", "3.10", "3.12", "3.13")] + \
+            sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/*/bin/python"))):
+        if cand and os.path.exists(cand):
+            p = subprocess.run([cand, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                               text=True)
+            if p.returncode == 0 and p.stdout.strip() != "%d.%d" % sys.version_info[:2]:
+                found.setdefault(p.stdout.strip(), cand)
+    return found
+
+
+def test_version_and_a_sourceless_bundle_on_another_python_says_so_in_one_line(tmp_path):
+    from sstarota import __version__
+
+    pyz = tmp_path / "otaunpack"
+    bundle.zipapp(str(pyz), sources=False)
+    r = subprocess.run([sys.executable, str(pyz), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("otaunpack (sstarota) %s, Python 3." % __version__), r
+    # the check, as any other Python sees it: a __main__ built for another minor version
+    other = tmp_path / "other"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("__main__.py", bundle.main_source(True, (3, 99)))
+    r = subprocess.run([sys.executable, str(other), "-x", "p.bin.gz"], capture_output=True, text=True)
+    assert r.returncode == bundle.WRONG_PYTHON == 4
+    assert r.stderr.splitlines() == ["otaunpack: this bundle needs Python 3.99, not %d.%d (its bytecode is for that "
+                                      "version only: build it without --sourceless)" % sys.version_info[:2]]
+    # and the real thing, with every other Python this machine has (Python 2 included)
+    full = tmp_path / "full"
+    bundle.zipapp(str(full))
+    for version, python in other_pythons().items():
+        r = subprocess.run([python, str(pyz), "--version"], capture_output=True, text=True)
+        assert r.returncode == 4 and len(r.stderr.splitlines()) == 1 and "not %s" % version in r.stderr, (python, r)
+        r = subprocess.run([python, str(full), "--version"], capture_output=True, text=True)
+        if tuple(map(int, version.split("."))) >= (3, 9):
+            assert r.returncode == 0 and "Python %s." % version in r.stdout, (python, r)
+        else:
+            assert r.returncode == 4 and r.stderr.splitlines() == [
+                "otaunpack: this bundle needs Python 3.9 or later, not %s (board-bundle --runtime ARCH carries "
+                "one)" % version], (python, r)

@@ -30,6 +30,7 @@ Usage: otaunpack [OPTIONS]
     1  the update failed after writing began (or the begin script failed)
     2  usage
     3  the package was rejected and nothing was written
+    4  the bundle's bytecode is for another Python (a --sourceless bundle)
 
 Options:
   -x PKG.gz             A gzip-compressed package ('-' for stdin, or an
@@ -82,6 +83,7 @@ Options:
   --allow-downgrade     Install a package older than the board's version.
   -q, --quiet           No progress output.
   --debug               Tracebacks for errors.
+  --version             Print the version and exit.
   -h, --help            Show this message and exit.
 """
 
@@ -99,7 +101,7 @@ FLAG_OPTIONS = {
     "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
     "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
     "--allow-downgrade": "allow_downgrade",
-    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
+    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help", "--version": "version",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
 NUMBERS = {"timeout": float, "retries": int, "time_limit": float}
@@ -157,7 +159,7 @@ def parse_args(argv):
                     raise _Usage("No such option: %s" % name)
         else:
             extra.append(arg)
-    if opts["help"]:  # as click: after a parse error, before extra arguments and values
+    if opts["help"] or opts["version"]:  # as click: after a parse error, before extra arguments and values
         return opts
     if extra:
         raise _Usage("Got unexpected extra argument%s (%s)" % ("s" if len(extra) > 1 else "", " ".join(extra)))
@@ -315,6 +317,12 @@ def main(argv=None):
         return 2
     if opts["help"]:
         sys.stdout.write(HELP)
+        sys.stdout.flush()
+        return 0
+    if opts["version"]:
+        from .. import __version__
+
+        sys.stdout.write("%s (sstarota) %s, Python %d.%d.%d\n" % ((PROG, __version__) + tuple(sys.version_info[:3])))
         sys.stdout.flush()
         return 0
     from .process import lazy_modules, restore_signals, stop_on_signals
