@@ -39,6 +39,7 @@ class Event:
     total: int = 0  # units of the whole install (may be refined once, after the verify pass)
     message: str = ""
     final: bool = False  # the last event of the install
+    part: float = -1.0  # the current stage's own fraction when it has one (the download's), else -1
 
     def as_dict(self):
         return asdict(self)
@@ -84,7 +85,7 @@ class Progress:
         return Event(stage, failed, round(pct, 2),
                      context.get("record", last.record), context.get("records", last.records),
                      context.get("target", last.target), context.get("label", last.label),
-                     self.done, self.total, message, final)
+                     self.done, self.total, message, final, context.get("part", -1.0))
 
     def _send(self, event):
         self.last = event

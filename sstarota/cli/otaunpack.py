@@ -216,7 +216,7 @@ def install(opts):
     """Run one install from parsed options; returns the exit code or raises OtaError."""
     import os
 
-    from ..errors import UsageError
+    from ..errors import OtaError, UsageError
 
     if bool(opts["gz_path"]) == bool(opts["raw_path"]):
         raise UsageError("give one package: -x PKG.gz or -r PKG")
@@ -242,26 +242,37 @@ def install(opts):
             renderers.append(progress.JsonRenderer(opts["progress_fd"]))
         except OSError as exc:
             raise UsageError("--progress-fd %d: %s" % (opts["progress_fd"], exc.strerror)) from None
+    shown = None  # the screen's renderer
     if opts["picture"] or opts["fb_file"]:
         screen = _screen(opts["picture"], opts["fb_device"], opts["fb_file"], opts["fb_mode"], warn)
         if screen is not None:
             from ..fb import FramebufferRenderer
 
-            renderers.append(FramebufferRenderer(screen))
+            shown = FramebufferRenderer(screen)
+            renderers.append(shown)
     path = opts["gz_path"] or opts["raw_path"]
     prog = progress.Progress(renderers, warn)
-    source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn,
-                                 **_net_options(opts, prog))
+    source = None
     try:
+        source = install.open_source(path, gz=True if opts["gz_path"] else None, tmpdir=opts["tmpdir"], warn=warn,
+                                     **_net_options(opts, prog))
         options = install.Options(root=opts["root"], tmpdir=opts["tmpdir"], run_scripts=not opts["no_scripts"],
                                   all_targets=opts["all_targets"], dry_run=opts["dry_run"],
                                   allow_devices=opts["allow_devices"],
                                   ignore_script_errors=opts["ignore_script_errors"],
                                   listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
         install.Installer(source, options, prog, note).run()
+    except OtaError as exc:  # a failure the installer's events did not report (a download): the screen says so
+        if shown is not None and shown.failure is None:
+            try:
+                shown(progress.Event(prog.last.stage, failed=True, final=True, message=str(exc)))
+            except Exception:  # the screen never hides the error
+                pass
+        raise
     finally:
         guard.restore()
-        source.close()
+        if source is not None:
+            source.close()
     return 0
 
 
@@ -278,7 +289,8 @@ def _net_options(opts, prog):
 
     def report(done, total, rate):
         of = " of %.1f MiB" % (total / 1048576.0) if total else ""
-        prog.emit("downloading", message="%.1f MiB%s at %.1f MiB/s" % (done / 1048576.0, of, rate / 1048576.0))
+        prog.emit("downloading", message="%.1f MiB%s at %.1f MiB/s" % (done / 1048576.0, of, rate / 1048576.0),
+                  part=min(1.0, done / total) if total else -1.0)
 
     net = Net(opts["timeout"], opts["retries"], opts["time_limit"], opts["ca"])
     return {"net": net, "spool": not opts["no_spool"], "report": report}
