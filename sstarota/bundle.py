@@ -119,20 +119,24 @@ def main(argv=None):
     ap.add_argument("out", help="the directory to write into (created)")
     ap.add_argument("--sourceless", action="store_true",
                     help="bytecode only (smaller; the board's Python must be %d.%d)" % sys.version_info[:2])
-    ap.add_argument("--interpreter", default="/usr/bin/env python3", help="the #! line (%(default)s)")
+    ap.add_argument("--interpreter", help="the #! line (/usr/bin/env python3; with --runtime, the runtime's "
+                    "/usr/bin/python3)")
     ap.add_argument("--runtime", metavar="ARCH", help="also a minimal Python runtime for this Debian architecture "
                     "(armhf, arm64, ...): python-ARCH.tar.gz and python-ARCH.sqfs")
+    ap.add_argument("--no-screen", action="store_true", help="with --runtime: leave out Pillow (no framebuffer "
+                    "screen; -p falls back to text progress)")
     ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime"),
                     help="where the Debian packages are kept (%(default)s)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     pyz = os.path.join(a.out, "otaunpack")
-    size = zipapp(pyz, sources=not a.sourceless, interpreter=a.interpreter)
+    interpreter = a.interpreter or ("/usr/bin/python3" if a.runtime else "/usr/bin/env python3")
+    size = zipapp(pyz, sources=not a.sourceless, interpreter=interpreter)
     print("%s: %d bytes (%d KiB)" % (pyz, size, (size + 1023) // 1024))
     if a.runtime:
         from . import runtime
 
-        runtime.build(a.runtime, a.out, a.cache, pyz, log=print)
+        runtime.build(a.runtime, a.out, a.cache, pyz, log=print, screen=not a.no_screen)
     return 0
 
 

@@ -375,8 +375,9 @@ class FramebufferRenderer:
 
 
 def load_picture(path):
-    """The background picture as RGB (any format Pillow reads: jpg, png, ...)."""
-    with Image.open(path) as im:
+    """The background picture as RGB: a JPEG or a PNG (the board runtime's Pillow has those
+    two plugins only)."""
+    with Image.open(path, formats=["JPEG", "PNG"]) as im:
         im.load()
         return im.convert("RGB")
 

@@ -142,3 +142,84 @@ def test_version_and_a_sourceless_bundle_on_another_python_says_so_in_one_line(t
             assert r.returncode == 4 and r.stderr.splitlines() == [
                 "otaunpack: this bundle needs Python 3.9 or later, not %s (board-bundle --runtime ARCH carries "
                 "one)" % version], (python, r)
+
+
+def test_every_module_any_path_imports_is_in_the_runtimes_set(tmp_path):
+    """The probe (sstarota.runtime.CASES: file, stdin, http, https with --ca, every record
+    kind, deltas, Ed25519 and P-256 signatures, the board's policy, the screen on jpg and
+    png, a failed and a rejected install, dry run) run with this Python through the bundle:
+    a module imported on any path and missing from runtime.MODULES (SCREEN_MODULES for the
+    screen) would be missing on a board that runs from the runtime alone."""
+    from sstarota import runtime
+
+    if sys.version_info[:2] != runtime.PYTHON:
+        import pytest
+
+        pytest.skip("the runtime's set is Python %d.%d's" % runtime.PYTHON)
+    pyz = tmp_path / "otaunpack"
+    bundle.zipapp(str(pyz))
+    mods, codes = runtime.derive(str(pyz), work=str(tmp_path / "probe"))
+    assert codes == runtime.EXPECTED
+    for name, _, _, screen in runtime.case_runs({"http": "", "https": ""}):
+        err = (tmp_path / "probe" / "out" / (name + ".err")).read_text()
+        assert "Traceback" not in err and "No module named" not in err, (name, err)
+        if screen:
+            assert "no framebuffer progress" not in err, (name, err)
+        allowed = set(runtime.STARTUP + runtime.MODULES + (runtime.SCREEN_MODULES if screen else []))
+        new = sorted(set(runtime.standard(mods[name])) - allowed)
+        assert not new, "case %s imports %s, outside the runtime's set (add to sstarota/runtime.py %s)" % (
+            name, " ".join(new), "SCREEN_MODULES" if screen else "MODULES")
+
+
+def test_the_amd64_runtime_runs_every_path_alone_in_a_root_without_merged_usr(tmp_path):
+    """The runtime for amd64 (this machine's architecture: it runs here) unpacked into an
+    empty root (no /lib link: its loader must be at /lib64, where the interpreter's header
+    says), every case run chrooted there from the runtime alone: no module or library missing."""
+    import shutil
+    import tarfile
+
+    import pytest
+
+    from sstarota import runtime
+
+    if os.geteuid() != 0 or not shutil.which("apt-get") or sys.version_info[:2] != runtime.PYTHON:
+        pytest.skip("needs root (chroot), apt and Python %d.%d" % runtime.PYTHON)
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime")
+    runtime.build("amd64", str(tmp_path), cache, log=lambda msg: None)
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(tmp_path / "python-amd64.tar.gz") as t:
+        names = t.getnames()
+        assert not [n for n in names if t.getmember(n).isdir()]  # a merged root's /lib link would be replaced
+        t.extractall(root)
+    assert sorted(os.listdir(root)) == ["lib64", "usr"] and (root / "lib64/ld-linux-x86-64.so.2").is_file()
+    busybox = shutil.which("busybox")
+    if not busybox or "statically linked" not in subprocess.run(["file", busybox], capture_output=True,
+                                                                 text=True).stdout:
+        pytest.skip("needs a static busybox: the board's sh for the package's scripts")
+    (root / "bin").mkdir()
+    shutil.copy(busybox, root / "bin/sh")
+    pyz = root / "otaunpack"
+    bundle.zipapp(str(pyz), interpreter="/usr/bin/python3")
+    probe = runtime.make_probe(str(root / "probe"))
+    served = runtime.Served(probe)
+    try:
+        codes = {}
+        for name, argv, stdin, screen in runtime.case_runs(served.urls()):
+            if "--root" in argv:
+                r = root / "probe" / argv[argv.index("--root") + 1]
+                if not r.exists():
+                    shutil.copytree(root / "probe/template", r)
+                    if str(r).endswith("keyed"):
+                        shutil.copytree(root / "probe/template-keyed", r, dirs_exist_ok=True)
+            (root / "probe/tmp").mkdir(exist_ok=True)
+            p = subprocess.run(["/otaunpack"] + argv, capture_output=True, text=True,
+                               stdin=open(root / "probe" / stdin, "rb") if stdin else subprocess.DEVNULL,
+                               preexec_fn=lambda: (os.chroot(str(root)), os.chdir("/probe")))
+            codes[name] = p.returncode
+            assert "Traceback" not in p.stderr and "No module named" not in p.stderr, (name, p.stderr)
+            if screen:
+                assert "no framebuffer progress" not in p.stderr, (name, p.stderr)
+    finally:
+        served.stop()
+    assert codes == runtime.EXPECTED
