@@ -1,17 +1,26 @@
 """A minimal Python runtime for a board, from Debian's packages for its architecture (host side).
 
-    build("armhf", out_dir, cache_dir, zipapp_path)
+    build("armhf", out_dir, cache_dir, screen=True)
 
-writes out_dir/python-ARCH/ (a tree rooted at the board's /), python-ARCH.tar.gz of it and,
-when mksquashfs is there, python-ARCH.sqfs of its usr/ (mountable at /usr on a merged-/usr
-rootfs). The tree holds Debian's interpreter, the shared libraries it and its extension
-modules need (glibc included), lib-dynload with only the extensions the installer loads,
-and usr/lib/pythonXY.zip with exactly the standard modules the installer imports: found by
-running the bundle's otaunpack on this machine through every path an install takes
-(records of every kind, a delta, a manifest, --dry-run, stdin, a rejected package, usage
-errors, --help). The modules are compiled to .pyc when this Python has the board's minor
-version, else stored as sources. Pillow is not included: the framebuffer screen needs the
-board's own Pillow (without it, -p falls back to text progress).
+writes out_dir/python-ARCH/ (a tree rooted at the board's /), python-ARCH.tar.gz of it (files
+and links only: no directory entry replaces a merged root's /lib link) and, when mksquashfs
+is there, python-ARCH.sqfs of its usr/. The tree holds Debian's interpreter, the shared
+libraries it and its extension modules need (glibc and OpenSSL included) in usr/lib/TRIPLE,
+the ELF loader where the interpreter's header names it (lib/ld-linux-armhf.so.3, so a root
+without merged /usr finds it; a copy in usr/lib for the squashfs on a merged root),
+lib-dynload with only the extensions some path loads, usr/lib/pythonXY.zip with exactly
+the standard modules some path imports (MODULES, SCREEN_MODULES), and with the screen
+Debian's Pillow, only the part the screen loads (SCREEN_PIL). Symbolic links in the packages
+are followed inside them, never on this machine.
+
+The module sets come from the probe: make_probe() writes packages of every kind, signed ones,
+a test CA and pictures into a directory, and its runner runs the bundle's otaunpack through
+every case of CASES (file, stdin, http, https with --ca, every record kind, deltas, Ed25519
+and P-256 signatures, the board's policy, the screen, dry run, failures) with a web server of
+its own, writing each case's imports; derive() does that here, case_script() gives the cases
+as a shell script for a board. tests/test_board_bundle.py checks the sets against the probe.
+The modules are compiled to .pyc when this Python has the board's minor version, else
+stored as sources.
 """
 
 import json
