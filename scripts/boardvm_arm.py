@@ -315,7 +315,9 @@ HOST = "10.0.2.2"
 
 #: the runtime as a board integrator installs it: the tarball's part outside /usr (the
 #: loader, /lib/ld-linux-armhf.so.3) unpacked at /, its usr/ as the squashfs mounted at /usr
-RUNTIME_SETUP = r"""ifconfig lo 127.0.0.1 up
+RUNTIME_SETUP = r"""rm -rf /modules  # loaded: their files would hold 3 MB of the 64 in the initramfs
+for v in /sys/class/vtconsole/vtcon*/bind; do echo 0 > $v; done 2>/dev/null  # /dev/fb0 is ours, not fbcon's
+ifconfig lo 127.0.0.1 up
 ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up 2>/dev/null && route add default gw 10.0.2.2
 if [ -f /mnt/work/runtime/python-armhf.tar.gz ]; then
   t=/mnt/work/runtime/python-armhf.tar.gz
@@ -345,15 +347,23 @@ def setup_runtime(rig=RUNTIME_RIG, log=print):
 # ---------------------------------------------------------------------------- the VM
 
 
+def screen_mem(screen):
+    """MiB of guest RAM a virtio-gpu display of (xres, yres) at 32 bpp takes: two copies."""
+    return (2 * screen[0] * screen[1] * 4 + (1 << 20) - 1) >> 20
+
+
 class ArmBoardVM(Guest):
     """One booted armhf board; run() shell commands in it; stop() powers it off."""
 
     def __init__(self, rig=DEFAULT_RIG, work=None, mem=64, boot_timeout=300, data_size=512 << 20,
                  blk_size=8 << 20, usr_image=None, net=False, screen=None):
         """net: qemu's user network (the host is HOST); screen: (xres, yres) of a virtio-gpu
-        display, the guest's /dev/fb0."""
+        display, the guest's /dev/fb0. Its framebuffer is given on top of `mem` (screen_mem):
+        a SigmaStar board's is a region reserved outside Linux's memory, while virtio-gpu takes
+        it, twice (the GEM object and fbdev's shadow copy), from the guest's RAM."""
         self.net = net
         self.screen = screen
+        mem += screen_mem(screen) if screen else 0
         self.rig = Path(rig)
         self.usr_image = Path(usr_image) if usr_image else self.rig / "usr.sqfs"
         self.work = Path(work)
@@ -392,8 +402,9 @@ class ArmBoardVM(Guest):
             i = cmd.index("-nic")
             del cmd[i:i + 2]
             cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
-        if self.screen:
-            cmd += ["-device", "virtio-gpu-device,xres=%d,yres=%d" % tuple(self.screen)]
+        if self.screen:  # virtio-gpu needs virtio 1.0: modern virtio-mmio (qemu's virt is legacy by default)
+            cmd += ["-global", "virtio-mmio.force-legacy=false",
+                    "-device", "virtio-gpu-device,xres=%d,yres=%d" % tuple(self.screen)]
         cmd += ["-fsdev", "local,id=work,path=%s,security_model=none" % w,
                 "-device", "virtio-9p-device,fsdev=work,mount_tag=work"]
         t0 = time.monotonic()
