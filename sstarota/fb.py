@@ -377,7 +377,9 @@ class FramebufferRenderer:
 def load_picture(path):
     """The background picture as RGB: a JPEG or a PNG (the board runtime's Pillow has those
     two plugins only)."""
-    with Image.open(path, formats=["JPEG", "PNG"]) as im:
+    with Image.open(path) as im:  # not formats=: that makes Pillow import every plugin it has
+        if im.format not in ("JPEG", "PNG"):
+            raise ValueError("%s is a %s picture, not a JPEG or PNG" % (path, im.format))
         im.load()
         return im.convert("RGB")
 
