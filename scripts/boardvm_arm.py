@@ -208,25 +208,30 @@ def build_usr(rig, debs, out, python311):
     shutil.rmtree(stage)
 
 
-def build_initramfs(rig, debs, out):
+def build_initramfs(rig, debs, out, init=INIT, modules=MODULES, merged=True, kroot=None):
+    """The initramfs: static busybox, the kernel modules, /init. merged: /lib is a link to
+    usr/lib (Debian's layout); else /lib is a directory of its own (Buildroot's, a vendor's)."""
     stage = rig / "initramfs.d"
     shutil.rmtree(stage, ignore_errors=True)
     for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "usr", "etc", "root", "modules", "data", "mnt/work"):
         (stage / d).mkdir(parents=True, exist_ok=True)
-    os.symlink("usr/lib", stage / "lib")
+    if merged:
+        os.symlink("usr/lib", stage / "lib")
+    else:
+        (stage / "lib").mkdir()
     bb = rig / "bb.d"
     shutil.rmtree(bb, ignore_errors=True)
     _extract(next(d for d in debs if d.name.startswith("busybox-static_")), bb)
     shutil.copy2(bb / "bin/busybox", stage / "bin/busybox")
     shutil.rmtree(bb)
-    kroot = rig / "kroot"
+    kroot = kroot or rig / "kroot"
     moddir = next((kroot / "lib/modules").iterdir())
     names = []
-    for _, path in module_order(moddir, MODULES, required=False):
+    for _, path in module_order(moddir, modules, required=False):
         shutil.copy2(path, stage / "modules")
         names.append(os.path.basename(path))
     (stage / "modules/order").write_text("\n".join(names) + "\n")
-    (stage / "init").write_text(INIT)
+    (stage / "init").write_text(init)
     os.chmod(stage / "init", 0o755)
     (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     for name, major, minor in (("console", 5, 1), ("null", 1, 3)):
@@ -293,14 +298,72 @@ def setup(rig=DEFAULT_RIG, log=print, pillow=True):
     return rig
 
 
+# ---------------------------------------------------------------------------- the runtime rig
+
+#: the board for the runtime alone: no Debian Python, /lib a directory of its own (not merged
+#: /usr); its /usr is the runtime's squashfs and its /lib gets the tarball's loader. A new
+#: directory name, so the armhf rig above stays as it is for the tests that use it.
+RUNTIME_RIG = Path(os.environ.get("SSTAROTA_BOARD_ARM_RT_DIR", DEFAULT_RIG.parent / "sstarota-board-arm-rt1"))
+
+#: its modules: no nandsim or UBI (the runtime's board tests write an eMMC-like disk and
+#: files); a network to the host (URL installs) and a virtio-gpu framebuffer (/dev/fb0)
+RUNTIME_MODULES = ["virtio_mmio", "virtio_blk", "9pnet_virtio", "9p", "squashfs", "crc32c_generic", "ext4",
+                   "virtio_net", "virtio_gpu"]
+
+#: the guest's address of the host on qemu's user network (the host's 127.0.0.1)
+HOST = "10.0.2.2"
+
+#: the runtime as a board integrator installs it: the tarball's part outside /usr (the
+#: loader, /lib/ld-linux-armhf.so.3) unpacked at /, its usr/ as the squashfs mounted at /usr
+RUNTIME_SETUP = r"""rm -rf /modules  # loaded: their files would hold 3 MB of the 64 in the initramfs
+for v in /sys/class/vtconsole/vtcon*/bind; do echo 0 > $v; done 2>/dev/null  # /dev/fb0 is ours, not fbcon's
+ifconfig lo 127.0.0.1 up
+ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up 2>/dev/null && route add default gw 10.0.2.2
+if [ -f /mnt/work/runtime/python-armhf.tar.gz ]; then
+  t=/mnt/work/runtime/python-armhf.tar.gz
+  tar -xzf $t -C / $(tar -tzf $t | grep -v '^./usr/')
+fi
+"""
+RUNTIME_INIT = INIT.replace('echo "init: up in', RUNTIME_SETUP + 'echo "init: up in')
+
+
+def setup_runtime(rig=RUNTIME_RIG, log=print):
+    """The runtime rig: the armhf rig's kernel and busybox (that rig is set up first), an
+    initramfs with a root of the other kind. Idempotent."""
+    base = setup(log=log)
+    rig = Path(rig)
+    rig.mkdir(parents=True, exist_ok=True)
+    stamp = rig / "initramfs.stamp"
+    want = " ".join(RUNTIME_MODULES) + "\n" + RUNTIME_INIT
+    if not stamp.exists() or stamp.read_text() != want or not (rig / "initramfs.cpio.gz").exists():
+        log("board-vm-arm: building the runtime board's initramfs (no merged /usr, no Python)")
+        build_initramfs(rig, sorted((base / "debs").glob("*.deb")), rig / "initramfs.cpio.gz", init=RUNTIME_INIT,
+                        modules=RUNTIME_MODULES, merged=False, kroot=base / "kroot")
+        shutil.copy(base / "vmlinuz", rig / "vmlinuz")
+        stamp.write_text(want)
+    return rig
+
+
 # ---------------------------------------------------------------------------- the VM
+
+
+def screen_mem(screen):
+    """MiB of guest RAM a virtio-gpu display of (xres, yres) at 32 bpp takes: two copies."""
+    return (2 * screen[0] * screen[1] * 4 + (1 << 20) - 1) >> 20
 
 
 class ArmBoardVM(Guest):
     """One booted armhf board; run() shell commands in it; stop() powers it off."""
 
     def __init__(self, rig=DEFAULT_RIG, work=None, mem=64, boot_timeout=300, data_size=512 << 20,
-                 blk_size=8 << 20, usr_image=None):
+                 blk_size=8 << 20, usr_image=None, net=False, screen=None):
+        """net: qemu's user network (the host is HOST); screen: (xres, yres) of a virtio-gpu
+        display, the guest's /dev/fb0. Its framebuffer is given on top of `mem` (screen_mem):
+        a SigmaStar board's is a region reserved outside Linux's memory, while virtio-gpu takes
+        it, twice (the GEM object and fbdev's shadow copy), from the guest's RAM."""
+        self.net = net
+        self.screen = screen
+        mem += screen_mem(screen) if screen else 0
         self.rig = Path(rig)
         self.usr_image = Path(usr_image) if usr_image else self.rig / "usr.sqfs"
         self.work = Path(work)
@@ -335,6 +398,13 @@ class ArmBoardVM(Guest):
         for serial, path, ro in (("usr", self.usr_image, True), ("data", data, False), ("blk", blk, False)):
             cmd += ["-drive", "if=none,id=%s,file=%s,format=raw%s" % (serial, path, ",readonly=on" if ro else ""),
                     "-device", "virtio-blk-device,drive=%s,serial=%s" % (serial, serial)]
+        if self.net:
+            i = cmd.index("-nic")
+            del cmd[i:i + 2]
+            cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0"]
+        if self.screen:  # virtio-gpu needs virtio 1.0: modern virtio-mmio (qemu's virt is legacy by default)
+            cmd += ["-global", "virtio-mmio.force-legacy=false",
+                    "-device", "virtio-gpu-device,xres=%d,yres=%d" % tuple(self.screen)]
         cmd += ["-fsdev", "local,id=work,path=%s,security_model=none" % w,
                 "-device", "virtio-9p-device,fsdev=work,mount_tag=work"]
         t0 = time.monotonic()
@@ -380,6 +450,64 @@ class ArmBoardVM(Guest):
     def stop(self):
         super().stop()
         shutil.rmtree(getattr(self, "disks", self.work / "nonexistent"), ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- footprint
+
+
+def footprint(log=print, screen=(1280, 720)):
+    """The board bundle's footprint budget (scripts/bench board-footprint): the zipapp, the
+    runtime with and without the screen (tarball, squashfs, unpacked), and on the runtime
+    board (64 MB, nothing but the runtime) the peak RSS of a 16 MiB install with the screen
+    at `screen` and without it. Returns {figure: value}."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent))
+    from PIL import Image
+
+    from sstarota import bundle, runtime
+
+    rig = setup_runtime(log=log)
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime")
+    got = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        w = d / "work"
+        (w / "bundle").mkdir(parents=True)
+        got["zipapp"] = bundle.zipapp(str(w / "bundle/otaunpack"), interpreter="/usr/bin/python3")
+        got["zipapp --sourceless"] = bundle.zipapp(str(d / "sourceless"), sources=False)
+        for name, with_screen in (("runtime", True), ("runtime --no-screen", False)):
+            out = d / name.replace(" ", "")
+            tree = runtime.build("armhf", str(out), cache, log=lambda m: None, screen=with_screen)
+            got[name + " unpacked"] = runtime.unpacked_size(tree)
+            got[name + " .tar.gz"] = os.path.getsize(out / "python-armhf.tar.gz")
+            got[name + " .sqfs"] = os.path.getsize(out / "python-armhf.sqfs")
+            shutil.rmtree(tree)
+        (w / "runtime").mkdir()
+        shutil.copy(d / "runtime/python-armhf.tar.gz", w / "runtime")
+        image = os.urandom(16 << 20)
+        (d / "img").write_bytes(image)
+        Image.new("RGB", screen, (30, 60, 120)).save(w / "pic.jpg", quality=85)
+        pkg = w / "p.bin"
+        for args in (["-c", str(pkg), "--manifest"], ["-a", str(pkg), "-s", str(d / "img"), "-d", "/dev/emmc",
+                                                       "--block-update"], ["--gzip", str(pkg)]):
+            _run([sys.executable, "-m", "sstarota.cli.otapack"] + args, stdout=subprocess.DEVNULL)
+        with ArmBoardVM(rig, w, usr_image=d / "runtime/python-armhf.sqfs", screen=screen, blk_size=32 << 20) as vm:
+            vm.run("mkdir -p /data/tmp").check()
+
+            def peak(cmd):
+                # busybox 1.35's time -f %M is 4x the kernel's ru_maxrss (kB): undone here
+                r = vm.run("time -f 'maxrss %%M' %s" % cmd, timeout=1800)
+                m = re.findall(r"^maxrss (\d+)$", r.err, re.M)
+                if r.rc != 0 or not m:
+                    raise SystemExit("board-footprint: %s failed (%d):\n%s" % (cmd, r.rc, r.err[-2000:]))
+                return int(m[-1]) // 4 * 1024
+
+            got["peak RSS, python3 -c pass"] = peak("python3 -c pass")
+            run = "/mnt/work/bundle/otaunpack -x /mnt/work/p.bin.gz -t /data/tmp -q"
+            got["peak RSS, 16 MiB install, no screen"] = peak(run)
+            got["peak RSS, 16 MiB install, screen %dx%d" % screen] = peak(run + " -p /mnt/work/pic.jpg")
+    return got
 
 
 def main(argv=None):

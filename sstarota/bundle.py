@@ -21,7 +21,29 @@ HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "s
              "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py", "sstarota/cli/common.py",
              "sstarota/cli/fbshot.py")
 
-MAIN = b"import sys\nfrom sstarota.cli.otaunpack import main\nsys.exit(main())\n"
+#: the exit code of a bundle started by a Python it cannot run on (otaunpack's own are 0-3)
+WRONG_PYTHON = 4
+
+#: __main__.py: the interpreter's version is checked first, in words any Python reads (a
+#: sourceless bundle's bytecode loads only on its own minor version; the sources need 3.9)
+MAIN = """import sys
+if %(test)s:
+    sys.stderr.write("otaunpack: this bundle needs Python %(need)s, not %%d.%%d (%(hint)s)\\n" %% sys.version_info[:2])
+    sys.exit(%(code)d)
+from sstarota.cli.otaunpack import main
+sys.exit(main())
+"""
+
+
+def main_source(sourceless, version=None):
+    """__main__.py of a bundle (bytes): sourceless, for exactly `version` (this Python's)."""
+    major, minor = version or sys.version_info[:2]
+    if sourceless:
+        fields = {"test": "sys.version_info[:2] != (%d, %d)" % (major, minor), "need": "%d.%d" % (major, minor),
+                  "hint": "its bytecode is for that version only: build it without --sourceless"}
+    else:
+        fields = {"test": "sys.version_info[:2] < (3, 9)", "need": "3.9 or later", "hint": "board-bundle --runtime ARCH carries one"}
+    return (MAIN % dict(fields, code=WRONG_PYTHON)).encode()
 
 #: a fixed timestamp: the same sources give the same bundle, byte for byte
 DATE = (2020, 1, 1, 0, 0, 0)
@@ -70,9 +92,10 @@ def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3")
             info.external_attr = 0o644 << 16
             z.writestr(info, data)
 
-        put("__main__.py", MAIN)
+        main = main_source(not sources)
+        put("__main__.py", main)
         if bytecode:
-            put("__main__.pyc", _pyc(MAIN, "__main__.py"))  # runpy takes it: no compile at every start
+            put("__main__.pyc", _pyc(main, "__main__.py"))  # runpy takes it: no compile at every start
         for arcname, path in bundle_files():
             with open(path, "rb") as f:
                 source = f.read()
@@ -96,20 +119,24 @@ def main(argv=None):
     ap.add_argument("out", help="the directory to write into (created)")
     ap.add_argument("--sourceless", action="store_true",
                     help="bytecode only (smaller; the board's Python must be %d.%d)" % sys.version_info[:2])
-    ap.add_argument("--interpreter", default="/usr/bin/env python3", help="the #! line (%(default)s)")
+    ap.add_argument("--interpreter", help="the #! line (/usr/bin/env python3; with --runtime, the runtime's "
+                    "/usr/bin/python3)")
     ap.add_argument("--runtime", metavar="ARCH", help="also a minimal Python runtime for this Debian architecture "
                     "(armhf, arm64, ...): python-ARCH.tar.gz and python-ARCH.sqfs")
+    ap.add_argument("--no-screen", action="store_true", help="with --runtime: leave out Pillow (no framebuffer "
+                    "screen; -p falls back to text progress)")
     ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime"),
                     help="where the Debian packages are kept (%(default)s)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     pyz = os.path.join(a.out, "otaunpack")
-    size = zipapp(pyz, sources=not a.sourceless, interpreter=a.interpreter)
+    interpreter = a.interpreter or ("/usr/bin/python3" if a.runtime else "/usr/bin/env python3")
+    size = zipapp(pyz, sources=not a.sourceless, interpreter=interpreter)
     print("%s: %d bytes (%d KiB)" % (pyz, size, (size + 1023) // 1024))
     if a.runtime:
         from . import runtime
 
-        runtime.build(a.runtime, a.out, a.cache, pyz, log=print)
+        runtime.build(a.runtime, a.out, a.cache, pyz, log=print, screen=not a.no_screen)
     return 0
 
 

@@ -124,10 +124,43 @@ BAR_FAIL = (220, 30, 30)
 TEXT = (255, 255, 255)
 TEXT_PLATE = (24, 24, 28)
 
+#: lines of text the screen holds above the bar (a title and a wrapped reason)
+MAX_LINES = 5
+
+#: what the person in front of the camera reads per stage: our words, never the
+#: installer's messages (those name files, options and commands)
+STAGE_WORDS = {"start": "Checking the update", "verifying": "Checking the update",
+               "downloading": "Downloading the update", "begin-script": "Installing the update",
+               "erasing": "Installing the update", "updating": "Installing the update",
+               "end-script": "Installing the update"}
+KEEP_POWER = "Do not turn the power off."
+UNCHANGED = "Nothing was changed."
+FAILED = "Update failed"
+
+
+def failure_reason(stage, message):
+    """(reason, advice) for a failed update, in plain words, from the stage it failed in and
+    the first words of the installer's message (the error classes' fixed reason words)."""
+    m = message.split("): ", 1)[-1] if message.startswith("record ") else message
+    if stage in ("start", "downloading"):
+        return "The update could not be downloaded.", UNCHANGED
+    if stage == "verifying":
+        if m.startswith(("unsigned package", "unknown key", "bad signature", "signatures are required")):
+            return "This update is not approved for this camera.", UNCHANGED
+        if m.startswith("incompatible package"):
+            return "This update is for another model.", UNCHANGED
+        if m.startswith("downgrade refused"):
+            return "This update is older than the one installed.", UNCHANGED
+        return "The update file is damaged or incomplete.", UNCHANGED
+    if stage == "begin-script":
+        return "The camera was not ready for the update.", UNCHANGED
+    return "The update stopped before it was complete.", "Keep the power on and try the update again."
+
 
 @dataclass(frozen=True)
 class BarBox:
-    """Where the bar sits: the outer box (border included) and the band repainted."""
+    """Where the bar sits: the outer box (border included) and the band repainted (the text
+    lines above the bar and the bar)."""
 
     x: int
     y: int
@@ -156,8 +189,55 @@ class BarBox:
 def _font(size):
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font (scaled up when drawn)
         return ImageFont.load_default()
+
+
+class Lettering:
+    """Text lines at a height in pixels, with Pillow's own font at any version: a scalable
+    font where Pillow has one, else its bitmap font drawn at an integer scale."""
+
+    def __init__(self, height):
+        self.font = _font(height)
+        native = self.font.getbbox("Ag")[3]
+        self.scale = max(1, int(round(height / max(1, native)))) if native < height * 0.8 else 1
+        self.line_h = (native + 3) * self.scale
+
+    def width(self, text):
+        return int(self.font.getlength(text) * self.scale)
+
+    def wrap(self, text, width):
+        """Words into lines no wider than width (a word longer than a line is cut)."""
+        lines, cur = [], ""
+        for word in text.split():
+            cand = (cur + " " + word).strip()
+            if self.width(cand) <= width:
+                cur = cand
+                continue
+            if cur:
+                lines.append(cur)
+            while self.width(word) > width and len(word) > 1:
+                cut = len(word) - 1
+                while cut > 1 and self.width(word[:cut]) > width:
+                    cut -= 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            cur = word
+        if cur:
+            lines.append(cur)
+        return lines
+
+    def render(self, lines, width):
+        """The lines, white on a dark plate, as an image `width` wide at most."""
+        w = min(width, max(self.width(t) for t in lines) + 12 * self.scale)
+        s = self.scale
+        im = Image.new("RGB", ((w + s - 1) // s, len(lines) * self.line_h // s + 2), TEXT_PLATE)
+        d = ImageDraw.Draw(im)
+        for i, t in enumerate(lines):
+            d.text((6, 1 + i * self.line_h // s), t, fill=TEXT, font=self.font)
+        if s > 1:
+            im = im.resize((im.width * s, im.height * s), Image.NEAREST)
+        return im
 
 
 def fit(picture, xres, yres):
@@ -173,25 +253,33 @@ def fit(picture, xres, yres):
 
 
 class Screen:
-    """Draws the picture and the bar onto a framebuffer."""
+    """Draws the picture, up to MAX_LINES lines of text and the bar onto a framebuffer."""
 
     def __init__(self, fb, picture=None, min_interval=0.05):
         self.fb = fb
         g = fb.geometry
         self.g = g
         self.pixels = PixelPacker(g)
-        self.font = _font(max(12, g.yres // 30))
-        text_h = self.font.getbbox("Ag%")[3] + 2
-        self.box = BarBox.for_screen(g.xres, g.yres, text_h)
+        self.letters = Lettering(max(12, g.yres // 30))
+        self.box = BarBox.for_screen(g.xres, g.yres, self.letters.line_h * MAX_LINES + 4)
         self.picture = picture
         self.base = None
+        self.failed_base = None
         self.min_interval = min_interval
-        self._last_draw = 0.0
-        self._last_key = None
         self._label_cache = (None, None)
+        self.shown = []  # the text lines on the screen now (tests, screenshots)
+        self.label_box = None  # (x, y, w, h) of their plate on the screen
+
+    def lines(self, text):
+        """Text (one string, or several: paragraphs) wrapped to the bar's width, at most MAX_LINES."""
+        paras = [text] if isinstance(text, str) else list(text)
+        out = []
+        for para in paras:
+            out += self.letters.wrap(para, self.box.w - 12 * self.letters.scale)
+        return out[:MAX_LINES]
 
     def full(self, fraction, text, failed=False):
-        """Draw everything: background, picture, bar."""
+        """Draw everything: background (dimmed for a failure), picture, text, bar."""
         g = self.g
         base = fit(self.picture, g.xres, g.yres)
         if failed:
@@ -202,7 +290,7 @@ class Screen:
         self.fb.write_rect(0, 0, g.xres, g.yres, self.pixels.pack(frame))
 
     def bar(self, fraction, text, failed=False):
-        """Repaint only the bar's band over the picture."""
+        """Repaint only the bar's band (its text and the bar) over the picture."""
         if self.base is None:
             return self.full(fraction, text, failed)
         b = self.box
@@ -211,7 +299,7 @@ class Screen:
         self.fb.write_rect(b.x, b.band_y, b.w, b.band_h, self.pixels.pack(band))
 
     def _draw_bar(self, img, top, fraction, text, failed, left=0):
-        """Draw the bar (and its text line) onto img, whose origin is (left, top) on screen."""
+        """Draw the bar and its text lines onto img, whose origin is (left, top) on screen."""
         b = replace(self.box, x=self.box.x - left)
         d = ImageDraw.Draw(img)
         y = b.y - top
@@ -223,21 +311,22 @@ class Screen:
         if filled:
             d.rectangle((ix, iy, ix + filled - 1, iy + ih - 1), fill=BAR_FAIL if failed else BAR_FILL)
         label = self._label(text)
-        img.paste(label, (b.x, b.band_y - top + 1))
+        img.paste(label, (b.x, y - 4 - label.height))
+        self.label_box = (self.box.x, self.box.y - 4 - label.height, label.width, label.height)
 
     def _label(self, text):
-        """The text line as an image (white on a dark plate, readable over any picture);
-        the last one is kept, as most bar updates repeat it."""
-        if self._label_cache[0] != text:
-            x0, y0, x1, y1 = self.font.getbbox(text)
-            im = Image.new("RGB", (min(x1 + 12, self.box.w), self.box.band_h - self.box.h - 4), TEXT_PLATE)
-            ImageDraw.Draw(im).text((6, 1), text, fill=TEXT, font=self.font)
-            self._label_cache = (text, im)
+        """The text lines as an image; the last one is kept, as most bar updates repeat it."""
+        key = text if isinstance(text, str) else tuple(text)
+        if self._label_cache[0] != key:
+            self.shown = self.lines(text)
+            self._label_cache = (key, self.letters.render(self.shown, self.box.w))
         return self._label_cache[1]
 
 
 class FramebufferRenderer:
-    """A progress renderer for the Screen (see progress.Progress)."""
+    """A progress renderer for the Screen (see progress.Progress): our words for each stage,
+    the download's own fraction while downloading, and one failure screen for every failure
+    (the picture dimmed, the bar full and red, what happened and what to do in plain words)."""
 
     def __init__(self, screen, clock=time.monotonic):
         self.screen = screen
@@ -245,21 +334,40 @@ class FramebufferRenderer:
         self._key = None
         self._last = 0.0
         self._drawn = False
+        self.failure = None  # (reason, advice) once the update failed
+
+    @staticmethod
+    def words(e):
+        """(fraction of the bar, text lines) for an event that is not a failure."""
+        if e.stage == "done":
+            dry = e.message.startswith("dry run")
+            return 1.0, ["Update checked" if dry else "Update complete"]
+        title = STAGE_WORDS.get(e.stage, "Updating")
+        part = getattr(e, "part", -1.0)
+        if e.stage == "downloading" and part is not None and part >= 0:
+            return part, ["%s %d%%" % (title, int(part * 100))]
+        if e.stage == "downloading":
+            return 0.0, [title]
+        lines = ["%s %d%%" % (title, int(e.percent))]
+        if title == STAGE_WORDS["updating"]:
+            lines.append(KEEP_POWER)
+        return e.percent / 100, lines
 
     def __call__(self, e):
-        text = "%s  %d%%" % (e.title, int(e.percent))
-        if e.record and e.records:
-            text += "   %d/%d %s" % (e.record, e.records, e.label or e.target)
-        if e.failed and e.final:
-            self.screen.full(e.percent / 100, "Update failed: %s" % (e.message or e.title)[:120], failed=True)
+        if self.failure is not None:
+            return  # the failure screen stays
+        if e.failed:
+            self.failure = failure_reason(e.stage, e.message)
+            self.screen.full(1.0, [FAILED] + list(self.failure), failed=True)
             return
-        key = (e.stage if e.stage not in ("erasing", "updating") else "apply", e.record, e.failed)
+        fraction, lines = self.words(e)
+        key = (e.stage if e.stage not in ("erasing", "updating") else "apply", e.record, len(lines))
         now = self.clock()
         if not self._drawn:
-            self.screen.full(e.percent / 100, text)
+            self.screen.full(fraction, lines)
             self._drawn = True
         elif key != self._key or e.final or now - self._last >= self.screen.min_interval:
-            self.screen.bar(e.percent / 100, text, e.failed)
+            self.screen.bar(fraction, lines)
         else:
             return
         self._key = key
@@ -267,8 +375,11 @@ class FramebufferRenderer:
 
 
 def load_picture(path):
-    """The background picture as RGB (any format Pillow reads: jpg, png, ...)."""
-    with Image.open(path) as im:
+    """The background picture as RGB: a JPEG or a PNG (the board runtime's Pillow has those
+    two plugins only)."""
+    with Image.open(path) as im:  # not formats=: that makes Pillow import every plugin it has
+        if im.format not in ("JPEG", "PNG"):
+            raise ValueError("%s is a %s picture, not a JPEG or PNG" % (path, im.format))
         im.load()
         return im.convert("RGB")
 

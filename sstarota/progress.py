@@ -40,6 +40,7 @@ class Event:
     message: str = ""
     final: bool = False  # the last event of the install
     summary: Optional[dict] = None  # the final event of an install: what was written and what was in place
+    part: float = -1.0  # the current stage's own fraction when it has one (the download's), else -1
 
     def as_dict(self):
         return asdict(self)
@@ -90,7 +91,7 @@ class Progress:
         return Event(stage, failed, round(pct, 2),
                      context.get("record", last.record), context.get("records", last.records),
                      context.get("target", last.target), context.get("label", last.label),
-                     self.done, self.total, message, final)
+                     self.done, self.total, message, final, part=context.get("part", -1.0))
 
     def _send(self, event):
         self.last = event

@@ -1,6 +1,7 @@
 """The board path on the host: what otaunpack imports, and the bundle (a zipapp) that
 carries it to a board, with otaunpack's exit codes."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -99,3 +100,130 @@ def test_the_hand_parsed_command_line_reads_what_click_read():
             assert str(exc) == message
         else:
             raise AssertionError(argv)
+
+
+def other_pythons():
+    """Interpreters on this machine of another minor version than this one (pyenv's too)."""
+    import glob
+    import shutil
+
+    found = {}
+    for cand in [shutil.which("python%s" % v) for v in ("2", "2.7", "3.9", "3.10", "3.12", "3.13")] + \
+            sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/*/bin/python"))):
+        if cand and os.path.exists(cand):
+            p = subprocess.run([cand, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                               text=True)
+            if p.returncode == 0 and p.stdout.strip() != "%d.%d" % sys.version_info[:2]:
+                found.setdefault(p.stdout.strip(), cand)
+    return found
+
+
+def test_version_and_a_sourceless_bundle_on_another_python_says_so_in_one_line(tmp_path):
+    from sstarota import __version__
+
+    pyz = tmp_path / "otaunpack"
+    bundle.zipapp(str(pyz), sources=False)
+    r = subprocess.run([sys.executable, str(pyz), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("otaunpack (sstarota) %s, Python 3." % __version__), r
+    # the check, as any other Python sees it: a __main__ built for another minor version
+    other = tmp_path / "other"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("__main__.py", bundle.main_source(True, (3, 99)))
+    r = subprocess.run([sys.executable, str(other), "-x", "p.bin.gz"], capture_output=True, text=True)
+    assert r.returncode == bundle.WRONG_PYTHON == 4
+    assert r.stderr.splitlines() == ["otaunpack: this bundle needs Python 3.99, not %d.%d (its bytecode is for that "
+                                      "version only: build it without --sourceless)" % sys.version_info[:2]]
+    # and the real thing, with every other Python this machine has (Python 2 included)
+    full = tmp_path / "full"
+    bundle.zipapp(str(full))
+    for version, python in other_pythons().items():
+        r = subprocess.run([python, str(pyz), "--version"], capture_output=True, text=True)
+        assert r.returncode == 4 and len(r.stderr.splitlines()) == 1 and "not %s" % version in r.stderr, (python, r)
+        r = subprocess.run([python, str(full), "--version"], capture_output=True, text=True)
+        if tuple(map(int, version.split("."))) >= (3, 9):
+            assert r.returncode == 0 and "Python %s." % version in r.stdout, (python, r)
+        else:
+            assert r.returncode == 4 and r.stderr.splitlines() == [
+                "otaunpack: this bundle needs Python 3.9 or later, not %s (board-bundle --runtime ARCH carries "
+                "one)" % version], (python, r)
+
+
+def test_every_module_any_path_imports_is_in_the_runtimes_set(tmp_path):
+    """The probe (sstarota.runtime.CASES: file, stdin, http, https with --ca, every record
+    kind, deltas, Ed25519 and P-256 signatures, the board's policy, the screen on jpg and
+    png, a failed and a rejected install, dry run) run with this Python through the bundle:
+    a module imported on any path and missing from runtime.MODULES (SCREEN_MODULES for the
+    screen) would be missing on a board that runs from the runtime alone."""
+    from sstarota import runtime
+
+    if sys.version_info[:2] != runtime.PYTHON:
+        import pytest
+
+        pytest.skip("the runtime's set is Python %d.%d's" % runtime.PYTHON)
+    pyz = tmp_path / "otaunpack"
+    bundle.zipapp(str(pyz))
+    mods, codes = runtime.derive(str(pyz), work=str(tmp_path / "probe"))
+    assert codes == runtime.EXPECTED
+    for name, _, _, screen in runtime.case_runs({"http": "", "https": ""}):
+        err = (tmp_path / "probe" / "out" / (name + ".err")).read_text()
+        assert "Traceback" not in err and "No module named" not in err, (name, err)
+        if screen:
+            assert "no framebuffer progress" not in err, (name, err)
+        allowed = set(runtime.STARTUP + runtime.MODULES + (runtime.SCREEN_MODULES if screen else []))
+        new = sorted(set(runtime.standard(mods[name])) - allowed)
+        assert not new, "case %s imports %s, outside the runtime's set (add to sstarota/runtime.py %s)" % (
+            name, " ".join(new), "SCREEN_MODULES" if screen else "MODULES")
+
+
+def test_the_amd64_runtime_runs_every_path_alone_in_a_root_without_merged_usr(tmp_path):
+    """The runtime for amd64 (this machine's architecture: it runs here) unpacked into an
+    empty root (no /lib link: its loader must be at /lib64, where the interpreter's header
+    says), every case run chrooted there from the runtime alone: no module or library missing."""
+    import shutil
+    import tarfile
+
+    import pytest
+
+    from sstarota import runtime
+
+    if os.geteuid() != 0 or not shutil.which("apt-get") or sys.version_info[:2] != runtime.PYTHON:
+        pytest.skip("needs root (chroot), apt and Python %d.%d" % runtime.PYTHON)
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "sstarota-runtime")
+    runtime.build("amd64", str(tmp_path), cache, log=lambda msg: None)
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(tmp_path / "python-amd64.tar.gz") as t:
+        names = t.getnames()
+        assert not [n for n in names if t.getmember(n).isdir()]  # a merged root's /lib link would be replaced
+        t.extractall(root)
+    assert sorted(os.listdir(root)) == ["lib64", "usr"] and (root / "lib64/ld-linux-x86-64.so.2").is_file()
+    busybox = shutil.which("busybox")
+    if not busybox or "statically linked" not in subprocess.run(["file", busybox], capture_output=True,
+                                                                 text=True).stdout:
+        pytest.skip("needs a static busybox: the board's sh for the package's scripts")
+    (root / "bin").mkdir()
+    shutil.copy(busybox, root / "bin/sh")
+    pyz = root / "otaunpack"
+    bundle.zipapp(str(pyz), interpreter="/usr/bin/python3")
+    probe = runtime.make_probe(str(root / "probe"))
+    served = runtime.Served(probe)
+    try:
+        codes = {}
+        for name, argv, stdin, screen in runtime.case_runs(served.urls()):
+            if "--root" in argv:
+                r = root / "probe" / argv[argv.index("--root") + 1]
+                if not r.exists():
+                    shutil.copytree(root / "probe/template", r)
+                    if str(r).endswith("keyed"):
+                        shutil.copytree(root / "probe/template-keyed", r, dirs_exist_ok=True)
+            (root / "probe/tmp").mkdir(exist_ok=True)
+            p = subprocess.run(["/otaunpack"] + argv, capture_output=True, text=True,
+                               stdin=open(root / "probe" / stdin, "rb") if stdin else subprocess.DEVNULL,
+                               preexec_fn=lambda: (os.chroot(str(root)), os.chdir("/probe")))
+            codes[name] = p.returncode
+            assert "Traceback" not in p.stderr and "No module named" not in p.stderr, (name, p.stderr)
+            if screen:
+                assert "no framebuffer progress" not in p.stderr, (name, p.stderr)
+    finally:
+        served.stop()
+    assert codes == runtime.EXPECTED

@@ -33,6 +33,7 @@ Usage: otaunpack [OPTIONS]
     2  usage
     3  the package was rejected and nothing was written (or a signal
        stopped the run before the begin script: nothing was written)
+    4  the bundle's bytecode is for another Python (a --sourceless bundle)
 
 Options:
   -x PKG.gz             A gzip-compressed package ('-' for stdin, or an
@@ -96,6 +97,7 @@ Options:
   --json                With --status: as JSON.
   -q, --quiet           No progress output.
   --debug               Tracebacks for errors.
+  --version             Print the version and exit.
   -h, --help            Show this message and exit.
 """
 
@@ -114,7 +116,7 @@ FLAG_OPTIONS = {
     "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
     "--allow-downgrade": "allow_downgrade", "--version-store-optional": "version_store_optional",
     "--mark-good": "mark_good", "--status": "status", "--json": "json",
-    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help",
+    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help", "--version": "version",
 }
 DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
 NUMBERS = {"timeout": float, "retries": int, "time_limit": float}
@@ -172,7 +174,7 @@ def parse_args(argv):
                     raise _Usage("No such option: %s" % name)
         else:
             extra.append(arg)
-    if opts["help"]:  # as click: after a parse error, before extra arguments and values
+    if opts["help"] or opts["version"]:  # as click: after a parse error, before extra arguments and values
         return opts
     if extra:
         raise _Usage("Got unexpected extra argument%s (%s)" % ("s" if len(extra) > 1 else "", " ".join(extra)))
@@ -229,7 +231,7 @@ def install(opts):
     """Run one install from parsed options; returns the exit code or raises OtaError."""
     import os
 
-    from ..errors import UsageError
+    from ..errors import OtaError, UsageError
 
     if bool(opts["gz_path"]) == bool(opts["raw_path"]):
         raise UsageError("give one package: -x PKG.gz or -r PKG")
@@ -257,7 +259,7 @@ def install(opts):
 
 
 def _install(opts, install, progress, work, note, warn):
-    from ..errors import Interrupted, UsageError
+    from ..errors import Interrupted, OtaError, UsageError
     from .process import OomGuard
 
     guard = OomGuard()
@@ -268,12 +270,14 @@ def _install(opts, install, progress, work, note, warn):
                 renderers.append(progress.JsonRenderer(opts["progress_fd"]))
             except OSError as exc:
                 raise UsageError("--progress-fd %d: %s" % (opts["progress_fd"], exc.strerror)) from None
+        shown = None  # the screen's renderer
         if opts["picture"] or opts["fb_file"]:
             screen = _screen(opts["picture"], opts["fb_device"], opts["fb_file"], opts["fb_mode"], warn)
             if screen is not None:
                 from ..fb import FramebufferRenderer
 
-                renderers.append(FramebufferRenderer(screen))
+                shown = FramebufferRenderer(screen)
+                renderers.append(shown)
         path = opts["gz_path"] or opts["raw_path"]
         prog = progress.Progress(renderers, warn)
         try:
@@ -290,9 +294,24 @@ def _install(opts, install, progress, work, note, warn):
                 source.close()
         except Interrupted as exc:
             _stopped_before_writing(exc, prog.last.stage)
+            _show_failure(shown, prog, exc)
+            raise
+        except OtaError as exc:
+            _show_failure(shown, prog, exc)
             raise
     finally:
         guard.restore()
+
+
+def _show_failure(shown, prog, exc):
+    """A failure the installer's events did not report (a download): the screen says so."""
+    from .. import progress
+
+    if shown is not None and shown.failure is None:
+        try:
+            shown(progress.Event(prog.last.stage, failed=True, final=True, message=str(exc)))
+        except Exception:  # the screen never hides the error
+            pass
 
 
 def _stopped_before_writing(exc, stage):
@@ -319,7 +338,8 @@ def _net_options(opts, prog):
 
     def report(done, total, rate):
         of = " of %.1f MiB" % (total / 1048576.0) if total else ""
-        prog.emit("downloading", message="%.1f MiB%s at %.1f MiB/s" % (done / 1048576.0, of, rate / 1048576.0))
+        prog.emit("downloading", message="%.1f MiB%s at %.1f MiB/s" % (done / 1048576.0, of, rate / 1048576.0),
+                  part=min(1.0, done / total) if total else -1.0)
 
     net = Net(opts["timeout"], opts["retries"], opts["time_limit"], opts["ca"])
     return {"net": net, "spool": not opts["no_spool"], "report": report}
@@ -387,6 +407,12 @@ def main(argv=None):
         return 2
     if opts["help"]:
         sys.stdout.write(HELP)
+        sys.stdout.flush()
+        return 0
+    if opts["version"]:
+        from .. import __version__
+
+        sys.stdout.write("%s (sstarota) %s, Python %d.%d.%d\n" % ((PROG, __version__) + tuple(sys.version_info[:3])))
         sys.stdout.flush()
         return 0
     from .process import lazy_modules, restore_signals, stop_on_signals
