@@ -39,6 +39,25 @@ class Result:
         return self
 
 
+def wait_answer(work, name, alive, what, cmd, timeout):
+    """The agent's answer to request name under work/resp, taken (its files removed): waits
+    while alive() and at most timeout + 60 s."""
+    rc_file = work / "resp" / (name + ".rc")
+    deadline = time.monotonic() + timeout + 60
+    while not rc_file.exists():
+        if not alive():
+            raise RuntimeError("the %s stopped while running %r; see %s" % (what, cmd, work))
+        if time.monotonic() > deadline:
+            raise RuntimeError("no answer from the %s for %r" % (what, cmd))
+        time.sleep(0.02)
+    rc = int(rc_file.read_text().strip() or 125)
+    out = (work / "resp" / (name + ".out")).read_text(errors="replace")
+    err = (work / "resp" / (name + ".err")).read_text(errors="replace")
+    for ext in (".rc", ".out", ".err"):
+        (work / "resp" / (name + ext)).unlink()
+    return Result(rc, out, err)
+
+
 AGENT = r'''
 import json, os, subprocess, sys, time
 W = "/mnt/work"

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import boardvm_arm  # noqa: E402
-from boardvm import Guest, Result, _run, fresh_work, module_order  # noqa: E402
+from boardvm import Guest, _run, fresh_work, module_order, wait_answer  # noqa: E402
 
 DEFAULT_RIG = Path(os.environ.get("SSTAROTA_BOARD_AB_DIR", Path.home() / ".cache" / "sstarota-board-ab"))
 
@@ -765,20 +765,8 @@ class ABBoardVM(Guest):
         return self.answer(name, cmd, timeout)
 
     def answer(self, name, cmd="", timeout=600):
-        rc_file = self.work / "resp" / (name + ".rc")
-        deadline = time.monotonic() + timeout + 60
-        while not rc_file.exists():
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError("the A/B board stopped while running %r" % cmd)
-            if time.monotonic() > deadline:
-                raise RuntimeError("no answer from the A/B board for %r" % cmd)
-            time.sleep(0.02)
-        rc = int(rc_file.read_text().strip() or 125)
-        out = (self.work / "resp" / (name + ".out")).read_text(errors="replace")
-        err = (self.work / "resp" / (name + ".err")).read_text(errors="replace")
-        for ext in (".rc", ".out", ".err"):
-            (self.work / "resp" / (name + ext)).unlink()
-        return Result(rc, out, err)
+        return wait_answer(self.work, name, lambda: self.proc is not None and self.proc.poll() is None, "A/B board",
+                           cmd, timeout)
 
     def env(self, *names):
         """{name: value} of the u-boot env as Linux's fw_printenv reads it."""

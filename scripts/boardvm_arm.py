@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from boardvm import Guest, Result, _run, fresh_work, module_order, run_commands  # noqa: E402
+from boardvm import Guest, _run, fresh_work, module_order, run_commands, wait_answer  # noqa: E402
 
 DEFAULT_RIG = Path(os.environ.get("SSTAROTA_BOARD_ARM_DIR", Path.home() / ".cache" / "sstarota-board-arm"))
 
@@ -432,20 +432,7 @@ class ArmBoardVM(Guest):
         tmp = self.work / "req" / (name + ".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.rename(tmp, self.work / "req" / (name + ".sh"))
-        rc_file = self.work / "resp" / (name + ".rc")
-        deadline = time.monotonic() + timeout + 60
-        while not rc_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("the armhf board stopped while running %r; see %s" % (cmd, self.work))
-            if time.monotonic() > deadline:
-                raise RuntimeError("no answer from the armhf board for %r" % cmd)
-            time.sleep(0.02)
-        rc = int(rc_file.read_text().strip() or 125)
-        out = (self.work / "resp" / (name + ".out")).read_text(errors="replace")
-        err = (self.work / "resp" / (name + ".err")).read_text(errors="replace")
-        for ext in (".rc", ".out", ".err"):
-            (self.work / "resp" / (name + ext)).unlink()
-        return Result(rc, out, err)
+        return wait_answer(self.work, name, lambda: self.proc.poll() is None, "armhf board", cmd, timeout)
 
     def stop(self):
         super().stop()

@@ -76,3 +76,14 @@ def have(tool):
 
 def run(*cmd, **kw):
     return subprocess.run([str(c) for c in cmd], capture_output=True, **kw)
+
+
+def tree(root, files):
+    """Make a tree of {relative path: bytes} under root (0644 files); return root."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.chmod(p, 0o644)
+    return root

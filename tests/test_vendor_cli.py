@@ -11,20 +11,12 @@ import pytest
 
 from sstarota import package
 
+from helpers import tree
 from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
 
 OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
 
 
-def tree(root, files):
-    """Make a tree of {relative path: bytes} under root (0644 files); return root."""
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        os.chmod(p, 0o644)
-    return root
 
 
 def create(cli, pkg, fmt="0.4", *extra):

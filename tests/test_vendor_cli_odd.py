@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tree
 from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
 
 OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
@@ -185,13 +186,6 @@ def test_dot_components_in_targets_install_and_dotdot_does_not(tmp_path):
         assert os.listdir(empty) == []
 
 
-def tree(root, files):
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root
 
 
 def assert_refused(cli, pkg, *argv, naming=None):
