@@ -442,6 +442,15 @@ def test_a_delta_target_neither_old_nor_new_without_a_manifest_is_refused(inputs
     assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
 
 
+def install_with_state_on_tmpfs(pkg, root, work):
+    """Install with the state directory in /dev/shm (tmpfs: lost at a reboot), removed after."""
+    shm = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        return otaunpack("-r", pkg, "--root", root, "-t", work, "--state-dir", os.path.join(shm, "state"))
+    finally:
+        shutil.rmtree(shm)
+
+
 def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_reboot(inputs, tmp_path):
     """A state directory on tmpfs cannot tell a re-run after a reboot from a first run: refused
     before anything is written, with the way out."""
@@ -449,19 +458,11 @@ def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_rebo
     root = tmp_path / "root"
     old_board(root, inputs)
     before = snapshot(root)
-    shm = tempfile.mkdtemp(dir="/dev/shm")
-    try:
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "--state-dir", os.path.join(shm, "state"))
-    finally:
-        shutil.rmtree(shm)
+    proc = install_with_state_on_tmpfs(pkg, root, tmp_path)
     assert proc.returncode == 3, proc.stderr.decode()
     assert b"--state-dir" in proc.stderr and b"tmpfs" in proc.stderr
     assert snapshot(root) == before
     # a package whose manifest names every delta's source and result needs no such directory
     pkg = make_package(inputs, tmp_path / "m.bin")
-    shm = tempfile.mkdtemp(dir="/dev/shm")
-    try:
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "--state-dir", os.path.join(shm, "state"))
-    finally:
-        shutil.rmtree(shm)
+    proc = install_with_state_on_tmpfs(pkg, root, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()

@@ -14,7 +14,6 @@ records are spooled under the work directory (-t) and run from there.
 
 import hashlib
 import os
-import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -33,7 +32,7 @@ from .inplace import comparer, skipped, to_write
 from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy, _inside
 from .scripts import Scripts
-from .state import StateDir
+from .state import StateDir, ours
 from .trust import ManifestCheck
 
 WRITE_UNITS = 4096  # progress units for committing one target
@@ -92,7 +91,7 @@ class Installer:
                 state.root = os.path.realpath(self.opts.root)
             return state
         state = StateDir(os.path.join(self.opts.work_parent or tmpdir, STATE_UNDER_TMP), self.note)
-        if not _ours(state.path):  # another user's (made first to block us, or to redirect the journal)
+        if os.path.lexists(state.path) and not ours(state.path):  # another user's (made first to block us, or to redirect the journal)
             self.note("%s is not a directory of this user's; the state directory is %s/%s for this run"
                       % (state.path, tmpdir, STATE_UNDER_TMP))
             state = StateDir(os.path.join(tmpdir, STATE_UNDER_TMP), self.note)
@@ -147,10 +146,10 @@ class Installer:
             if index < len(plan.status) and plan.status[index] == 1:
                 continue  # in place: not spooled
             work, stash = max(work, plan.begin_len + plan.end_len + spooled), max(stash, stashed)
-        same = _free(self.ctx.tmpdir)[1] == _free(self.state.path)[1]
-        for path, need, what in ((self.ctx.tmpdir, work + (stash if same else 0), "-t"),
-                                 (self.state.path, stash, "the state directory")):
-            free, _ = _free(path)
+        (work_free, work_fs), (state_free, state_fs) = _free(self.ctx.tmpdir), _free(self.state.path)
+        shared = stash if work_fs == state_fs else 0  # one filesystem holds both
+        for path, free, need, what in ((self.ctx.tmpdir, work_free, work + shared, "-t"),
+                                       (self.state.path, state_free, stash, "the state directory")):
             if need and free is not None and free < need + (1 << 20):
                 raise PackageError("%s %s has %d bytes free; this package needs %d there (its scripts, patches and "
                                    "the largest delta result); nothing written: give a directory with room"
@@ -505,17 +504,6 @@ def _free(path):
         return st.f_bavail * st.f_frsize, os.stat(path).st_dev
     except OSError:
         return None, None
-
-
-def _ours(path):
-    """Absent, or a directory of this user's that only it can write."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _can_make(path):

@@ -60,6 +60,15 @@ KEY = re.compile(r"^[0-9a-f]{16}$")
 HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
+def ours(path):
+    """A directory (not a symlink) of this user's that only it can write."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def target_key(name):
     """The journal's name for a target: its bytes hashed (any bytes, UTF-8 or not)."""
     return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
@@ -81,12 +90,13 @@ class StateDir:
         self.volatile = None  # why a reboot may lose the directory (the installer's word), or None
         self.unreadable = False  # a journal was there and could not be read: its ledger is lost
         self.root = None  # under --root: the directory must stay inside it (its real path)
+        self._lock = None  # the fd of DIR/otaunpack.lock while this install holds it
 
     def lock(self):
         """Hold the directory for this install (if it is there yet: begin() takes it once it is
         made), by an exclusive flock on DIR/otaunpack.lock (mode 0600: no other user can open
         it to hold it). Another install holding it: UsageError."""
-        if getattr(self, "_lock", None) is not None or not self._is_ours():
+        if self._lock is not None or not ours(self.path):
             return
         try:
             fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -100,15 +110,8 @@ class StateDir:
                              "again once it has finished)" % self.path) from None
         self._lock = fd
 
-    def _is_ours(self):
-        try:
-            st = os.lstat(self.path)
-        except OSError:
-            return False
-        return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
     def unlock(self):
-        fd = getattr(self, "_lock", None)
+        fd = self._lock
         if fd is not None:
             self._lock = None
             os.close(fd)
@@ -119,7 +122,7 @@ class StateDir:
         self.loaded = True
         import json  # only where a journal is read or written
 
-        if os.path.lexists(self.path) and not self._is_ours():
+        if os.path.lexists(self.path) and not ours(self.path):
             return  # another user's: never read (begin() refuses it where a journal is needed)
         try:
             with open_regular(os.path.join(self.path, JOURNAL)) as f:
@@ -236,8 +239,8 @@ class StateDir:
             self.note("%s; left as it is (this package needs no journal)" % exc)
 
     def _check_ours(self):
-        st = os.lstat(self.path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        if not ours(self.path):
+            st = os.lstat(self.path)
             raise UsageError("the state directory %s is not a directory of this user's that only it can write "
                              "(owner %d, mode %04o); refused: remove it, or give --state-dir DIR"
                              % (self.path, st.st_uid, stat.S_IMODE(st.st_mode)))
