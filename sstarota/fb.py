@@ -10,7 +10,7 @@ a second (stage and record changes at once). A failed update leaves a failure sc
 import time
 from dataclasses import dataclass, replace
 
-from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from .fbdev import (  # noqa: F401  (the device layer, re-exported for callers of fb)
     FB_VISUAL_DIRECTCOLOR,
@@ -240,6 +240,12 @@ class Lettering:
         return im
 
 
+#: a failure dims the picture to 35% (as ImageEnhance.Brightness(0.35), without its second image)
+DIM = [int(v * 0.35) for v in range(256)]
+#: rows of the screen packed and written at a time by Screen.full
+STRIP_ROWS = 64
+
+
 def fit(picture, xres, yres):
     """The picture scaled to fit the screen, keeping its aspect, centered on black."""
     screen = Image.new("RGB", (xres, yres), BACKGROUND)
@@ -262,9 +268,9 @@ class Screen:
         self.pixels = PixelPacker(g)
         self.letters = Lettering(max(12, g.yres // 30))
         self.box = BarBox.for_screen(g.xres, g.yres, self.letters.line_h * MAX_LINES + 4)
-        self.picture = picture
+        self.picture = picture  # until the first full(): then fitted to the screen and dropped
         self.base = None
-        self.failed_base = None
+        self.dimmed = False
         self.min_interval = min_interval
         self._label_cache = (None, None)
         self.shown = []  # the text lines on the screen now (tests, screenshots)
@@ -279,20 +285,26 @@ class Screen:
         return out[:MAX_LINES]
 
     def full(self, fraction, text, failed=False):
-        """Draw everything: background (dimmed for a failure), picture, text, bar."""
+        """Draw everything: background (dimmed for a failure), picture, text, bar. One
+        screen-sized image is kept (the picture fitted, then dimmed in its place); the frame
+        goes out in strips, so the packed pixels never take a whole screen either."""
         g = self.g
-        base = fit(self.picture, g.xres, g.yres)
-        if failed:
-            base = ImageEnhance.Brightness(base).enhance(0.35)
-        self.base = base
-        frame = base.copy()
-        self._draw_bar(frame, 0, fraction, text, failed)
-        self.fb.write_rect(0, 0, g.xres, g.yres, self.pixels.pack(frame))
+        if self.base is None:
+            self.base, self.picture = fit(self.picture, g.xres, g.yres), None
+        if failed and not self.dimmed:
+            self.base, self.dimmed = self.base.point(DIM * 3), True
+        for y in range(0, g.yres, STRIP_ROWS):
+            h = min(STRIP_ROWS, g.yres - y)
+            self.fb.write_rect(0, y, g.xres, h, self.pixels.pack(self.base.crop((0, y, g.xres, y + h))))
+        self._band(fraction, text, failed)
 
     def bar(self, fraction, text, failed=False):
         """Repaint only the bar's band (its text and the bar) over the picture."""
         if self.base is None:
             return self.full(fraction, text, failed)
+        self._band(fraction, text, failed)
+
+    def _band(self, fraction, text, failed):
         b = self.box
         band = self.base.crop((b.x, b.band_y, b.x + b.w, b.band_y + b.band_h))
         self._draw_bar(band, b.band_y, fraction, text, failed, left=b.x)
@@ -374,24 +386,31 @@ class FramebufferRenderer:
         self._last = now
 
 
-def load_picture(path):
+def load_picture(path, size=None):
     """The background picture as RGB: a JPEG or a PNG (the board runtime's Pillow has those
-    two plugins only)."""
+    two plugins only). size: the screen's (xres, yres); a larger JPEG is decoded at the
+    smallest DCT scale that still covers it (a 1920x1080 picture on an 800x480 screen
+    takes a quarter of the memory)."""
     with Image.open(path) as im:  # not formats=: that makes Pillow import every plugin it has
         if im.format not in ("JPEG", "PNG"):
             raise ValueError("%s is a %s picture, not a JPEG or PNG" % (path, im.format))
+        if size and im.format == "JPEG":
+            im.draft("RGB", size)
         im.load()
-        return im.convert("RGB")
+        return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def open_screen(picture_path, device="/dev/fb0"):
-    """A Screen on a framebuffer device; raises OSError, LayoutError or Pillow's errors."""
-    picture = load_picture(picture_path) if picture_path else None
-    fb = Framebuffer(device)
+def open_screen(picture_path=None, device="/dev/fb0", fb_file=None, mode=None):
+    """A Screen on a framebuffer device, or on a file of geometry `mode` (fb_file); the
+    picture loaded for that screen's size. Raises OSError, LayoutError, ValueError or
+    Pillow's errors, and leaves no framebuffer open when it does."""
+    dev = FileFramebuffer(fb_file, parse_mode(mode)) if fb_file else Framebuffer(device)
     try:
-        return Screen(fb, picture)
-    except LayoutError:
-        fb.close()
+        g = dev.geometry
+        picture = load_picture(picture_path, (g.xres, g.yres)) if picture_path else None
+        return Screen(dev, picture)
+    except BaseException:
+        dev.close()
         raise
 
 

@@ -23,6 +23,7 @@ The modules are compiled to .pyc when this Python has the board's minor version,
 stored as sources.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -84,7 +85,7 @@ SCREEN_MODULES = [
 #: plugin stays: the JPEG plugin reads EXIF with it. fb.load_picture opens JPEG and PNG only.
 SCREEN_PIL = [
     "PIL", "PIL.ExifTags", "PIL.GimpGradientFile",
-    "PIL.GimpPaletteFile", "PIL.Image", "PIL.ImageChops", "PIL.ImageColor", "PIL.ImageDraw", "PIL.ImageEnhance",
+    "PIL.GimpPaletteFile", "PIL.Image", "PIL.ImageChops", "PIL.ImageColor", "PIL.ImageDraw",
     "PIL.ImageFile", "PIL.ImageFilter", "PIL.ImageFont", "PIL.ImageMode", "PIL.ImageOps", "PIL.ImagePalette",
     "PIL.ImageSequence", "PIL.ImageStat", "PIL.ImageText", "PIL.JpegImagePlugin", "PIL.JpegPresets",
     "PIL.PaletteFile", "PIL.PngImagePlugin", "PIL.TiffImagePlugin", "PIL.TiffTags",
@@ -111,6 +112,12 @@ def fetch(arch, cache, log=print):
     """Debian's packages for `arch`, downloaded once into cache/arch; returns the .debs."""
     d = os.path.join(cache, arch)
     os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, ".lock"), "w") as lock:  # one download at a time (parallel builds, tests)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_locked(arch, d, log)
+
+
+def _fetch_locked(arch, d, log):
     stamp = os.path.join(d, "complete")
     wanted = " ".join(PACKAGES + SCREEN_PACKAGES)
     if os.path.exists(stamp) and open(stamp).read() == wanted:

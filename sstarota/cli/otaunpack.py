@@ -388,10 +388,7 @@ def _screen(picture, device, fb_file, mode, warn):
     try:
         from .. import fb
 
-        pic = fb.load_picture(picture) if picture else None
-        if fb_file:
-            return fb.Screen(fb.FileFramebuffer(fb_file, fb.parse_mode(mode)), pic)
-        return fb.Screen(fb.Framebuffer(device), pic)
+        return fb.open_screen(picture, device, fb_file, mode)
     except Exception as exc:  # no framebuffer, a broken picture, an unknown pixel layout, no Pillow
         warn("no framebuffer progress (%s: %s); text progress only" % (picture or fb_file or device, exc))
         return None
