@@ -1,5 +1,6 @@
 """Every command installs as a console script, has --help, and maps errors to exit codes."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,14 @@ def test_build_equals_create_plus_appends(tmp_path):
         packer.append(str(b), one)
         packer.append(str(b), two)
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_scripts_bench_loads_and_offers_every_benchmark():
+    """scripts/bench is run by hand and by no test: its module must load (a benchmark defined
+    after the table that names it broke every one of them once) and offer each benchmark."""
+    project = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(project / "scripts" / "bench"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ("pack", "unpack", "delta", "sign", "fb", "board", "board-arm", "board-footprint", "incremental",
+                 "peers", "ab", "all"):
+        assert re.search(r"[{,]%s[,}]" % re.escape(name), r.stdout.replace("\n", "").replace(" ", "")), name
