@@ -209,6 +209,16 @@ def test_the_same_package_at_three_boots_is_installed_once_and_rebooted_once(tmp
     assert (root / "mnt/data/app.conf").read_bytes() == b"new content\n"
 
 
+def status(tmp_path, env):
+    """sstarota-update --status: its first three words a line (a date as <date>); it changes nothing."""
+    before = sorted(p.name for p in (tmp_path / "state").rglob("*")) if (tmp_path / "state").exists() else None
+    r = boot(tmp_path, env, "--status")
+    assert r.returncode == 0, r.stderr
+    after = sorted(p.name for p in (tmp_path / "state").rglob("*")) if (tmp_path / "state").exists() else None
+    assert after == before
+    return [[re.sub(r"^\d{4}-\d\d-\d\d$", "<date>", w) for w in line.split()[:3]] for line in r.stdout.splitlines()]
+
+
 def test_a_failing_package_is_tried_at_most_n_times_then_left_with_its_reason(tmp_path):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
@@ -216,8 +226,12 @@ def test_a_failing_package_is_tried_at_most_n_times_then_left_with_its_reason(tm
     failing.write_text("exit 1\n")
     pkg = package(tmp_path, begin=failing)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
-    codes = [boot(tmp_path, env).returncode for _ in range(5)]
+    assert status(tmp_path, env) == [["no", "package", "recorded"]]
+    codes = [boot(tmp_path, env).returncode for _ in range(2)]
+    assert status(tmp_path, env) == [[sha256(pkg), "tried", "2"]]
+    codes += [boot(tmp_path, env).returncode for _ in range(3)]
     assert codes == [1, 1, 1, 5, 5]
+    assert status(tmp_path, env) == [[sha256(pkg), "left:", "<date>"]]
     assert len(calls(tmp_path, "otaunpack")) == 3
     assert calls(tmp_path, "on-failure") == ["1", "1", "1"]
     assert calls(tmp_path, "reboot") == []

@@ -47,6 +47,8 @@ def make_package(d, name, image, fmt="1.6"):
 class ABBoard:
     """The booted A/B board, the images and packages, and what each step asserts on."""
 
+    W, TMP, OTAUNPACK = W, TMP, OTAUNPACK  # the board's paths: the shared work directory, -t, the bundle
+
     def __init__(self, vm, rig, pkgs):
         self.vm = vm
         self.rig = rig
