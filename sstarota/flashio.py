@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 
 from . import flash
+from .confine import fd_path
 from .errors import InstallError
 from .fsutil import write_all
 
@@ -187,3 +188,14 @@ def is_device(path):
     except FileNotFoundError:
         return False
     return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+
+
+def open_current(dest):
+    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
+    if dest.kind == "device":
+        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return open_content(fd_path(fd))
+        finally:
+            os.close(fd)
+    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
