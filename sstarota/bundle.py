@@ -12,7 +12,6 @@ board with the same Python minor version never compiles; any other uses the sour
 import importlib.util
 import io
 import os
-import stat
 import sys
 import zipfile
 

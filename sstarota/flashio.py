@@ -1,4 +1,4 @@
-"""Flash I/O: streaming onto and reading from MTD partitions, telling device targets apart.
+"""Flash I/O: streaming onto and reading from MTD partitions, and what a delta patches.
 
 MtdSink writes bad-block-aware and idempotent, as nandwrite does and more.
 
@@ -12,7 +12,6 @@ same path (they report no bad blocks).
 
 import io
 import os
-import stat
 from dataclasses import dataclass
 
 from . import flash
@@ -175,19 +174,6 @@ def open_content(path):
     if index is not None:
         return io.BufferedReader(MtdReader(flash.mtd_info(index)), 128 << 10)
     return open(path, "rb")
-
-
-def is_partition(target, path):
-    """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
-    return is_device(path) or target.startswith("/dev/")
-
-
-def is_device(path):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
 
 
 def open_current(dest):
