@@ -108,7 +108,7 @@ def module_order(moddir, wanted, required=True):
     builtin = set()
     bfile = Path(moddir) / "modules.builtin"
     if bfile.exists():
-        builtin = {os.path.basename(l.strip())[:-3].replace("-", "_") for l in bfile.read_text().splitlines()}
+        builtin = {os.path.basename(line.strip())[:-3].replace("-", "_") for line in bfile.read_text().splitlines()}
     order, seen = [], set()
 
     def visit(name):

@@ -12,14 +12,15 @@ board with the same Python minor version never compiles; any other uses the sour
 import importlib.util
 import io
 import os
-import stat
 import sys
 import zipfile
 
+from .pyc import pyc
+
 #: modules of the package that never run on a board
-HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/dropin.py",
-             "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py", "sstarota/cli/common.py",
-             "sstarota/cli/fbshot.py")
+HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/pyc.py",
+             "sstarota/dropin.py", "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py",
+             "sstarota/cli/common.py", "sstarota/cli/fbshot.py")
 
 #: the exit code of a bundle started by a Python it cannot run on (otaunpack's own are 0-3)
 WRONG_PYTHON = 4
@@ -72,13 +73,6 @@ def bundle_files():
     return files + _package_files("construct") + ecdsa + [("six.py", six)]
 
 
-def _pyc(source, arcname):
-    from importlib._bootstrap_external import _code_to_hash_pyc
-
-    code = compile(source, arcname, "exec", dont_inherit=True)
-    return bytes(_code_to_hash_pyc(code, importlib.util.source_hash(source), checked=False))
-
-
 def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3"):
     """Write the otaunpack zipapp to `out` (executable); returns its size in bytes."""
     if not (sources or bytecode):
@@ -95,14 +89,14 @@ def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3")
         main = main_source(not sources)
         put("__main__.py", main)
         if bytecode:
-            put("__main__.pyc", _pyc(main, "__main__.py"))  # runpy takes it: no compile at every start
+            put("__main__.pyc", pyc(main, "__main__.py"))  # runpy takes it: no compile at every start
         for arcname, path in bundle_files():
             with open(path, "rb") as f:
                 source = f.read()
             if sources:
                 put(arcname, source)
             if bytecode:
-                put(arcname[:-3] + ".pyc", _pyc(source, arcname))
+                put(arcname[:-3] + ".pyc", pyc(source, arcname))
     tmp = "%s.tmp%d" % (out, os.getpid())
     with open(tmp, "wb") as f:
         f.write(buf.getvalue())

@@ -1,4 +1,4 @@
-"""Flash I/O: streaming onto and reading from MTD partitions, telling device targets apart.
+"""Flash I/O: streaming onto and reading from MTD partitions, and what a delta patches.
 
 MtdSink writes bad-block-aware and idempotent, as nandwrite does and more.
 
@@ -12,10 +12,10 @@ same path (they report no bad blocks).
 
 import io
 import os
-import stat
 from dataclasses import dataclass
 
 from . import flash
+from .confine import fd_path
 from .errors import InstallError
 from .fsutil import write_all
 
@@ -176,14 +176,12 @@ def open_content(path):
     return open(path, "rb")
 
 
-def is_partition(target, path):
-    """A raw partition: a device node, or (staging under --root) a file named under /dev/."""
-    return is_device(path) or target.startswith("/dev/")
-
-
-def is_device(path):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+def open_current(dest):
+    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
+    if dest.kind == "device":
+        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return open_content(fd_path(fd))
+        finally:
+            os.close(fd)
+    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")

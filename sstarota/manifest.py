@@ -59,7 +59,6 @@ _LINES = {
 _NEXT = {"comment": ("package",), "package": ("compatible", "version", "record", "diff", "end"),
          "compatible": ("version", "record", "diff", "end"), "version": ("record", "diff", "end"),
          "record": ("record", "diff", "end"), "diff": ("diff", "end"), "end": ("signature",), "signature": ()}
-SIGNATURE_LINE = len("# signature p256 %s %s\n" % ("0" * 16, "0" * 128))
 
 
 @dataclass

@@ -143,10 +143,6 @@ class Clock:
         return min(self.net.timeout, left) if self.net.timeout > 0 else left
 
 
-def is_url(path):
-    return path.startswith(("http://", "https://"))
-
-
 def shown(url):
     """url as messages show it: the password of a `user:password@` replaced by ***. Works on
     any text, URLs urlsplit cannot read included."""

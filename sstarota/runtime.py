@@ -34,6 +34,8 @@ import tarfile
 import tempfile
 import zipfile
 
+from .pyc import pyc
+
 MULTIARCH = {"armhf": "arm-linux-gnueabihf", "armel": "arm-linux-gnueabi", "arm64": "aarch64-linux-gnu",
              "amd64": "x86_64-linux-gnu", "i386": "i386-linux-gnu", "mipsel": "mipsel-linux-gnu",
              "mips64el": "mips64el-linux-gnuabi64", "riscv64": "riscv64-linux-gnu"}
@@ -572,9 +574,7 @@ def _put_module(z, src, arcname, shown, compiled):
     with open(src, "rb") as f:
         data = f.read()
     if compiled:
-        from .bundle import _pyc
-
-        z.writestr(_info(arcname + "c"), _pyc(data, shown))
+        z.writestr(_info(arcname + "c"), pyc(data, shown))
     else:
         z.writestr(_info(arcname), data)
 
@@ -594,10 +594,8 @@ def _copy_pillow(stage, tree, compiled):
             with open(py, "rb") as f:
                 data = f.read()
             if compiled:
-                from .bundle import _pyc
-
                 with open(os.path.join(dst, leaf + ".pyc"), "wb") as f:
-                    f.write(_pyc(data, "/usr/lib/python3/dist-packages/PIL/%s.py" % leaf))
+                    f.write(pyc(data, "/usr/lib/python3/dist-packages/PIL/%s.py" % leaf))
             else:
                 shutil.copy2(py, os.path.join(dst, leaf + ".py"))
             continue

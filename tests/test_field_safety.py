@@ -295,7 +295,7 @@ def _vendor_deltas(tmp_path, n):
 
 
 def test_a_package_without_a_manifest_with_more_deltas_than_the_ledger_keeps_is_refused(tmp_path):
-    from sstarota.install.state import PACKAGE_DELTAS
+    from sstarota.state import PACKAGE_DELTAS
 
     pkg, root = _vendor_deltas(tmp_path, PACKAGE_DELTAS + 1)
     before = snapshot(root)

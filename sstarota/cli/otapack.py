@@ -179,7 +179,9 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
     for path in (append, read, info, gzip_path):
         _check_not_failed(path)
     if install_dropin or uninstall_dropin:
-        log = (lambda m: click.echo(m, err=True))
+        def log(m):
+            click.echo(m, err=True)
+
         if install_dropin:
             dropin.install(install_dropin, fmt, tool_id, log=log)
         else:
@@ -199,7 +201,9 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         if not ops:
             raise UsageError("-a needs an operation (--block-update, --file-add, ...; see --help)")
         masks = packer.parse_masks(default_mask) if default_mask is not None else None
-        log = (lambda m: click.echo("otapack: %s" % m, err=True))
+        def log(m):
+            click.echo("otapack: %s" % m, err=True)
+
         specs = packer.operation_specs(ops[0], src, dst, size, mode, old, new, label, masks, skip_special, log,
                                        threshold=_ratio(threshold), jobs=jobs)
         packer.append(append, specs, tool_id, log=log if debug else None, sync=sync, note=log)
@@ -266,7 +270,7 @@ def _sign(o, path, other_action, sync):
         raise UsageError("--sign KEY goes with -a PKG and no operation (sign a finished package)")
     _check_not_failed(path)
     key = signing.load_private(o["sign_key"])
-    m = packer.sign(path, key, _names(o["compatible"]) or None, o["fw_version"], sync=sync)
+    packer.sign(path, key, _names(o["compatible"]) or None, o["fw_version"], sync=sync)
     click.echo("otapack: %s signed by key %s" % (path, signing.key_id(key.get_verifying_key())), err=True)
     return 0
 

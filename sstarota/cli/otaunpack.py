@@ -231,7 +231,7 @@ def install(opts):
     """Run one install from parsed options; returns the exit code or raises OtaError."""
     import os
 
-    from ..errors import OtaError, UsageError
+    from ..errors import UsageError
 
     if bool(opts["gz_path"]) == bool(opts["raw_path"]):
         raise UsageError("give one package: -x PKG.gz or -r PKG")

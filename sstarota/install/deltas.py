@@ -23,76 +23,23 @@ sstarota-state under the work directory (-t): a crash is recovered from, a power
 when -t is persistent storage; a warning says so for a partition delta.
 """
 
-import hashlib
 import os
 
 from .. import schema
-from ..confine import fd_path
 from ..errors import PackageError
-from ..flashio import open_content
-from ..fsutil import open_regular
+from ..flashio import open_current
+from ..state import PACKAGE_DELTAS, prefix_digests, stash_ok
 from ..text import shown
-from .blocks import BLOCK
 from .plan import Named, open_dest
-from .state import PACKAGE_DELTAS
 
 IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
 BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
-
-
-def open_current(dest):
-    """A readable, seekable view of what a delta will patch (bad-block-free on MTD)."""
-    if dest.kind == "device":
-        fd = dest.open_device(os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            return open_content(fd_path(fd))
-        finally:
-            os.close(fd)
-    return os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb")
-
-
-def prefix_digests(f, lengths):
-    """{length: sha256 hex of the first length bytes} for the lengths f holds, and under
-    None (size, sha256 hex) of the whole; one read."""
-    h = hashlib.sha256()
-    n = 0
-    out = {}
-    marks = sorted(set(x for x in lengths if x is not None))
-    limit = None if None in lengths else (marks[-1] if marks else 0)
-    while limit is None or n < limit:
-        step = BLOCK
-        ahead = [m for m in marks if m > n]
-        if ahead:
-            step = min(step, ahead[0] - n)
-        piece = f.read(step if limit is None else min(step, limit - n))
-        if not piece:
-            break
-        h.update(piece)
-        n += len(piece)
-        if n in marks:
-            out[n] = h.copy().hexdigest()
-    if 0 in marks:
-        out[0] = hashlib.sha256().hexdigest()
-    if None in lengths:
-        out[None] = (n, h.hexdigest())
-    out["read"] = n
-    return out
 
 
 def _holds(digests, partition, length, sha):
     if partition:
         return digests.get(length) == sha
     return digests[None] == (length, sha)
-
-
-def stash_ok(path, pending):
-    """The stash exists, has the journaled length and hash."""
-    try:
-        with open_regular(path) as f:
-            d = prefix_digests(f, [None])[None]
-    except OSError:
-        return False
-    return d == (pending["len"], pending["sha256"])
 
 
 def settle_target(index, dest, info, state, package, by_mark=True, patch=None):

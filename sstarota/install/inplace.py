@@ -22,10 +22,11 @@ import stat
 from .. import flash, schema
 from ..confine import fd_path
 from ..errors import PackageError
+from ..flashio import open_current
 from ..fsutil import fsync_and_close
 from ..text import shown
 from ..writers.block import pad_len
-from .deltas import IN_PLACE, open_current, settle_target
+from .deltas import IN_PLACE, settle_target
 
 _FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
 

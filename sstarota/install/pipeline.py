@@ -24,6 +24,7 @@ from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import ram_fs
 from ..package import PackageReader
 from ..progress import Progress
+from ..state import StateDir, ours
 from ..text import shown
 from ..writers import Context, writer_for
 from . import deltas
@@ -32,7 +33,6 @@ from .inplace import comparer, skipped, to_write
 from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy, _inside
 from .scripts import Scripts
-from .state import StateDir, ours
 from .trust import ManifestCheck
 
 WRITE_UNITS = 4096  # progress units for committing one target

@@ -14,13 +14,11 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .. import delta, flash, manifest, schema
+from .. import delta, flash, schema
 from ..confine import TargetProblem, fd_path
 from ..errors import PackageError
-from ..flashio import open_content
 from ..paths import check_target
 from ..text import shown
-from .blocks import BLOCK
 
 _FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
 _DEVICE_OPS = (schema.OP_BLOCK, schema.OP_UBI, schema.OP_FILE_DIFF)

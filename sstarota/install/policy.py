@@ -327,7 +327,7 @@ class Policy:
     record: bool = False  # the board opted in (config or version file): record versions
     force_incompatible: bool = False
     allow_downgrade: bool = False
-    state_dir: Optional[str] = None  # install/state.py; None: no journal, no stashes
+    state_dir: Optional[str] = None  # state.py; None: no journal, no stashes
     root: Optional[str] = None  # --root: every file and tool the policy uses is inside it
     tools: dict = field(default_factory=dict)  # u-boot tools the config names
     store_optional: bool = False  # version_store_optional / --version-store-optional

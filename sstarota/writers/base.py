@@ -8,6 +8,7 @@ from typing import Callable, Dict, Optional
 
 from ..errors import InstallError, PackageError
 from ..fsutil import copy_stream, write_all
+from ..state import StateDir
 
 WRITERS: Dict[int, type] = {}
 
@@ -57,7 +58,7 @@ class Context:
     ignore_script_errors: bool = False  # as the vendor: a failing script is logged, and the update goes on
     script_failures: list = field(default_factory=list)  # (what, status) of scripts that failed and were let go
     written: Written = field(default_factory=Written)
-    state: Optional[object] = None  # install.state.StateDir: the journal and stashes, or None
+    state: Optional[StateDir] = None  # the journal and stashes, or None
     touched: bool = False  # something ran or was written since the verify pass (install/inplace.py)
 
     def script_failed(self, what, status):

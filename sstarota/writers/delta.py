@@ -2,7 +2,7 @@
 
 The patch is spooled under the work directory (-t). The new content goes to a temp file
 beside a file target (renamed over it once complete and of the declared size), or, for a
-device target (a raw partition delta), to a stash in the state directory (install/state.py)
+device target (a raw partition delta), to a stash in the state directory (state.py)
 or, without one, a temp file under -t, that is then written to the device from offset 0.
 """
 
@@ -13,7 +13,9 @@ import tempfile
 from .. import delta, schema
 from ..confine import Spool
 from ..errors import InstallError
+from ..flashio import open_current
 from ..fsutil import copy_stream, create_new, fsync_dir, open_regular, unlink_quietly
+from ..state import stash_ok
 from .base import Writer, register, replaced_file
 from .block import BlockWriter
 
@@ -45,8 +47,6 @@ class DeltaWriter(Writer):
         self.patch.write(block)
 
     def _old(self):
-        from ..install.deltas import open_current
-
         old = open_current(self.dest)
         old.seek(0, os.SEEK_END)
         return old, old.tell()
@@ -127,8 +127,6 @@ class DeltaWriter(Writer):
 
     def _from_stash(self):
         """A re-run: the partition is neither old nor new; its result was stashed complete."""
-        from ..install.deltas import stash_ok
-
         pending = self.ctx.state.pending_for(self.ctx.state.package, self.rec.index, self.target)
         if pending is None or not stash_ok(self.stash, pending):
             raise InstallError("the stash %s of %s changed since it was checked; nothing written"

@@ -45,9 +45,9 @@ import os
 import re
 import stat
 
-from ..confine import temp_name
-from ..errors import InstallError, UsageError
-from ..fsutil import create_new, fsync_dir, open_regular, unlink_quietly
+from .confine import temp_name
+from .errors import InstallError, UsageError
+from .fsutil import create_new, fsync_dir, open_regular, unlink_quietly
 
 JOURNAL = "journal"
 STASH = re.compile(r"^stash-\d+-[0-9a-f]{8}(\.tmp)?$")
@@ -58,6 +58,7 @@ PACKAGE_DELTAS = LEDGER // 4  # a package without a manifest may have at most th
 LOCK = "otaunpack.lock"
 KEY = re.compile(r"^[0-9a-f]{16}$")
 HEX = re.compile(r"^[0-9a-f]{64}$")
+READ = 128 << 10  # a read when hashing a target or a stash
 
 
 def ours(path):
@@ -357,3 +358,41 @@ def _delta(d):
             and isinstance(d.get("target"), str) and KEY.match(d["target"])):
         raise ValueError
     return {"patch": d["patch"], "target": d["target"], "old": _digest(d.get("old")), "new": _digest(d.get("new"))}
+
+
+def prefix_digests(f, lengths):
+    """{length: sha256 hex of the first length bytes} for the lengths f holds, and under
+    None (size, sha256 hex) of the whole; one read."""
+    h = hashlib.sha256()
+    n = 0
+    out = {}
+    marks = sorted(set(x for x in lengths if x is not None))
+    limit = None if None in lengths else (marks[-1] if marks else 0)
+    while limit is None or n < limit:
+        step = READ
+        ahead = [m for m in marks if m > n]
+        if ahead:
+            step = min(step, ahead[0] - n)
+        piece = f.read(step if limit is None else min(step, limit - n))
+        if not piece:
+            break
+        h.update(piece)
+        n += len(piece)
+        if n in marks:
+            out[n] = h.copy().hexdigest()
+    if 0 in marks:
+        out[0] = hashlib.sha256().hexdigest()
+    if None in lengths:
+        out[None] = (n, h.hexdigest())
+    out["read"] = n
+    return out
+
+
+def stash_ok(path, pending):
+    """The stash exists, has the journaled length and hash."""
+    try:
+        with open_regular(path) as f:
+            d = prefix_digests(f, [None])[None]
+    except OSError:
+        return False
+    return d == (pending["len"], pending["sha256"])
