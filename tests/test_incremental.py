@@ -14,6 +14,8 @@ import pytest
 
 from sstarota.packer import incremental
 
+from support import otapack, otaunpack, snapshot
+
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
 
 CONFIG = """\
@@ -36,16 +38,6 @@ customer$(FSTYPE) = ubifs
 PARTS = {"kernel": ("kernel", "dev/mtdblock3", 0x100000), "rootfs": ("rootfs.sqfs", "dev/mtdblock4", 0x200000),
          "logo": ("logo", "dev/mtdblock2", 0x40000), "misc": ("misc.fwfs", "dev/mtdblock6", 0x20000),
          "customer": ("customer.ubifs", "dev/ubi0_0", None)}
-
-
-def otapack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv],
-                          capture_output=True, text=True)
-
-
-def otaunpack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True)
 
 
 def squashfs(tree_dir, out, version):
@@ -110,10 +102,6 @@ def seeded_root(tmp_path, images):
         data = (images / image).read_bytes()
         (root / target).write_bytes(data + b"\xff" * (size - len(data)) if size else data)
     return root
-
-
-def snapshot(root):
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_the_choices_and_the_report(sets, built):
@@ -206,7 +194,7 @@ def image_dir(where, config_text, images, settings=""):
     return image
 
 
-def make(image, *args):
+def make_in(image, *args):
     otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
     return subprocess.run(["make", "-s", "-C", str(image), "OTAPACK=%s" % otapack_bin] + list(args),
                           capture_output=True, text=True)
@@ -217,7 +205,7 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     """mk/ota.mk's target in an ALKAID-shaped image directory gives the package otapack does."""
     old, new, config = sets
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
     assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
@@ -225,7 +213,7 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
     assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
     assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
-    proc = make(image, "ota_images_incremental")
+    proc = make_in(image, "ota_images_incremental")
     assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
 
 
@@ -267,7 +255,7 @@ def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
     old, new, config = sets
     blkenv = "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n"
     image = image_dir(tmp_path, config.read_text() + blkenv, new, "BLKENV := _blkenv\nFLASH_TYPE := spinand\n")
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
     records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json").stdout)["records"]
@@ -312,7 +300,7 @@ def test_make_image_ota_incremental_signed(sets, tmp_path):
     key = str(tmp_path / "release.pem")
     signing.generate(key)
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
                 "OTA_COMPATIBLE=cam-a")
     assert proc.returncode == 0, proc.stderr
     assert _signature(image / "output/images/SStarOta.bin.gz", key + ".pub") == (0, "good", "3", ["cam-a"])
@@ -325,7 +313,7 @@ def test_make_image_ota_incremental_quotes_ota_base(sets, built, tmp_path):
     odd = tmp_path / 'v1 "q" $x `touch TICK` ;touch PWNED; \'s'
     shutil.copytree(old, odd)
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
     assert proc.returncode == 0, proc.stderr
     assert (image / "output/images/SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
     assert not [p for p in tmp_path.rglob("*") if p.name in ("PWNED", "TICK")]
