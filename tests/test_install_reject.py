@@ -243,6 +243,7 @@ def test_begin_script_marker_real_shell(cli, tmp_path):
     assert sorted(os.listdir(root)) == ["begin-ran", "config"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v0.4", "v1.6"])
 def test_every_covered_byte_of_p2_is_checked(capfd, tmp_path, scripts_run, version):
     """Exhaustive: every byte a checksum covers in p2 (all of it in 1.6; all but the record
