@@ -1,27 +1,147 @@
 """scripts/bench incremental: incremental packages against full ones, and URL installs against curl.
 
-1. The test image sets of tests/test_incremental.py (a raw kernel with a few bytes changed,
+1. Image sets like those of tests/test_incremental.py (a raw kernel with a few bytes changed,
    a squashfs made twice, an unchanged partition, a logo whose delta does not pay, a ubifs
    image) and a larger set (an 8 MiB raw kernel with 300 scattered edits in place of the
    small one): the incremental package's gzip size against the full package's, and the
    time otapack --incremental takes.
-2. A 32 MiB package served by nginx on the loopback (tests/webserver.py): curl of the file
+2. A 32 MiB package served by nginx on the loopback: curl of the file
    into -t, our download alone (UrlSource spooling it), and otaunpack -x URL against
    otaunpack -x FILE; the overhead of the URL install is (URL install - file install),
    shown against curl's time. Best of 5 each, same run.
 """
 
 import json
+import os
+import random
 import shutil
+import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 MiB = 1 << 20
+
+#: the partitions of the image sets, as ALKAID's configs write them (the suffixes come from the
+#: image makefile)
+CONFIG = """\
+OTA_IMAGE_LIST = kernel rootfs logo misc customer
+kernel$(OTABLK) = /dev/mtdblock3
+kernel$(PATSIZE) = 0x100000
+rootfs$(OTABLK) = /dev/mtdblock4
+rootfs$(PATSIZE) = 0x200000
+rootfs$(FSTYPE) = squashfs
+logo$(OTABLK) = /dev/mtdblock2
+logo$(PATSIZE) = 0x40000
+misc$(OTABLK) = /dev/mtdblock6
+misc$(PATSIZE) = 0x20000
+misc$(FSTYPE) = fwfs
+customer$(OTABLK) = /dev/ubi0_0
+customer$(PATSIZE) = 0x400000
+customer$(FSTYPE) = ubifs
+"""
+
+
+def _squashfs(tree_dir, out, version):
+    t = tree_dir / ("tree-%d" % version)
+    (t / "etc").mkdir(parents=True)
+    rnd = random.Random(5)
+    (t / "bin").mkdir()
+    (t / "bin" / "busybox").write_bytes(rnd.randbytes(300000))
+    for i in range(40):
+        (t / "etc" / ("conf%02d.ini" % i)).write_text("[section]\nkey=%d\n" % i * 30)
+    (t / "etc" / "version").write_text("build %d\n" % version)
+    subprocess.run(["mksquashfs", str(t), str(out), "-noappend", "-all-root", "-quiet", "-mkfs-time", "0",
+                    "-all-time", "0"], check=True, stdout=subprocess.DEVNULL)
+
+
+def _ubifs(tree_dir, out, version):
+    t = tree_dir / ("ubi-%d" % version)
+    t.mkdir()
+    (t / "data.txt").write_text("customer data, build %d\n" % version * 100)
+    if shutil.which("mkfs.ubifs"):
+        subprocess.run(["mkfs.ubifs", "-r", str(t), "-m", "2048", "-e", "126976", "-c", "64", "-o", str(out)],
+                       check=True)
+    else:  # packed whole whatever it holds: any bytes stand for one
+        out.write_bytes(random.Random(version).randbytes(200000))
+
+
+def image_set(d, version):
+    """Version 1 or 2 of the images: a raw kernel with a few bytes changed, a squashfs made
+    twice, a logo whose delta does not pay, an unchanged partition, a ubifs image."""
+    d.mkdir(parents=True)
+    kernel = bytearray(random.Random(1).randbytes(700000))
+    if version == 2:
+        for off in (1000, 250000, 600000):
+            kernel[off:off + 4] = b"NEW!"
+    (d / "kernel").write_bytes(bytes(kernel))
+    _squashfs(d.parent, d / "rootfs.sqfs", version)
+    (d / "logo").write_bytes(random.Random(100 + version).randbytes(200000))
+    (d / "misc.fwfs").write_bytes(b"misc settings\n" * 1000)
+    _ubifs(d.parent, d / "customer.ubifs", version)
+    return d
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+user root;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+
+
+class Nginx:
+    """nginx serving root over http on a free loopback port, until stop()."""
+
+    def __init__(self, workdir, root):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        (self.dir / "nginx.conf").write_text(NGINX_CONF.format(d=self.dir, root=root, port=self.port))
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode(errors="replace"))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("nginx did not listen on port %d" % self.port)
+                time.sleep(0.05)
+
+    def url(self, name):
+        return "http://127.0.0.1:%d/%s" % (self.port, name)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _best(n, fn):
@@ -47,28 +167,24 @@ def _line(name, r, secs):
 
 
 def bench_sizes(tool, scattered_edits, mixed_data):
-    import test_incremental as ti
-
     print("incremental packages (otapack --incremental, gzip sizes; 0.95 threshold):")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        (d / "partitions.mk").write_text(ti.CONFIG)
-        old, new = ti.image_set(d / "a" / "old", 1), ti.image_set(d / "a" / "new", 2)
+        (d / "partitions.mk").write_text(CONFIG)
+        old, new = image_set(d / "a" / "old", 1), image_set(d / "a" / "new", 2)
         r, secs = _incremental(tool, old, new, d / "partitions.mk", d / "p1.bin")
         _line("test image sets", r, secs)
         base = mixed_data(8 * MiB, 7)
         (old / "kernel").write_bytes(base)
         (new / "kernel").write_bytes(scattered_edits(base, 8)[:8 * MiB])
-        (d / "big.mk").write_text(ti.CONFIG.replace("kernel$(PATSIZE) = 0x100000", "kernel$(PATSIZE) = 0x1000000"))
+        (d / "big.mk").write_text(CONFIG.replace("kernel$(PATSIZE) = 0x100000", "kernel$(PATSIZE) = 0x1000000"))
         r, secs = _incremental(tool, old, new, d / "big.mk", d / "p2.bin")
         _line("8 MiB kernel, 300 edits", r, secs)
 
 
 def bench_url(tool, mixed_data):
-    import webserver
-
-    if not webserver.have_nginx() or not shutil.which("curl"):
-        print("URL install: skipped (needs nginx, openssl and curl)")
+    if not os.path.exists(NGINX) or not shutil.which("curl"):
+        print("URL install: skipped (needs nginx and curl)")
         return
     from sstarota import packer, schema, sources
 
@@ -83,7 +199,7 @@ def bench_url(tool, mixed_data):
         gz = packer.gzip_package(str(raw))
         shutil.move(gz, d / "www" / "SStarOta.bin.gz")
         size = (d / "www" / "SStarOta.bin.gz").stat().st_size
-        server = webserver.Nginx(d / "nginx", d / "www")
+        server = Nginx(d / "nginx", d / "www")
         try:
             url = server.url("SStarOta.bin.gz")
             root = d / "root"

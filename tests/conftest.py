@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from helpers import Cli
+from support import Cli
 
 #: tests that share one booted board run on one xdist worker (scripts/test runs two): a board
 #: directory's files share a session fixture, the runtime board is one module of its own

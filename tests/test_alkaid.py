@@ -18,7 +18,7 @@ import pytest
 
 from sstarota import package
 
-from helpers import VENDOR_TOOL_ID
+from support import VENDOR_TOOL_ID, made, otapack
 
 PROJECT = Path(__file__).resolve().parent.parent
 OTA_MK = PROJECT / "mk" / "ota.mk"
@@ -141,12 +141,6 @@ def run_make(root, stdin=None, path=None, **env):
                           capture_output=True, text=True, env=e, preexec_fn=lambda: os.umask(0o022))
 
 
-def otapack(*argv):
-    proc = subprocess.run([OTAPACK] + [str(a) for a in argv], capture_output=True, text=True)
-    assert proc.returncode == 0, (argv, proc.stderr)
-    return proc
-
-
 def env_script(tmp_path, content):
     """The env script as the vendor's shell redirection leaves it: mode 0644."""
     d = tmp_path / "expect"
@@ -179,11 +173,6 @@ def expected_package(tmp_path, out, fmt, records, tool_id=None, begin=True):
             for t in targets.split():
                 otapack("-s", out / image, "-d", t, "-t", size, "-m", "0", kind, "-a", pkg)
     return pkg.read_bytes()
-
-
-def made(out):
-    """The package make wrote, inflated with the real gzip."""
-    return subprocess.run(["gzip", "-dc", str(out / "SStarOta.bin.gz")], capture_output=True, check=True).stdout
 
 
 def scripts_answers(tmp_path, *parts):

@@ -30,7 +30,7 @@ endef
 """
 
 
-def tree(tmp_path, size_expr):
+def nor_image_dir(tmp_path, size_expr):
     image = tmp_path / "image"
     out = image / "output" / "images"
     out.mkdir(parents=True)
@@ -42,15 +42,15 @@ def tree(tmp_path, size_expr):
     return image, out
 
 
-def run(image):
+def make_images(image):
     env = {k: v for k, v in os.environ.items() if k not in ("SHELL", "MAKEFLAGS", "SSTAROTA_FORMAT")}
     return subprocess.run(["make", "-s", "-C", str(image), "ota_images", "OTA_PARTS=all", "OTA_FORMAT=0.4",
                            "OTAPACK=%s" % OTAPACK], capture_output=True, text=True, env=env)
 
 
 def test_call_computed_sizes_use_bash_whatever_sh_is(tmp_path):
-    image, out = tree(tmp_path, "$(call alignup, $(call multiplyhex, 3, 0x1001), 0x1000)")
-    proc = run(image)
+    image, out = nor_image_dir(tmp_path, "$(call alignup, $(call multiplyhex, 3, 0x1001), 0x1000)")
+    proc = make_images(image)
     assert proc.returncode == 0, proc.stderr
     _, records = package.scan(str(out / "SStarOta.bin.gz"), strict=True)
     assert [(r.dst, r.dst_size) for r in records] == [("/dev/mtdblock3", 0x4000)]
@@ -58,8 +58,8 @@ def test_call_computed_sizes_use_bash_whatever_sh_is(tmp_path):
 
 @pytest.mark.parametrize("size", ["0x0", "0", "$(shell true)x", "0x", "12abc"])
 def test_a_size_of_zero_or_no_number_is_refused(tmp_path, size):
-    image, out = tree(tmp_path, size)
-    proc = run(image)
+    image, out = nor_image_dir(tmp_path, size)
+    proc = make_images(image)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ota_images: error:")]
     assert "Traceback" not in proc.stderr and len(errors) == 1 and "kernel_patsize" in errors[0]

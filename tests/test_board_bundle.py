@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from helpers import GOLDEN
+from support import GOLDEN
 
 from sstarota import bundle
 

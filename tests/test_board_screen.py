@@ -13,6 +13,8 @@ from PIL import Image
 
 from sstarota import fb, progress
 
+from support import bar_state
+
 RESOLUTIONS = [(320, 240, "rgb565"), (480, 272, "bgr565"), (800, 480, "xrgb8888"), (1280, 720, "rgb888")]
 
 #: how each failure reaches the renderer: (the stage it failed in, the installer's message)
@@ -44,19 +46,6 @@ def picture():
 def screen_for(tmp_path, w, h, layout):
     f = fb.FileFramebuffer(str(tmp_path / ("fb-%dx%d.raw" % (w, h))), fb.Geometry.make(w, h, layout))
     return f, fb.Screen(f, picture())
-
-
-def bar_state(img, box):
-    """(colour, filled fraction) of the bar along its middle row."""
-    ix, iy, iw, ih = box.inner
-    y = iy + ih // 2
-    row = [img.getpixel((x, y)) for x in range(ix, ix + iw)]
-    tol = 8
-    for name, colour in (("fail", fb.BAR_FAIL), ("fill", fb.BAR_FILL)):
-        n = sum(1 for p in row if all(abs(a - b) <= tol for a, b in zip(p, colour)))
-        if n:
-            return name, n / iw
-    return "empty", 0.0
 
 
 def check_text(screen, w, h):

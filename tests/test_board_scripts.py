@@ -13,7 +13,7 @@ import pytest
 
 from sstarota import packer
 
-from helpers import GOLDEN
+from support import GOLDEN
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,7 +39,7 @@ def alive(pid):
     return Path("/proc/%d/stat" % pid).read_text().split()[2] != "Z"
 
 
-def package(tmp_path, begin=None, data=None, end=None):
+def update_package(tmp_path, begin=None, data=None, end=None):
     pkg = tmp_path / "SStarOta.bin"
     packer.create(str(pkg), begin=str(begin or EXAMPLES / "begin.sh"), end=str(end or EXAMPLES / "end.sh"))
     src = GOLDEN / "v0.4/in/files/app.conf"
@@ -123,7 +123,7 @@ def log_lines(tmp_path, name="update.log"):
 def test_wrapper_runs_every_step(tmp_path):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     pid = start_fake_app(tmp_path)
     assert alive(pid)
     data = root / "mnt/data"
@@ -155,7 +155,7 @@ def test_wrapper_runs_every_step(tmp_path):
 def test_wrapper_reports_a_rejected_package_and_does_not_reboot(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     raw = bytearray(Path(pkg).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     Path(pkg).write_bytes(bytes(raw))
@@ -177,7 +177,7 @@ def test_wrapper_without_a_package_or_space_gives_up(tmp_path):
     assert proc.returncode == 0 and "no package found" in proc.stdout
     proc = boot(tmp_path, wrapper_env(tmp_path, root), tmp_path / "missing.bin.gz")
     assert proc.returncode == 4 and "does not exist" in proc.stdout
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_MIN_FREE_KB="999999999999"), pkg)
     assert proc.returncode == 4 and "KiB free in" in proc.stdout
     # OTA_ON_FAILURE runs for a counted try only (at most OTA_MAX_TRIES times a package): not for the missing one
@@ -190,7 +190,7 @@ def test_the_same_package_at_three_boots_is_installed_once_and_rebooted_once(tmp
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
     board_path(tmp_path, applets)  # busybox's sh and applets, or the host's sh (dash) and tools
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     codes = [boot(tmp_path, env).returncode for _ in range(3)]
     assert codes == [0, 0, 0]
@@ -202,7 +202,7 @@ def test_the_same_package_at_three_boots_is_installed_once_and_rebooted_once(tmp
     assert len(already) == 2
     # another package is a new one: installed (once)
     (tmp_path / "new").mkdir()
-    pkg2 = package(tmp_path / "new", data=b"new content\n")
+    pkg2 = update_package(tmp_path / "new", data=b"new content\n")
     env = wrapper_env(tmp_path, root, OTA_PACKAGES="%s %s" % (pkg, pkg2))
     assert [boot(tmp_path, env).returncode for _ in range(2)] == [0, 0]
     assert len(calls(tmp_path, "otaunpack")) == 2 and len(calls(tmp_path, "reboot")) == 2
@@ -224,7 +224,7 @@ def test_a_failing_package_is_tried_at_most_n_times_then_left_with_its_reason(tm
     (root / "mnt/data").mkdir(parents=True)
     failing = tmp_path / "fail.sh"
     failing.write_text("exit 1\n")
-    pkg = package(tmp_path, begin=failing)
+    pkg = update_package(tmp_path, begin=failing)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     assert status(tmp_path, env) == [["no", "package", "recorded"]]
     codes = [boot(tmp_path, env).returncode for _ in range(2)]
@@ -252,7 +252,7 @@ def test_an_interrupted_try_counts(tmp_path):
     down every time is left after OTA_MAX_TRIES boots."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     killer = tmp_path / "killer"
     killer.write_text("#!/bin/sh\nkill -KILL 0\n")  # the whole session: the wrapper too
     os.chmod(killer, 0o755)
@@ -265,7 +265,7 @@ def test_an_interrupted_try_counts(tmp_path):
 def test_nothing_written_means_no_reboot(tmp_path):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path)],
                           capture_output=True)
     assert proc.returncode == 0
@@ -282,7 +282,7 @@ def test_nothing_written_means_no_reboot(tmp_path):
 def test_the_log_is_kept_in_the_state_directory_bounded_and_sent_to_syslog(tmp_path):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_LOG_MAX_KB="2")
     for _ in range(12):
         assert boot(tmp_path, env).returncode == 0
@@ -307,7 +307,7 @@ def test_free_space_is_asked_only_for_what_goes_under_the_work_directory(tmp_pat
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
     data = os.urandom(3 << 20)
-    pkg = package(tmp_path, data=data)
+    pkg = update_package(tmp_path, data=data)
     small = tmp_path / "small"
     small.mkdir()
     env = wrapper_env(tmp_path, root, OTA_WORKDIR=str(small / "ota"), OTA_MIN_FREE_KB="256")
@@ -325,7 +325,7 @@ def test_a_work_or_state_directory_not_private_to_us_is_never_used(tmp_path, cas
     state directory of another user's is refused."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg), OTA_WORKDIR=str(tmp_path / "tmp/ota"))
     (tmp_path / "tmp").mkdir(mode=0o1777)
     os.chmod(tmp_path / "tmp", 0o1777)
@@ -373,7 +373,7 @@ def test_a_work_or_state_directory_not_private_to_us_is_never_used(tmp_path, cas
 def test_the_work_directory_is_made_private_and_fresh(tmp_path):
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     assert boot(tmp_path, env).returncode == 0
     mode, _, uid = calls(tmp_path, "workdir")[0].split()[:3]
@@ -389,7 +389,7 @@ def test_example_end_script_acts_on_ota_status(tmp_path, status):
     root.mkdir()
     failing = tmp_path / "fail.sh"
     failing.write_text("exit 1\n")
-    pkg = package(tmp_path, begin=failing if status else None)
+    pkg = update_package(tmp_path, begin=failing if status else None)
     for attempt in (1, 2):
         proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path)],
                               capture_output=True, text=True)
@@ -405,7 +405,7 @@ def test_example_end_script_acts_on_ota_status(tmp_path, status):
         assert "update FAILED (OTA_STATUS=-1); 2 failure(s) so far" in proc.stdout
 
 
-def final_event(pkg, root, tmp_path):
+def install_final_event(pkg, root, tmp_path):
     """otaunpack's last JSON progress event for an install of pkg under root."""
     events = tmp_path / "events.jsonl"
     with open(events, "w") as f:
@@ -419,11 +419,11 @@ def test_the_final_progress_event_counts_what_was_written(tmp_path):
     """The wrapper's reboot decision: the records written and found in place, in the final event."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
-    first = final_event(pkg, root, tmp_path)
+    pkg = update_package(tmp_path)
+    first = install_final_event(pkg, root, tmp_path)
     assert first["final"] and first["summary"] == {"records": 1, "written": 1, "in_place": 0, "files": 1,
                                                    "flash_blocks": 0, "volumes": 0, "device_bytes": 0}
-    again = final_event(pkg, root, tmp_path)
+    again = install_final_event(pkg, root, tmp_path)
     assert again["summary"]["written"] == 0 and again["summary"]["in_place"] == 1 and again["summary"]["files"] == 0
 
 
@@ -431,7 +431,7 @@ def test_a_package_of_another_user_is_not_installed(tmp_path):
     """Any local user can write /tmp/SStarOta.bin.gz: its begin script would run as root."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     os.chown(pkg, 65534, 65534)
     proc = boot(tmp_path, wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg)))
     assert proc.returncode == 0 and "owned by uid 65534" in proc.stdout
@@ -446,7 +446,7 @@ def test_only_the_wrapper_s_own_lines_count_as_tries(tmp_path):
     """A reason quotes otaunpack's error, which may quote the package's text: it is never read as a try."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     (tmp_path / "state/packages").mkdir(parents=True, mode=0o700)
     os.chmod(tmp_path / "state", 0o700)
     tries = tmp_path / "state/packages" / (sha256(pkg) + ".tries")
@@ -471,7 +471,7 @@ def test_one_wrapper_at_a_time(tmp_path):
     does not start; a lock left by a run that a power cut or a kill ended does not block."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     lock = tmp_path / "state/lock"
     lock.mkdir(parents=True)
@@ -501,7 +501,7 @@ def test_the_state_directory_is_the_board_s_as_otaunpack_takes_it(tmp_path):
     /var/lib/sstarota (all inside OTA_ROOT): the wrapper's records beside otaunpack's journal."""
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     del env["OTA_STATE_DIR"]
     assert boot(tmp_path, env).returncode == 0
@@ -524,7 +524,7 @@ def test_an_end_script_that_reboots_the_board_ends_the_try_as_its_status_says(tm
     end.write_text("kill -KILL 0\n")  # the board goes down: the wrapper with it
     failing = tmp_path / "fail.sh"
     failing.write_text("exit 1\n")
-    pkg = package(tmp_path, end=end, begin=failing if status else None)
+    pkg = update_package(tmp_path, end=end, begin=failing if status else None)
     env = wrapper_env(tmp_path, root, OTA_PACKAGES=str(pkg))
     assert boot(tmp_path, env).returncode == -9
     tries = tmp_path / "state/packages" / (sha256(pkg) + ".tries")
@@ -550,9 +550,9 @@ def test_a_package_swapped_after_it_was_checked_is_not_what_gets_installed(tmp_p
     root = tmp_path / "root"
     (root / "mnt/data").mkdir(parents=True)
     bindir = board_path(tmp_path)
-    pkg = package(tmp_path)
+    pkg = update_package(tmp_path)
     (tmp_path / "evil").mkdir()
-    evil = package(tmp_path / "evil", data=b"evil\n")
+    evil = update_package(tmp_path / "evil", data=b"evil\n")
     swap = bindir / "swap-then-otaunpack"
     swap.write_text('#!/bin/sh\nmv -f "%s" "%s"\nexec "%s" "$@"\n' % (evil, pkg, bindir / "otaunpack"))
     os.chmod(swap, 0o755)

@@ -9,7 +9,7 @@ import pytest
 
 from sstarota import package
 
-from helpers import GOLDEN
+from support import GOLDEN
 
 BIN = Path(sys.executable).parent
 

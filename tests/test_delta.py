@@ -5,22 +5,15 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sstarota import manifest, packer, package, schema
 
-from helpers import copy_inputs
-from test_install_golden import tree
+from support import copy_inputs, files_of, otaunpack
 
 PROJECT = Path(__file__).parent.parent
-
-
-def otaunpack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-q"] + [str(a) for a in argv],
-                          capture_output=True, text=True, cwd=PROJECT)
 
 
 def records_with_data(pkg):
@@ -35,7 +28,7 @@ def records_with_data(pkg):
     return out
 
 
-def bspatch(old, patch_bytes, tmp_path):
+def apply_patch(old, patch_bytes, tmp_path):
     p = tmp_path / "x.patch"
     p.write_bytes(patch_bytes)
     new = tmp_path / "x.new"
@@ -97,8 +90,8 @@ def test_program_and_squashfs_deltas_interoperate_and_install(cli, tmp_path, pro
     recs = records_with_data(pkg)
     assert [r.op for r, _ in recs] == [schema.OP_FILE_DIFF, schema.OP_FILE_DIFF, schema.OP_SCRIPT]
     # stock bspatch reproduces both
-    assert bspatch(old_prog, recs[0][1], tmp_path) == new_prog.read_bytes()
-    assert bspatch(old_sq, recs[1][1], tmp_path) == new_sq.read_bytes()
+    assert apply_patch(old_prog, recs[0][1], tmp_path) == new_prog.read_bytes()
+    assert apply_patch(old_sq, recs[1][1], tmp_path) == new_sq.read_bytes()
     assert len(recs[1][1]) < new_sq.stat().st_size * 0.95
     # and our installer applies them: a file, and a raw partition (the partition is larger than the image)
     root = tmp_path / "root"
@@ -106,7 +99,7 @@ def test_program_and_squashfs_deltas_interoperate_and_install(cli, tmp_path, pro
     shutil.copy(old_prog, root / "usr/bin/app")
     (root / "dev").mkdir()
     (root / "dev/mtdblock3").write_bytes(old_sq.read_bytes() + b"\xff" * (0x400000 - old_sq.stat().st_size))
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-q", "-r", pkg, "--root", root, "-t", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (root / "usr/bin/app").read_bytes() == new_prog.read_bytes()
     assert os.stat(root / "usr/bin/app").st_mode & 0o7777 == 0o755
@@ -125,7 +118,7 @@ def test_dir_diff_patches_apply_with_stock_bspatch(cli, tmp_path):
     assert [r.dst for r, _ in diffs] == ["/c/changed.bin", "/c/sub/conf.ini"]
     for rec, data in diffs:
         rel = rec.dst[len("/c/"):]
-        assert bspatch(inp / "old" / rel, data, tmp_path) == (inp / "new" / rel).read_bytes()
+        assert apply_patch(inp / "old" / rel, data, tmp_path) == (inp / "new" / rel).read_bytes()
 
 
 def test_stock_bsdiff_patch_installs_through_otaunpack(tmp_path, program_pair):
@@ -140,7 +133,7 @@ def test_stock_bsdiff_patch_installs_through_otaunpack(tmp_path, program_pair):
         root = tmp_path / ("root" + fmt)
         (root / "bin").mkdir(parents=True)
         shutil.copy(old, root / "bin/app")
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+        proc = otaunpack("-q", "-r", pkg, "--root", root, "-t", tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert (root / "bin/app").read_bytes() == new.read_bytes()
 
@@ -162,7 +155,7 @@ def delta_package(cli, tmp_path, program_pair):
     return pkg
 
 
-def seeded_root(tmp_path, old, app=None, part=None):
+def seeded_app_root(tmp_path, old, app=None, part=None):
     root = tmp_path / "root"
     (root / "usr/bin").mkdir(parents=True)
     (root / "dev").mkdir()
@@ -177,18 +170,18 @@ def test_wrong_source_with_manifest_rejects_before_any_write(tmp_path, program_p
     wrong = bytearray(old.read_bytes())
     wrong[len(wrong) // 2] ^= 0x40
     kw = {"app": bytes(wrong)} if which == "file" else {"part": bytes(wrong) + b"\xff" * 4096}
-    root = seeded_root(tmp_path, old, **kw)
-    before = tree(root)
-    proc = otaunpack("-r", delta_package, "--root", root, "-t", tmp_path)
+    root = seeded_app_root(tmp_path, old, **kw)
+    before = files_of(root)
+    proc = otaunpack("-q", "-r", delta_package, "--root", root, "-t", tmp_path)
     assert proc.returncode == 3
     last = proc.stderr.strip().splitlines()[-1]
     target = "/usr/bin/app" if which == "file" else "/dev/mtdblock5"
     assert "%s is not the content the delta was made from" % target in last
     assert last.count("sha256") == 1 and len([w for w in last.split() if len(w) == 64]) == 2  # both hashes
-    assert tree(root) == before  # begin script not run, nothing written
+    assert files_of(root) == before  # begin script not run, nothing written
     # the right sources install, and the results are checked
-    root2 = seeded_root(tmp_path / "ok", old)
-    proc = otaunpack("-r", delta_package, "--root", root2, "-t", tmp_path)
+    root2 = seeded_app_root(tmp_path / "ok", old)
+    proc = otaunpack("-q", "-r", delta_package, "--root", root2, "-t", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (root2 / "usr/bin/app").read_bytes() == new.read_bytes()
     assert (root2 / "dev/mtdblock5").read_bytes()[:new.stat().st_size] == new.read_bytes()
@@ -199,8 +192,8 @@ def test_wrong_source_without_manifest_is_a_clear_record_error(cli, tmp_path, pr
     pkg = tmp_path / "p.bin"
     assert cli.otapack("-c", pkg)[0] == 0
     assert cli.otapack("-a", pkg, "-o", old, "-n", new, "-d", "/usr/bin/app", "--file-update-diff")[0] == 0
-    root = seeded_root(tmp_path, old, app=old.read_bytes()[:1000])  # another, shorter file
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    root = seeded_app_root(tmp_path, old, app=old.read_bytes()[:1000])  # another, shorter file
+    proc = otaunpack("-q", "-r", pkg, "--root", root, "-t", tmp_path)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "record 1/1 (file-diff /usr/bin/app)" in last and "not the content this delta was made from" in last
@@ -220,7 +213,7 @@ def test_manifest_catches_a_tampered_0_4_record_header(cli, tmp_path, delta_pack
     bad.write_bytes(bytes(raw))
     root = tmp_path / "r"
     root.mkdir()
-    proc = otaunpack("-r", bad, "--root", root)
+    proc = otaunpack("-q", "-r", bad, "--root", root)
     assert proc.returncode == 3 and "does not match the manifest" in proc.stderr
     assert list(root.iterdir()) == []
 
@@ -243,8 +236,8 @@ def test_manifest_is_a_no_op_for_sh_and_kept_last_by_appends(cli, tmp_path, delt
     assert m2.records[:2] == m.records and len(m2.records) == 3 and m2.diffs == m.diffs
     code, out, err = cli.otapack("--info", delta_package)
     assert code == 0
-    root = seeded_root(tmp_path, old)
-    proc = otaunpack("-r", delta_package, "--root", root, "-t", tmp_path)
+    root = seeded_app_root(tmp_path, old)
+    proc = otaunpack("-q", "-r", delta_package, "--root", root, "-t", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (root / "usr/bin/app2").read_bytes() == new.read_bytes()
 

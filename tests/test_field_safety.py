@@ -9,7 +9,7 @@ import pytest
 from sstarota import install, signing
 from sstarota.errors import PackageError
 from sstarota.install.policy import Policy
-from test_hardening import OP_UPDATE, one_line, otaunpack, pkg04, rec04, snapshot
+from support import OP_ADD, OP_UPDATE, PROJECT, one_line, otaunpack, pkg04, rec04, run_hooked, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_a_work_directory_others_can_change_is_refused(tmp_path):
     work.chmod(0o777)  # pre-created by another user, not sticky: they could swap our spool
     root = _root(tmp_path)
     before = snapshot(root)
-    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work, text=False)
     assert proc.returncode == 2, proc.stderr
     assert "-t %s" % work in one_line(proc)
     assert snapshot(root) == before and os.listdir(work) == []
@@ -80,7 +80,7 @@ def test_a_state_directory_another_user_made_first_blocks_nothing(tmp_path):
     (work / "sstarota-state").mkdir(parents=True)
     (work / "sstarota-state").chmod(0o777)
     root = _root(tmp_path)
-    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", work, text=False)
     assert proc.returncode == 0, proc.stderr
     assert (root / "etc/app.conf").read_bytes() == b"new\n"
     assert os.listdir(work) == ["sstarota-state"]  # the run's private work directory is gone
@@ -92,7 +92,6 @@ def test_work_files_are_private_to_the_run(tmp_path):
     import subprocess
     import sys
 
-    from test_hardening import PROJECT
 
     work = tmp_path / "tmp"
     work.mkdir()
@@ -122,13 +121,14 @@ def test_two_installs_on_one_state_directory_are_not_interleaved(tmp_path):
     fd = os.open(state / "otaunpack.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another install holds it
-        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state, text=False)
     finally:
         os.close(fd)
     assert proc.returncode == 2, proc.stderr
     assert str(state) in one_line(proc)
     assert snapshot(root) == before
-    assert otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state).returncode == 0
+    assert otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state,
+                     text=False).returncode == 0
 
 
 def test_a_state_directory_that_cannot_be_changed_does_not_stop_a_package_that_needs_none(tmp_path):
@@ -138,7 +138,7 @@ def test_a_state_directory_that_cannot_be_changed_does_not_stop_a_package_that_n
     (state / "journal").mkdir(parents=True)
     state.chmod(0o700)
     root = _root(tmp_path)
-    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state, text=False)
     assert proc.returncode == 0, proc.stderr
     assert b"Traceback" not in proc.stderr
     assert (root / "etc/app.conf").read_bytes() == b"new\n"
@@ -148,7 +148,6 @@ def test_stdin_needs_no_t(tmp_path):
     import subprocess
     import sys
 
-    from test_hardening import PROJECT
 
     root = _root(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", "-", "--root", str(root)],
@@ -169,7 +168,7 @@ def test_a_partition_delta_to_a_name_that_is_not_utf8_installs(tmp_path):
     pkg = tmp_path / "p.bin"
     pkg.write_bytes(pkg04([rec04(name, 5, bsdiff4.diff(old, new))]))
     for _ in range(2):  # and again: in place by the ledger
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
         assert proc.returncode == 0, proc.stderr
         assert (root / "dev" / "mtd\udcff").read_bytes() == new
 
@@ -208,11 +207,11 @@ def test_a_work_directory_without_room_for_a_delta_is_found_before_writing(tmp_p
 def test_messages_name_a_record_once_and_the_begin_script_no_record(tmp_path):
     pkg = tmp_path / "p.bin"
     pkg.write_bytes(pkg04([rec04("/etc/../x", OP_UPDATE, b"x")]))
-    proc = otaunpack("-r", pkg, "--root", _root(tmp_path), "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", _root(tmp_path), "-t", tmp_path, text=False)
     assert proc.returncode == 3
     assert one_line(proc).count("record 1") == 1, proc.stderr
     pkg.write_bytes(pkg04([rec04("/etc/app.conf", OP_UPDATE, b"new\n")], begin=b"true\n"))
-    proc = otaunpack("-r", pkg, "--root", tmp_path / "root", "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", tmp_path / "root", "-t", tmp_path, text=False)
     assert proc.returncode == 0
     (line,) = [ln for ln in proc.stderr.decode().splitlines() if "begin-script" in ln]
     assert "app.conf" not in line and "1/1" not in line, line
@@ -222,11 +221,10 @@ def test_x_on_a_package_that_is_not_gzip_says_use_r(tmp_path):
     import subprocess
     import sys
 
-    from test_hardening import PROJECT
 
     root = _root(tmp_path)
     pkg = _file_pkg(tmp_path)
-    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-x", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 3 and "use -r" in one_line(proc)
     proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", "-", "--root", str(root)],
                           input=pkg.read_bytes(), capture_output=True, cwd=PROJECT, timeout=60)
@@ -245,7 +243,7 @@ def test_a_t_reached_through_another_users_symlink_is_refused(tmp_path):
     os.lchown(link, 65534, 65534)  # made by another user in a sticky /tmp: they can re-point it
     root = _root(tmp_path)
     before = snapshot(root)
-    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", link)
+    proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", link, text=False)
     assert proc.returncode == 2 and "symlink of uid 65534" in one_line(proc)
     assert snapshot(root) == before
 
@@ -271,7 +269,7 @@ def test_another_user_holding_a_lock_on_the_state_directory_blocks_nothing(tmp_p
     try:
         assert holder.stdout.readline().strip() == "held"
         root = _root(tmp_path)
-        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state)
+        proc = otaunpack("-r", _file_pkg(tmp_path), "--root", root, "-t", tmp_path, "--state-dir", state, text=False)
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -299,17 +297,17 @@ def test_a_package_without_a_manifest_with_more_deltas_than_the_ledger_keeps_is_
 
     pkg, root = _vendor_deltas(tmp_path, PACKAGE_DELTAS + 1)
     before = snapshot(root)
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 3 and "--manifest" in one_line(proc)
     assert snapshot(root) == before
 
 
 def test_an_unreadable_journal_refuses_a_delta_without_a_manifest(tmp_path):
     pkg, root = _vendor_deltas(tmp_path, 2)
-    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path).returncode == 0
+    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False).returncode == 0
     (root / "var/lib/sstarota/journal").write_text("{not json")
     before = snapshot(root)
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 3 and "journal" in one_line(proc)
     assert snapshot(root) == before
 
@@ -317,7 +315,6 @@ def test_an_unreadable_journal_refuses_a_delta_without_a_manifest(tmp_path):
 def test_a_later_record_rewriting_a_deltas_target_then_a_cut_finishes_on_the_rerun(tmp_path):
     import bsdiff4
 
-    from test_hardening import OP_ADD, run_hooked
 
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
@@ -332,6 +329,6 @@ def test_a_later_record_rewriting_a_deltas_target_then_a_cut_finishes_on_the_rer
     """)
     assert killed.returncode == -9, killed.stderr
     assert (root / "d/x").read_bytes() == b"final\n"
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 0, proc.stderr
     assert (root / "d/x").read_bytes() == b"final\n" and (root / "d/y").read_bytes() == b"y\n"

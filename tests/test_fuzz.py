@@ -102,10 +102,6 @@ OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
 LEGACY_OF = {OP_BLOCK: 0, OP_UBI: 1, OP_UPDATE: 2}
 
 
-def byte_sum(data):
-    return sum(data) & U32
-
-
 @dataclass
 class Rec:
     op: int
@@ -351,31 +347,6 @@ class World:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def snapshot(top):
-    """Every entry under top (bytes paths): kind, mode, owner, and content / link / rdev."""
-    top = os.fsencode(top)
-    out = {}
-    st0 = os.lstat(top)
-    out[b"."] = ("dir", stat.S_IMODE(st0.st_mode))
-    for dirpath, dirs, files in os.walk(top):
-        for name in dirs + files:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, top)
-            s = os.lstat(p)
-            kind = stat.S_IFMT(s.st_mode)
-            if stat.S_ISLNK(s.st_mode):
-                val = os.readlink(p)
-            elif stat.S_ISREG(s.st_mode):
-                with open(p, "rb") as f:
-                    val = (hashlib.sha256(f.read()).hexdigest(), s.st_size, s.st_mtime_ns)
-            elif stat.S_ISCHR(s.st_mode) or stat.S_ISBLK(s.st_mode):
-                val = s.st_rdev
-            else:
-                val = None
-            out[rel] = (kind, stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid, val)
-    return out
-
-
 def diff_snapshots(before, after):
     lines = []
     for k in sorted(set(before) | set(after)):
@@ -613,7 +584,7 @@ def restore_streams(saved):
     sys.stdout, sys.stderr, sys.stdin = saved
 
 
-def leftovers(top):
+def temp_files_left(top):
     """Temp files of ours left in the root (the writers' `.NAME.XXXX.ota`)."""
     found = []
     for dirpath, dirs, files in os.walk(os.fsencode(top)):
@@ -625,7 +596,7 @@ def install_and_check(world, raw, flag="-r", extra=(), channel="file", describe=
     """Install raw bytes as a package under world.root and assert every invariant."""
     pkg = world.base / ("pkg.bin.gz" if flag == "-x" else "pkg.bin")
     pkg.write_bytes(raw)
-    root_before, outside_before = snapshot(world.root), snapshot(world.outside)
+    root_before, outside_before = snapshot(world.root, meta=True), snapshot(world.outside, meta=True)
     stdin = None
     writer = None
     stop = threading.Event()
@@ -668,19 +639,19 @@ def install_and_check(world, raw, flag="-r", extra=(), channel="file", describe=
         # chained, so that hypothesis tells crashes at different places apart
         raise AssertionError("otaunpack crashed:\n%s\nstderr: %r" % (res.crash, res.err[-2000:])) from res.exc
     assert res.code in (0, 1, 3), "exit %r: %r" % (res.code, res.err[-2000:])
-    outside_after = snapshot(world.outside)
+    outside_after = snapshot(world.outside, meta=True)
     assert outside_after == outside_before, "changed outside the root:\n" + diff_snapshots(outside_before,
                                                                                            outside_after)
     left = os.listdir(world.tmp)
     if left == ["sstarota-state"]:  # the journal (and stashes) of a package without a manifest: its re-run's
         left = [n for n in os.listdir(os.path.join(world.tmp, left[0])) if not re.match(r"journal$|stash-\d+-[0-9a-f]{8}$", n)]
     assert left == [], "left in -t after exit %d: %r" % (res.code, left)
-    assert leftovers(world.root) == [], "temp files left in the root after exit %d: %r" % (res.code,
-                                                                                          leftovers(world.root))
+    assert temp_files_left(world.root) == [], "temp files left in the root after exit %d: %r" % (res.code,
+                                                                                          temp_files_left(world.root))
     for ch in (b"\x1b", b"\x07"):
         assert ch not in res.out + res.err, "a raw control byte %r reached the terminal: %r" % (ch, res.err[-500:])
     if res.code == 3 or "--dry-run" in extra:
-        root_after = snapshot(world.root)
+        root_after = snapshot(world.root, meta=True)
         assert root_after == root_before, "exit %d but the root changed:\n%s" % (
             res.code, diff_snapshots(root_before, root_after))
         assert res.scripts == [], "exit %d but scripts ran: %r" % (res.code, [w for w, _ in res.scripts])
@@ -839,6 +810,8 @@ def test_fuzz_valid_packages_install(data):
 # per example, pauses of at most HTTP_PAUSES seconds per answer, a one-second time limit per pass.
 
 import webserver  # noqa: E402
+
+from support import byte_sum, snapshot
 
 HTTP_PAYLOAD = b"#served over http\n" * 60
 HTTP_PKG = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD, mode=0o100644)], begin=BEGIN, end=END))
@@ -1004,7 +977,7 @@ def test_fuzz_http_source(data):
         extra = ["-q"] + HTTP_NET + ([] if spool else ["--no-spool"])
         argv = [flag, url, "--root", world.root, "-t", world.tmp] + extra
         note("argv: %r; answers: %r; then right: %r" % (argv, answers, then_right))
-        root_before, outside_before = snapshot(world.root), snapshot(world.outside)
+        root_before, outside_before = snapshot(world.root, meta=True), snapshot(world.outside, meta=True)
         res = run_otaunpack(argv, hang=HTTP_HANG)
         note("exit %r; stderr: %r; requests: %r" % (res.code, res.err[-2000:], [r.line for r in server.requests]))
         if TRACE:
@@ -1016,11 +989,11 @@ def test_fuzz_http_source(data):
         assert HTTP_SECRET not in res.out + res.err, "the URL's password was printed: %r" % res.err[-2000:]
         for ch in (b"\x1b", b"\x07"):
             assert ch not in res.out + res.err, "a raw control byte %r reached the terminal: %r" % (ch, res.err)
-        assert snapshot(world.outside) == outside_before
+        assert snapshot(world.outside, meta=True) == outside_before
         left = [n for n in os.listdir(world.tmp) if n != "sstarota-state"]
         assert left == [], "left in -t after exit %d: %r" % (res.code, left)
         if res.code in (2, 3):
-            assert snapshot(world.root) == root_before, "exit %d but the root changed" % res.code
+            assert snapshot(world.root, meta=True) == root_before, "exit %d but the root changed" % res.code
             assert res.scripts == [], "exit %d but scripts ran" % res.code
         if res.code != 0:
             lines = res.err.splitlines()

@@ -8,7 +8,7 @@ import pytest
 
 from sstarota import package
 
-from helpers import GOLDEN, VENDOR_TOOL_ID, replay
+from support import GOLDEN, VENDOR_TOOL_ID, replay
 
 
 def golden_sha(version, name):

@@ -6,84 +6,20 @@ needs shapes otapack would not make (100,000 records, hostile names).
 """
 
 import gzip
-import json
 import os
 import signal
 import stat
-import struct
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).parent.parent
-MARKER = "begin-ran"
+from support import (BEGIN, MARKER, OP_ADD, OP_BLOCK, OP_DELETE, OP_DIFF, OP_SCRIPT, OP_UBI, OP_UPDATE, PROJECT,
+                     one_line, otaunpack, peak_rss_kib, pkg04, rec04, run_hooked, snapshot)
 
 
 # ---------------------------------------------------------------------------- helpers
 
-
-def otaunpack(*argv, stdin=None, timeout=120, **kw):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, input=stdin, cwd=PROJECT, timeout=timeout, **kw)
-
-
-def one_line(proc):
-    """The error output is one line, no traceback."""
-    err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else proc.stderr
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("otaunpack: error") or "error:" in ln]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def byte_sum(data):
-    return sum(data) & 0xFFFFFFFF
-
-
-def rec04(dst, op, data=b"", mode=0, dst_size=0):
-    """A 0.4 record header + data, from the documented layout."""
-    name = dst.encode("utf-8", "surrogateescape") if isinstance(dst, str) else dst
-    return struct.pack("<Q256sQIII4x", len(data), name, dst_size, mode, byte_sum(data), op) + data
-
-
-def pkg04(records, begin=b"", end=b"", count=None):
-    """A whole 0.4 package: header, scripts, records (each from rec04)."""
-    total = sum(struct.unpack_from("<Q", r)[0] for r in records)
-    n = len(records) if count is None else count
-    body = struct.pack("<IIIQII", 0, 4, n, total, len(begin), len(end))
-    head = struct.pack("<I", (byte_sum(body) + byte_sum(begin) + byte_sum(end)) & 0xFFFFFFFF) + body
-    return head + begin + end + b"".join(records)
-
-
-OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
-BEGIN = ('touch "$OTA_ROOT/%s"\n' % MARKER).encode()
-
-
-def snapshot(root):
-    """Every entry under root: relative path -> (kind, content or link target)."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", os.readlink(p))
-            elif stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    out[rel] = ("file", f.read())
-            else:
-                out[rel] = (stat.S_IFMT(st.st_mode), None)
-    return out
-
-
-def otapack(cli, *argv):
-    code, out, err = cli.otapack(*argv)
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture
@@ -101,29 +37,6 @@ def assert_rejected_untouched(proc, root, before, want=None):
     assert snapshot(root) == before
     assert not (root / MARKER).exists()
     return line
-
-
-def run_hooked(pkg, root, hook_code, extra=""):
-    """Install pkg under root in a child process whose progress renderer runs hook_code
-    (a function body taking the event `e`) at each event: the attacker's or the power
-    cut's moment, chosen exactly."""
-    driver = textwrap.dedent("""
-        import os, sys, signal
-        from sstarota.cli import otaunpack
-        from sstarota import progress
-        state = {"fired": False}
-        def hook(e):
-        %s
-        real = progress.Progress.__init__
-        def init(self, renderers=None, warn=None):
-            real(self, list(renderers or []) + [hook], warn)
-        progress.Progress.__init__ = init
-        sys.exit(otaunpack.main(sys.argv[1:]))
-    """) % textwrap.indent(textwrap.dedent(hook_code), "    ")
-    # -t beside the package: the journal a package without a manifest leaves there is this test's own
-    return subprocess.run([sys.executable, "-c", driver, "-r", str(pkg), "--root", str(root), "-q", "-t",
-                           str(pkg.parent)] + extra.split(), capture_output=True, text=True, cwd=PROJECT,
-                          timeout=120)
 
 
 def swap_mid_record(pkg, root, directory, outside):
@@ -146,8 +59,8 @@ def test_directory_swapped_for_a_symlink_during_a_file_diff_writes_nothing_outsi
     old.write_bytes(b"A" * 300000)
     new.write_bytes(b"A" * 150000 + b"B" * 1000 + b"A" * 150000)
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/d/f", "--file-update-diff", "--patch-threshold", "off")
+    cli.pack("-c", pkg)
+    cli.pack("-a", pkg, "-o", old, "-n", new, "-d", "/d/f", "--file-update-diff", "--patch-threshold", "off")
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "d").mkdir(parents=True)
     (root / "d" / "f").write_bytes(old.read_bytes())
@@ -172,8 +85,8 @@ def test_directory_swapped_between_the_deletes_of_one_record_deletes_nothing_out
     pkg = tmp_path / "p.bin"
     src = tmp_path / "src"
     src.write_bytes(b"x")
-    otapack(cli, "-c", pkg, "--format", "1.6")
-    otapack(cli, "-a", pkg, "-s", src, "-d", " ".join(names), "--file-delete")
+    cli.pack("-c", pkg, "--format", "1.6")
+    cli.pack("-a", pkg, "-s", src, "-d", " ".join(names), "--file-delete")
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "d").mkdir(parents=True)
     outside.mkdir()
@@ -191,8 +104,8 @@ def test_a_device_node_inside_the_root_is_refused_unless_allowed(cli, tmp_path, 
     img = tmp_path / "img"
     img.write_bytes(b"\x5a" * 4096)
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-b", begin)
-    otapack(cli, "-a", pkg, "-s", img, "-d", "/dev/mtdblock3", "--block-update")
+    cli.pack("-c", pkg, "-b", begin)
+    cli.pack("-a", pkg, "-s", img, "-d", "/dev/mtdblock3", "--block-update")
     backing = tmp_path / "disk"
     backing.write_bytes(b"\0" * 65536)
     loop = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True)
@@ -203,11 +116,11 @@ def test_a_device_node_inside_the_root_is_refused_unless_allowed(cli, tmp_path, 
         st = os.stat(dev)
         os.mknod(root / "dev" / "mtdblock3", stat.S_IFBLK | 0o600, st.st_rdev)
         before = snapshot(root)
-        proc = otaunpack("-r", pkg, "--root", root)
+        proc = otaunpack("-r", pkg, "--root", root, text=False)
         line = assert_rejected_untouched(proc, root, before, "device")
         assert "--allow-devices" in line
         assert backing.read_bytes() == b"\0" * 65536
-        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices", text=False)
         assert proc.returncode == 0, proc.stderr
         assert backing.read_bytes()[:4096] == b"\x5a" * 4096
     finally:
@@ -218,14 +131,14 @@ def test_a_device_node_at_a_file_target_is_refused(cli, tmp_path, begin):
     pkg = tmp_path / "p.bin"
     src = tmp_path / "src"
     src.write_bytes(b"data")
-    otapack(cli, "-c", pkg, "-b", begin)
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/config/x", "--file-update")
+    cli.pack("-c", pkg, "-b", begin)
+    cli.pack("-a", pkg, "-s", src, "-d", "/config/x", "--file-update")
     root = tmp_path / "root"
     (root / "config").mkdir(parents=True)
     os.mknod(root / "config" / "x", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     before = snapshot(root)
     for extra in ([], ["--allow-devices"]):
-        assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, *extra), root, before, "/config/x")
+        assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, *extra, text=False), root, before, "/config/x")
 
 
 # ---------------------------------------------------------------------------- 3. capacity of a delta's result
@@ -236,8 +149,8 @@ def test_a_partition_delta_whose_result_exceeds_the_partition_is_rejected_before
     old.write_bytes(os.urandom(16384) * 2)
     new.write_bytes(old.read_bytes() * 4)  # 128 KiB result for a 64 KiB partition
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-b", begin)
-    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/dev/mtdblock4", "--file-update-diff",
+    cli.pack("-c", pkg, "-b", begin)
+    cli.pack("-a", pkg, "-o", old, "-n", new, "-d", "/dev/mtdblock4", "--file-update-diff",
             "--patch-threshold", "off")
     backing = tmp_path / "disk"
     backing.write_bytes(old.read_bytes() + b"\xff" * 32768)
@@ -249,7 +162,7 @@ def test_a_partition_delta_whose_result_exceeds_the_partition_is_rejected_before
         os.mknod(root / "dev" / "mtdblock4", stat.S_IFBLK | 0o600, os.stat(dev).st_rdev)
         before = snapshot(root)
         image = backing.read_bytes()
-        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+        proc = otaunpack("-r", pkg, "--root", root, "--allow-devices", text=False)
         assert_rejected_untouched(proc, root, before, "/dev/mtdblock4")
         assert backing.read_bytes() == image
     finally:
@@ -265,10 +178,10 @@ def test_a_closed_stderr_never_stops_the_update(cli, tmp_path):
     end = tmp_path / "end.sh"
     end.write_text('echo "$OTA_STATUS" > "$OTA_ROOT/status"\n')
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-e", end)
+    cli.pack("-c", pkg, "-e", end)
     for i in range(6):
         (files / str(i)).write_bytes(b"%d" % i * 1000)
-        otapack(cli, "-a", pkg, "-s", files / str(i), "-d", "/data/%d" % i, "--file-update")
+        cli.pack("-a", pkg, "-s", files / str(i), "-d", "/data/%d" % i, "--file-update")
     root = tmp_path / "root"
     root.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "sstarota.cli.otaunpack", "-r", str(pkg), "--root", str(root)],
@@ -285,8 +198,8 @@ def test_a_failing_progress_fd_never_stops_the_update(cli, tmp_path):
     src = tmp_path / "src"
     src.write_bytes(b"payload")
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/a", "--file-update")
+    cli.pack("-c", pkg)
+    cli.pack("-a", pkg, "-s", src, "-d", "/a", "--file-update")
     root = tmp_path / "root"
     root.mkdir()
     r, w = os.pipe()
@@ -347,7 +260,7 @@ def test_target_problems_are_found_before_anything_runs(tmp_path, case):
         rec = rec04("/cfg/sock", OP_UPDATE, b"new")
     pkg = _one_record_pkg(tmp_path, rec)
     before = snapshot(root)
-    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60), root, before)
+    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60, text=False), root, before)
 
 
 def test_a_fifo_as_a_delta_source_with_a_manifest_is_rejected_not_waited_on(cli, tmp_path, begin):
@@ -355,13 +268,13 @@ def test_a_fifo_as_a_delta_source_with_a_manifest_is_rejected_not_waited_on(cli,
     old.write_bytes(b"old content " * 1000)
     new.write_bytes(b"new content " * 1000)
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-b", begin, "--manifest")
-    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/cfg/f", "--file-update-diff", "--patch-threshold", "off")
+    cli.pack("-c", pkg, "-b", begin, "--manifest")
+    cli.pack("-a", pkg, "-o", old, "-n", new, "-d", "/cfg/f", "--file-update-diff", "--patch-threshold", "off")
     root = tmp_path / "root"
     (root / "cfg").mkdir(parents=True)
     os.mkfifo(root / "cfg" / "f")
     before = snapshot(root)
-    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60), root, before, "/cfg/f")
+    assert_rejected_untouched(otaunpack("-r", pkg, "--root", root, timeout=60, text=False), root, before, "/cfg/f")
 
 
 def test_a_255_byte_file_name_installs(cli, tmp_path):
@@ -369,12 +282,12 @@ def test_a_255_byte_file_name_installs(cli, tmp_path):
     src = tmp_path / "src"
     src.write_bytes(b"long name")
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "--format", "1.6")  # 0.4 targets hold at most 255 bytes in all
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/cfg/" + name, "--file-update")
+    cli.pack("-c", pkg, "--format", "1.6")  # 0.4 targets hold at most 255 bytes in all
+    cli.pack("-a", pkg, "-s", src, "-d", "/cfg/" + name, "--file-update")
     root = tmp_path / "root"
     (root / "cfg").mkdir(parents=True)
     (root / "cfg" / name).write_bytes(b"old")
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert proc.returncode == 0, proc.stderr
     assert os.listdir(root / "cfg") == [name]
     assert (root / "cfg" / name).read_bytes() == b"long name"
@@ -398,8 +311,8 @@ def test_a_killed_install_leaves_temp_files_that_the_rerun_removes(cli, tmp_path
     big = tmp_path / "big"
     big.write_bytes(os.urandom(3 << 20))
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/big", "--file-update")
+    cli.pack("-c", pkg)
+    cli.pack("-a", pkg, "-s", big, "-d", "/data/big", "--file-update")
     root = tmp_path / "root"
     (root / "data").mkdir(parents=True)
     (root / "data" / "big").write_bytes(b"old")
@@ -413,7 +326,7 @@ def test_a_killed_install_leaves_temp_files_that_the_rerun_removes(cli, tmp_path
     left = _hidden(root)
     assert len(left) == 2, left  # the premise: the interrupted run left its temp file
     assert (root / "data" / "big").read_bytes() == b"old"
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert proc.returncode == 0, proc.stderr
     assert (root / "data" / "big").read_bytes() == big.read_bytes()
     assert _hidden(root) == ["data/.keep"]
@@ -424,8 +337,8 @@ def test_a_full_work_directory_leaves_no_patch_spool(cli, tmp_path, begin):
     old.write_bytes(os.urandom(1 << 20))
     new.write_bytes(os.urandom(1 << 20))
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-b", begin)
-    otapack(cli, "-a", pkg, "-o", old, "-n", new, "-d", "/f", "--file-update-diff", "--patch-threshold", "off")
+    cli.pack("-c", pkg, "-b", begin)
+    cli.pack("-a", pkg, "-o", old, "-n", new, "-d", "/f", "--file-update-diff", "--patch-threshold", "off")
     root = tmp_path / "root"
     root.mkdir()
     (root / "f").write_bytes(old.read_bytes())
@@ -445,25 +358,6 @@ def test_a_full_work_directory_leaves_no_patch_spool(cli, tmp_path, begin):
 # ---------------------------------------------------------------------------- 7. memory
 
 
-_PEAK = """
-import sys
-from sstarota.cli import otaunpack
-code = otaunpack.main(sys.argv[1:])
-with open("/proc/self/status") as f:
-    hwm = [line.split()[1] for line in f if line.startswith("VmHWM:")][0]
-sys.stderr.write("VmHWM %s\\n" % hwm)
-sys.exit(code)
-"""
-
-
-def _peak_rss_kib(argv):
-    """The installer's own peak RSS (VmHWM: of this process image only, not the forked test's)."""
-    proc = subprocess.run([sys.executable, "-c", _PEAK] + [str(a) for a in argv], capture_output=True, text=True,
-                          cwd=PROJECT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return int(proc.stderr.split("VmHWM ")[-1].split()[0])
-
-
 def test_memory_is_flat_in_the_number_of_records(tmp_path):
     def package(n):
         p = tmp_path / ("p%d.bin" % n)
@@ -472,8 +366,8 @@ def test_memory_is_flat_in_the_number_of_records(tmp_path):
 
     root = tmp_path / "root"
     root.mkdir()
-    small = _peak_rss_kib(["-r", package(1000), "--root", root, "-q"])
-    large = _peak_rss_kib(["-r", package(60000), "--root", root, "-q"])
+    small = peak_rss_kib(["-r", package(1000), "--root", root, "-q"])
+    large = peak_rss_kib(["-r", package(60000), "--root", root, "-q"])
     assert large - small < 6 * 1024, "60,000 records cost %d KiB more than 1,000" % (large - small)
 
 
@@ -486,8 +380,8 @@ def test_memory_is_flat_in_the_size_of_scripts(tmp_path):
 
     root = tmp_path / "root"
     root.mkdir()
-    small = _peak_rss_kib(["-r", package(8000), "--root", root, "-q", "-t", tmp_path])
-    large = _peak_rss_kib(["-r", package(12 << 20), "--root", root, "-q", "-t", tmp_path])
+    small = peak_rss_kib(["-r", package(8000), "--root", root, "-q", "-t", tmp_path])
+    large = peak_rss_kib(["-r", package(12 << 20), "--root", root, "-q", "-t", tmp_path])
     assert large - small < 6 * 1024, "three 12 MiB scripts cost %d KiB more than small ones" % (large - small)
 
 
@@ -499,7 +393,7 @@ def test_a_record_count_above_the_limit_is_refused_in_one_line(tmp_path):
     pkg.write_bytes(pkg04([rec04("/gone", OP_DELETE)], count=limit + 1))
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert proc.returncode == 3
     assert str(limit) in one_line(proc)
 
@@ -508,7 +402,7 @@ def test_a_record_count_above_the_limit_is_refused_in_one_line(tmp_path):
 
 
 def test_a_package_path_that_is_a_directory(tmp_path):
-    proc = otaunpack("-r", tmp_path, "--root", tmp_path)
+    proc = otaunpack("-r", tmp_path, "--root", tmp_path, text=False)
     assert proc.returncode in (2, 3)
     assert "is a directory" in one_line(proc)
 
@@ -518,26 +412,26 @@ def test_a_package_on_a_pipe_is_read_as_a_stream(cli, tmp_path, gz):
     src = tmp_path / "src"
     src.write_bytes(b"through a pipe")
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/a", "--file-update")
+    cli.pack("-c", pkg)
+    cli.pack("-a", pkg, "-s", src, "-d", "/a", "--file-update")
     data = gzip.compress(pkg.read_bytes()) if gz else pkg.read_bytes()
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-x" if gz else "-r", "/dev/stdin", "--root", root, "-t", tmp_path, stdin=data)
+    proc = otaunpack("-x" if gz else "-r", "/dev/stdin", "--root", root, "-t", tmp_path, stdin=data, text=False)
     assert proc.returncode == 0, proc.stderr
     assert (root / "a").read_bytes() == b"through a pipe"
 
 
 def test_an_unreadable_package_is_one_line(tmp_path):
-    proc = otaunpack("-r", "/proc/self/mem", "--root", tmp_path, "--dry-run")
+    proc = otaunpack("-r", "/proc/self/mem", "--root", tmp_path, "--dry-run", text=False)
     assert proc.returncode in (2, 3)
     assert "Input/output error" in one_line(proc)
 
 
 def test_stdin_without_a_usable_spool_directory_is_one_line(cli, tmp_path):
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    proc = otaunpack("-r", "-", "-t", "/proc/self", "--root", tmp_path, stdin=pkg.read_bytes())
+    cli.pack("-c", pkg)
+    proc = otaunpack("-r", "-", "-t", "/proc/self", "--root", tmp_path, stdin=pkg.read_bytes(), text=False)
     assert proc.returncode == 2
     assert "/proc/self" in one_line(proc)
 
@@ -548,7 +442,7 @@ def test_a_device_node_that_cannot_be_opened_is_rejected_in_the_verify_pass(tmp_
     os.mknod(root / "dev" / "mtdblock9", stat.S_IFBLK | 0o600, os.makedev(240, 7))  # no such device
     pkg = _one_record_pkg(tmp_path, rec04("/dev/mtdblock9", OP_BLOCK, b"img"))
     before = snapshot(root)
-    proc = otaunpack("-r", pkg, "--root", root, "--allow-devices")
+    proc = otaunpack("-r", pkg, "--root", root, "--allow-devices", text=False)
     assert_rejected_untouched(proc, root, before, "/dev/mtdblock9")
 
 
@@ -557,7 +451,7 @@ def test_dry_run_prints_a_non_utf8_target(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     proc = otaunpack("-r", pkg, "--root", root, "--dry-run", env=dict(os.environ, LC_ALL="C.UTF-8",
-                                                                     PYTHONIOENCODING="utf-8"))
+                                                                     PYTHONIOENCODING="utf-8"), text=False)
     assert proc.returncode == 0, proc.stderr
     assert b"/cfg/" in proc.stdout and b"Traceback" not in proc.stderr
 
@@ -570,11 +464,11 @@ def test_terminal_escapes_in_targets_and_labels_are_escaped(cli, tmp_path):
     pkg = _one_record_pkg(tmp_path, rec04(esc, OP_UPDATE, b"x"), begin_script=b"")
     root = tmp_path / "root"
     (root / "cfg").mkdir(parents=True)
-    proc = otaunpack("-r", pkg, "--root", root, "--dry-run")
+    proc = otaunpack("-r", pkg, "--root", root, "--dry-run", text=False)
     assert proc.returncode == 0, proc.stderr
     assert b"\x1b" not in proc.stdout and b"\x1b" not in proc.stderr
     assert b"\x07" not in proc.stdout and b"\x07" not in proc.stderr
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert b"\x1b" not in proc.stderr
 
 
@@ -616,7 +510,7 @@ def test_a_gzip_trailer_error_is_named_as_such(tmp_path):
     pkg.write_bytes(bytes(data))
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-x", pkg, "--root", root)
+    proc = otaunpack("-x", pkg, "--root", root, text=False)
     assert proc.returncode == 3
     line = one_line(proc)
     assert "header" not in line and ("CRC" in line or "gzip" in line), line
@@ -725,7 +619,7 @@ def test_files_that_only_look_like_ours_are_not_swept(tmp_path):
     (root / "etc" / stale).write_text("left by a killed run")
     pkg = tmp_path / "p.bin"
     pkg.write_bytes(pkg04([rec04("/etc/x.conf", OP_ADD, b"hi\n")]))
-    proc = otaunpack("-r", pkg, "--root", root, "-t", work)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", work, text=False)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(work)) == sorted(names)
     assert sorted(os.listdir(root / "etc")) == sorted(names + ["x.conf"])
@@ -739,7 +633,7 @@ def test_begin_and_end_scripts_have_a_1_mib_limit_in_packer_and_reader(cli, tmp_
     pkg.write_bytes(pkg04([rec04("/a", OP_ADD, b"1")], begin=big))
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert proc.returncode == 3 and "limit for begin and end scripts" in one_line(proc)
     script = tmp_path / "begin.sh"
     script.write_bytes(big)
@@ -752,8 +646,8 @@ def test_endless_bytes_after_the_gzip_data_on_a_pipe_are_not_drained(cli, tmp_pa
     src = tmp_path / "f"
     src.write_bytes(b"payload")
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg)
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/f", "--file-update")
+    cli.pack("-c", pkg)
+    cli.pack("-a", pkg, "-s", src, "-d", "/f", "--file-update")
     gz = tmp_path / "p.bin.gz"
     gz.write_bytes(gzip.compress(pkg.read_bytes()))
     root, work = tmp_path / "root", tmp_path / "work"
@@ -781,9 +675,9 @@ def test_sigterm_mid_update_runs_the_end_script_and_cleans_up(cli, tmp_path):
     big = tmp_path / "big"
     big.write_bytes(os.urandom(3 << 20))
     pkg = tmp_path / "p.bin"
-    otapack(cli, "-c", pkg, "-e", end)
-    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/a", "--file-update")
-    otapack(cli, "-a", pkg, "-s", big, "-d", "/data/b", "--file-update")
+    cli.pack("-c", pkg, "-e", end)
+    cli.pack("-a", pkg, "-s", big, "-d", "/data/a", "--file-update")
+    cli.pack("-a", pkg, "-s", big, "-d", "/data/b", "--file-update")
     root = tmp_path / "root"
     root.mkdir()
     proc = run_hooked(pkg, root, """
@@ -807,6 +701,6 @@ def test_an_absolute_symlink_climbs_through_what_it_names(tmp_path):
     os.symlink(str(root / "mnt" / "l" / ".." / "etc"), root / "etc")
     pkg = tmp_path / "p.bin"
     pkg.write_bytes(pkg04([rec04("/etc/conf", OP_UPDATE, b"where the kernel looks")]))
-    proc = otaunpack("-r", pkg, "--root", root)
+    proc = otaunpack("-r", pkg, "--root", root, text=False)
     assert proc.returncode == 0, proc.stderr
     assert (root / "x" / "etc" / "conf").read_bytes() == b"where the kernel looks"

@@ -14,6 +14,8 @@ import pytest
 
 from sstarota.packer import incremental
 
+from support import otapack, otaunpack, snapshot
+
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
 
 CONFIG = """\
@@ -36,16 +38,6 @@ customer$(FSTYPE) = ubifs
 PARTS = {"kernel": ("kernel", "dev/mtdblock3", 0x100000), "rootfs": ("rootfs.sqfs", "dev/mtdblock4", 0x200000),
          "logo": ("logo", "dev/mtdblock2", 0x40000), "misc": ("misc.fwfs", "dev/mtdblock6", 0x20000),
          "customer": ("customer.ubifs", "dev/ubi0_0", None)}
-
-
-def otapack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv],
-                          capture_output=True, text=True)
-
-
-def otaunpack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True)
 
 
 def squashfs(tree_dir, out, version):
@@ -97,7 +89,7 @@ def sets(tmp_path_factory):
 def built(sets, tmp_path_factory):
     old, new, config = sets
     out = tmp_path_factory.mktemp("out") / "SStarOta.bin"
-    proc = otapack("-c", out, "--incremental", old, new, "--config", config, "--json")
+    proc = otapack("-c", out, "--incremental", old, new, "--config", config, "--json", check=False)
     assert proc.returncode == 0, proc.stderr
     return out.with_suffix(".bin.gz"), json.loads(proc.stdout)
 
@@ -110,10 +102,6 @@ def seeded_root(tmp_path, images):
         data = (images / image).read_bytes()
         (root / target).write_bytes(data + b"\xff" * (size - len(data)) if size else data)
     return root
-
-
-def snapshot(root):
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_the_choices_and_the_report(sets, built):
@@ -135,7 +123,7 @@ def test_the_choices_and_the_report(sets, built):
 
 def test_the_text_report(sets, tmp_path):
     old, new, config = sets
-    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "-j", "1")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "-j", "1", check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:7] == ["partition", "fstype", "choice", "old", "new", "patch", "packed"]
@@ -177,17 +165,18 @@ def test_config_parsing_and_usage_errors(sets, tmp_path):
     assert [(p.name, p.targets, p.size, p.fstype, p.image) for p in parts][:2] == [
         ("kernel", ["/dev/mtdblock3"], 0x100000, "", "kernel"),
         ("rootfs", ["/dev/mtdblock4"], 0x200000, "squashfs", "rootfs.sqfs")]
-    proc = otapack("--incremental", old, new, "--config", config)
+    proc = otapack("--incremental", old, new, "--config", config, check=False)
     assert proc.returncode == 2 and "goes with -c PKG and --config" in proc.stderr
-    proc = otapack("-c", tmp_path / "p.bin", "-a", tmp_path / "q.bin", "--incremental", old, new, "--config", config)
+    proc = otapack("-c", tmp_path / "p.bin", "-a", tmp_path / "q.bin", "--incremental", old, new, "--config", config,
+                   check=False)
     assert proc.returncode == 2 and "no other action goes with it" in proc.stderr
     bad = tmp_path / "bad.mk"
     bad.write_text("OTA_IMAGE_LIST = kernel\nkernel_patsize = 0x1000\n")
-    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", bad)
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", bad, check=False)
     assert proc.returncode == 2 and "kernel_otablk is not set" in proc.stderr
     small = tmp_path / "small.mk"
     small.write_text("OTA_IMAGE_LIST = kernel\nkernel_otablk = /dev/mtdblock3\nkernel_patsize = 0x1000\n")
-    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", small)
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", small, check=False)
     assert proc.returncode == 2 and "larger than the partition" in proc.stderr
     assert not os.path.exists(tmp_path / "p.bin.gz")
 
@@ -206,7 +195,7 @@ def image_dir(where, config_text, images, settings=""):
     return image
 
 
-def make(image, *args):
+def make_in(image, *args):
     otapack_bin = os.path.join(os.path.dirname(sys.executable), "otapack")
     return subprocess.run(["make", "-s", "-C", str(image), "OTAPACK=%s" % otapack_bin] + list(args),
                           capture_output=True, text=True)
@@ -217,7 +206,7 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     """mk/ota.mk's target in an ALKAID-shaped image directory gives the package otapack does."""
     old, new, config = sets
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
     assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
@@ -225,16 +214,16 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
     assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
     assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
-    proc = make(image, "ota_images_incremental")
+    proc = make_in(image, "ota_images_incremental")
     assert proc.returncode == 2 and "set OTA_BASE=" in proc.stderr
 
 
 def test_format_1_6_one_record_per_partition_installs(sets, tmp_path):
     old, new, config = sets
     proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--format", "1.6", "-k",
-                   "--json")
+                   "--json", check=False)
     assert proc.returncode == 0, proc.stderr
-    info = otapack("--info", tmp_path / "p.bin", "--json")
+    info = otapack("--info", tmp_path / "p.bin", "--json", check=False)
     records = json.loads(info.stdout)["records"]
     assert [(r["op"], r["label"]) for r in records][:4] == [
         ("file-diff", "kernel"), ("file-diff", "rootfs"), ("block", "logo"), ("ubi", "customer")]
@@ -252,9 +241,9 @@ def test_a_partitions_env_script_follows_it_when_it_is_packed(sets, tmp_path):
     env.write_text("/etc/fw_setenv kernel_file_size 0xaae60\n")
     cfg = tmp_path / "p.mk"
     cfg.write_text(config.read_text() + "kernel_otaenv = %s\nmisc_otaenv = %s\n" % (env, env))
-    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg, "-k", "--json")
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg, "-k", "--json", check=False)
     assert proc.returncode == 0, proc.stderr
-    records = json.loads(otapack("--info", tmp_path / "p.bin", "--json").stdout)["records"]
+    records = json.loads(otapack("--info", tmp_path / "p.bin", "--json", check=False).stdout)["records"]
     assert [(r["op"], r["targets"][0]) for r in records][:3] == [
         ("file-diff", "/dev/mtdblock3"), ("script", "kernel_otaenv.sh"), ("file-diff", "/dev/mtdblock4")]
     assert [r for r in records if r["op"] == "script"][1]["targets"] == ["sstarota-manifest.sh"]  # misc: same
@@ -267,10 +256,10 @@ def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
     old, new, config = sets
     blkenv = "kernel$(BLKENV) = kernel_file_size $$(printf 0x%x $$(wc -c < $(IMAGEDIR)/kernel))\n"
     image = image_dir(tmp_path, config.read_text() + blkenv, new, "BLKENV := _blkenv\nFLASH_TYPE := spinand\n")
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_FORMAT=" + fmt)
     assert proc.returncode == 0, proc.stderr
     out = image / "output" / "images"
-    records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json").stdout)["records"]
+    records = json.loads(otapack("--info", out / "SStarOta.bin.gz", "--json", check=False).stdout)["records"]
     assert [(r["op"], r["targets"][0]) for r in records][:2] == [("file-diff", "/dev/mtdblock3"),
                                                                 ("script", "kernel_otaenv.sh")]
     text = (out / "kernel_otaenv.sh").read_text()
@@ -281,7 +270,7 @@ def test_make_adds_the_env_scripts_of_packed_partitions(sets, tmp_path, fmt):
 
 
 def _signature(pkg, pub):
-    proc = otapack("--info", pkg, "--key", pub, "--json")
+    proc = otapack("--info", pkg, "--key", pub, "--json", check=False)
     data = json.loads(proc.stdout)
     return proc.returncode, data["signature"], data["manifest"]["version"], data["manifest"]["compatible"]
 
@@ -293,14 +282,15 @@ def test_signed_and_versioned(sets, tmp_path):
     key = str(tmp_path / "release.pem")
     signing.generate(key)
     proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", config, "--sign", key,
-                   "--fw-version", "7.1", "--compatible", "cam-a cam-b", "-j", "1")
+                   "--fw-version", "7.1", "--compatible", "cam-a cam-b", "-j", "1", check=False)
     assert proc.returncode == 0, proc.stderr
     assert _signature(tmp_path / "p.bin.gz", key + ".pub") == (0, "good", "7.1", ["cam-a", "cam-b"])
-    proc = otapack("-c", tmp_path / "q.bin", "--incremental", old, new, "--config", config, "--fw-version", "7.2")
+    proc = otapack("-c", tmp_path / "q.bin", "--incremental", old, new, "--config", config, "--fw-version", "7.2",
+                   check=False)
     assert proc.returncode == 0, proc.stderr
     assert _signature(tmp_path / "q.bin.gz", key + ".pub") == (2, "unsigned", "7.2", [])
     proc = otapack("-c", tmp_path / "r.bin", "--incremental", old, new, "--config", config, "--sign",
-                   tmp_path / "missing.pem")
+                   tmp_path / "missing.pem", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "r.bin.gz").exists()
 
 
@@ -312,7 +302,7 @@ def test_make_image_ota_incremental_signed(sets, tmp_path):
     key = str(tmp_path / "release.pem")
     signing.generate(key)
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % old, "OTA_SIGN_KEY=%s" % key, "OTA_FW_VERSION=3",
                 "OTA_COMPATIBLE=cam-a")
     assert proc.returncode == 0, proc.stderr
     assert _signature(image / "output/images/SStarOta.bin.gz", key + ".pub") == (0, "good", "3", ["cam-a"])
@@ -325,7 +315,7 @@ def test_make_image_ota_incremental_quotes_ota_base(sets, built, tmp_path):
     odd = tmp_path / 'v1 "q" $x `touch TICK` ;touch PWNED; \'s'
     shutil.copytree(old, odd)
     image = image_dir(tmp_path / "project", config.read_text(), new)
-    proc = make(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
+    proc = make_in(image, "image-ota-incremental", "OTA_BASE=%s" % odd)
     assert proc.returncode == 0, proc.stderr
     assert (image / "output/images/SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
     assert not [p for p in tmp_path.rglob("*") if p.name in ("PWNED", "TICK")]
@@ -362,7 +352,7 @@ def test_a_config_make_cannot_read_is_one_line(tmp_path, sets):
     old, new, _ = sets
     cfg = tmp_path / "partitions.mk"
     cfg.write_text("OTA_IMAGE_LIST = kernel\nifeq (a,b)\nkernel_otablk = /dev/mtdblock3\n")  # no endif
-    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg)
+    proc = otapack("-c", tmp_path / "p.bin", "--incremental", old, new, "--config", cfg, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert str(cfg) in proc.stderr and not (tmp_path / "p.bin.gz").exists()
 

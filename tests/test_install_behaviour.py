@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GOLDEN, copy_inputs
-from test_install_golden import tree
+from support import GOLDEN, copy_inputs, files_of, otaunpack
 
 PROJECT = Path(__file__).parent.parent
-
-
-def otaunpack(*argv, stdin=None):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True, input=stdin, cwd=PROJECT)
 
 
 @pytest.fixture
@@ -27,7 +21,7 @@ def inp(tmp_path):
     return d
 
 
-def make(cli, pkg, inp, begin=None, end="end-log.sh", records=()):
+def pack_records(cli, pkg, inp, begin=None, end="end-log.sh", records=()):
     argv = ["-c", pkg] + (["-b", inp / begin] if begin else []) + (["-e", inp / end] if end else [])
     assert cli.otapack(*argv)[0] == 0
     for rec in records:
@@ -37,7 +31,7 @@ def make(cli, pkg, inp, begin=None, end="end-log.sh", records=()):
 
 
 def test_failing_begin_script_writes_nothing_and_runs_end_script(cli, inp, tmp_path):
-    pkg = make(cli, tmp_path / "p.bin", inp, begin="fail.sh",
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, begin="fail.sh",
                records=[("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update")])
     root = tmp_path / "root"
     root.mkdir()
@@ -49,7 +43,7 @@ def test_failing_begin_script_writes_nothing_and_runs_end_script(cli, inp, tmp_p
 
 
 def test_write_failing_midway_names_the_record_and_leaves_no_half_file(cli, inp, tmp_path):
-    pkg = make(cli, tmp_path / "p.bin", inp, records=[
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, records=[
         ("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update"),
         ("-s", inp / "images/kernel", "-d", "/ro/kernel.img", "--file-update"),
         ("-s", inp / "files/new.bin", "-d", "/config/new.bin", "--file-add"),
@@ -67,7 +61,7 @@ def test_write_failing_midway_names_the_record_and_leaves_no_half_file(cli, inp,
     assert "record 2/3 (file-update /ro/kernel.img)" in last and "Read-only file system" in last
     assert (root / "ro" / "kernel.img").read_bytes() == b"old kernel"
     assert os.listdir(root / "ro") == ["kernel.img"]
-    files = tree(root)
+    files = files_of(root)
     assert files["config/app.conf"] == (inp / "files/app.conf").read_bytes()  # record 1 went in before
     assert "config/new.bin" not in files  # record 3 was never started
     assert files["end.log"].startswith(b"status=-1 ")
@@ -75,7 +69,7 @@ def test_write_failing_midway_names_the_record_and_leaves_no_half_file(cli, inp,
 
 
 def test_mode_zero_keeps_the_existing_mode_and_new_files_get_0644(cli, inp, tmp_path):
-    pkg = make(cli, tmp_path / "p.bin", inp, end=None, records=[
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, end=None, records=[
         ("-s", inp / "files/app.conf", "-d", "/config/app.conf", "--file-update"),
         ("-s", inp / "files/app.conf", "-d", "/config/fresh.conf", "--file-update"),
         ("-s", inp / "files/app.conf", "-d", "/config/exec.conf", "-m", "0x1ed", "--file-update"),
@@ -122,7 +116,7 @@ def test_stdin_is_spooled_under_t_and_installs(tmp_path):
 
 def test_no_scripts_and_script_environment(cli, inp, tmp_path):
     (inp / "rec.sh").write_text('echo "rec root=$OTA_ROOT pwd=$(pwd)" > "$OTA_ROOT/rec.log"\n')
-    pkg = make(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "rec.sh", "-d", "rec.sh", "--script-add")])
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "rec.sh", "-d", "rec.sh", "--script-add")])
     root = tmp_path / "root"
     root.mkdir()
     assert otaunpack("-r", pkg, "--root", root, "--no-scripts").returncode == 0
@@ -134,7 +128,7 @@ def test_no_scripts_and_script_environment(cli, inp, tmp_path):
 
 
 def test_failing_script_record_fails_the_update(cli, inp, tmp_path):
-    pkg = make(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "fail.sh", "-d", "fail.sh", "--script-add"),
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, records=[("-s", inp / "fail.sh", "-d", "fail.sh", "--script-add"),
                                                       ("-d", "/config/x", "--file-delete")])
     root = tmp_path / "root"
     root.mkdir()
@@ -145,7 +139,7 @@ def test_failing_script_record_fails_the_update(cli, inp, tmp_path):
 
 
 def test_diff_against_a_missing_or_wrong_file_fails_cleanly(cli, inp, tmp_path):
-    pkg = make(cli, tmp_path / "p.bin", inp, end=None, records=[
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, end=None, records=[
         ("-o", inp / "old/changed.bin", "-n", inp / "new/changed.bin", "-d", "/c/changed.bin", "--file-update-diff")])
     root = tmp_path / "root"
     (root / "c").mkdir(parents=True)

@@ -9,27 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GOLDEN, copy_inputs, replay
+from support import GOLDEN, copy_inputs, files_of, replay
 
 FW_SETENV = """#!/bin/sh
 echo "$@" >> "$OTA_ROOT/fw_setenv.log"
 """
 
 
-def tree(root):
-    """{relative path: bytes} of the regular files under root, less the board's state directory
-    (var/lib/sstarota: the ledger of the vendor deltas it patched)."""
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        if os.path.relpath(dirpath, root) == "var/lib/sstarota":
-            continue
-        for name in files:
-            p = Path(dirpath) / name
-            out[str(p.relative_to(root))] = p.read_bytes()
-    return out
-
-
-def otaunpack(pkg, root, *extra, fake_fw_setenv=False, check=False):
+def install_into(pkg, root, *extra, fake_fw_setenv=False, check=False):
     """Run otaunpack in a subprocess; with fake_fw_setenv inside a private mount namespace
     whose /etc has a fw_setenv that logs its arguments under $OTA_ROOT."""
     argv = [sys.executable, "-m", "sstarota.cli.otaunpack", "-x" if str(pkg).endswith(".gz") else "-r", str(pkg),
@@ -69,7 +56,7 @@ def seed(version, name, root):
 
 def check(version, name, root, proc, all_targets=False):
     inp = GOLDEN / version / "in"
-    files = tree(root)
+    files = files_of(root)
     mode = lambda rel: stat.S_IMODE(os.stat(root / rel).st_mode)
     if name in ("p1", "p4", "p5"):  # packages with an end script
         assert "OTA UPDATA STATUS: 0" in proc.stdout and "end status=0" in proc.stdout
@@ -90,7 +77,7 @@ def check(version, name, root, proc, all_targets=False):
         assert files == {"dev/mtdblock0": (inp / "images/ipl_s.bin").read_bytes()}
     elif name in ("p3", "p4"):
         prefix = "config" if name == "p3" else "customer"
-        expected = {prefix + "/" + k: v for k, v in tree(inp / "new").items()}
+        expected = {prefix + "/" + k: v for k, v in files_of(inp / "new").items()}
         if name == "p4" and version == "v1.6":
             expected["dev/mtdblock4"] = (inp / "images/kernel").read_bytes()
         assert files == expected
@@ -112,7 +99,7 @@ def test_golden_installs(tmp_path, version, name, suffix):
     root = tmp_path / "root"
     root.mkdir()
     seed(version, name, root)
-    proc = otaunpack(GOLDEN / version / (name + suffix), root, "-t", tmp_path, fake_fw_setenv=name == "p1",
+    proc = install_into(GOLDEN / version / (name + suffix), root, "-t", tmp_path, fake_fw_setenv=name == "p1",
                      check=True)
     check(version, name, root, proc)
     left = sorted(os.listdir(tmp_path))
@@ -126,7 +113,7 @@ def test_all_targets_writes_mask_0_targets(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     seed("v1.6", "p5", root)
-    proc = otaunpack(GOLDEN / "v1.6/p5.bin", root, "--all-targets", check=True)
+    proc = install_into(GOLDEN / "v1.6/p5.bin", root, "--all-targets", check=True)
     check("v1.6", "p5", root, proc, all_targets=True)
 
 
@@ -151,7 +138,7 @@ def test_our_packages_install(cli, tmp_path, fmt):
         root = tmp_path / ("root-" + name)
         root.mkdir()
         seed("v1.6", name, root)  # the v1.6 seeds include the raw kernel partition for p4
-        proc = otaunpack(work / (name + ".bin"), root, fake_fw_setenv=name == "p1", check=True)
+        proc = install_into(work / (name + ".bin"), root, fake_fw_setenv=name == "p1", check=True)
         check("v1.6", name, root, proc)
 
 
@@ -169,9 +156,9 @@ def test_legacy_package_from_otabinheader_installs(cli, tmp_path):
             f.write((inp / src).read_bytes())
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack(pkg, root, check=True)
+    proc = install_into(pkg, root, check=True)
     assert "end status=0" in proc.stdout
-    files = tree(root)
+    files = files_of(root)
     kernel = (inp / "images/kernel").read_bytes()
     # legacy raw: 0xFF over dst_size, then the image
     assert files["dev/mtdblock4"] == kernel + b"\xff" * (0x20000 - len(kernel))

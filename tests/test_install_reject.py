@@ -12,8 +12,7 @@ from sstarota import checksum, package, schema
 from sstarota.cli import otaunpack as otaunpack_cli
 from sstarota.writers import base as writers_base
 
-from helpers import GOLDEN, copy_inputs
-from test_install_golden import tree
+from support import GOLDEN, copy_inputs, files_of
 
 GOLDENS = [("v0.4", n) for n in ("p1", "p2", "p3", "p4")] + [("v1.6", n) for n in ("p1", "p2", "p3", "p4", "p5")]
 
@@ -78,7 +77,7 @@ def assert_rejected(capfd, tmp_path, raw, root, before, scripts_run, what, suffi
     assert code == 3, (what, err)
     assert err.count("\n") == 1 and err.startswith("otaunpack: error: "), (what, err)
     assert scripts_run == [], what
-    assert tree(root) == before, what
+    assert files_of(root) == before, what
 
 
 @pytest.mark.parametrize("version,name", GOLDENS)
@@ -87,7 +86,7 @@ def test_flipped_covered_bytes_are_rejected(capfd, tmp_path, scripts_run, versio
     root = tmp_path / "root"
     root.mkdir()
     (root / "marker").write_text("board state\n")
-    before = tree(root)
+    before = files_of(root)
     rnd = random.Random(name + version)
     for pos in covered_positions(raw, rnd):
         bad = bytearray(raw)
@@ -100,7 +99,7 @@ def test_truncation_and_trailing_bytes_are_rejected(capfd, tmp_path, scripts_run
     raw = (GOLDEN / version / (name + ".bin")).read_bytes()
     root = tmp_path / "root"
     root.mkdir()
-    before = tree(root)
+    before = files_of(root)
     head_end, spans, gen = layout(raw)
     cuts = {head_end - 1, head_end + 1, 1, 0}
     for start, data, end in spans:
@@ -153,14 +152,14 @@ def test_path_escapes_are_refused(capfd, tmp_path, scripts_run, dst, why):
     root.mkdir()
     data = b"pwned\n"
     raw = _package04([(_record04(len(data), dst, data_sum=checksum.bytesum(data)), data)], begin=b"touch m\n")
-    outside = tree(tmp_path)
+    outside = files_of(tmp_path)
     pkg = tmp_path / "bad.bin"
     pkg.write_bytes(raw)
     code, err = run_install(capfd, pkg, root)
     assert code == 3 and "unsafe target" in err and why in err, err
     assert scripts_run == []
     outside[str(Path("bad.bin"))] = raw
-    assert tree(tmp_path) == outside
+    assert files_of(tmp_path) == outside
 
 
 def test_symlink_leading_out_of_the_root_is_refused(capfd, tmp_path, scripts_run):
@@ -244,6 +243,7 @@ def test_begin_script_marker_real_shell(cli, tmp_path):
     assert sorted(os.listdir(root)) == ["begin-ran", "config"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v0.4", "v1.6"])
 def test_every_covered_byte_of_p2_is_checked(capfd, tmp_path, scripts_run, version):
     """Exhaustive: every byte a checksum covers in p2 (all of it in 1.6; all but the record

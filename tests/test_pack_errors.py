@@ -9,7 +9,7 @@ import pytest
 
 from sstarota import package
 
-from helpers import GOLDEN, copy_inputs
+from support import GOLDEN, copy_inputs
 
 
 @pytest.fixture

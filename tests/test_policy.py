@@ -21,13 +21,10 @@ from sstarota.errors import PackageError
 from sstarota.install import policy
 from sstarota.install.policy import Policy, version_key
 
+from support import otaunpack
+
 PROJECT = Path(__file__).parent.parent
 BEGIN = b'touch "$OTA_ROOT/begin-ran"\n'
-
-
-def otaunpack(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, cwd=PROJECT, timeout=60, env=env)
 
 
 def one_error(proc):
@@ -39,7 +36,7 @@ def one_error(proc):
     return lines[0]
 
 
-def make(cli, tmp_path, version="2.1", name="pkg", extra=()):
+def policy_pkg(cli, tmp_path, version="2.1", name="pkg", extra=()):
     """A package with a manifest (and a version unless None): a begin script, one file record."""
     begin, src, pkg = tmp_path / "begin.sh", tmp_path / (name + ".src"), tmp_path / name
     begin.write_bytes(BEGIN)
@@ -67,7 +64,7 @@ def untouched(root):
     return not (root / "begin-ran").exists() and not (root / "etc/f.txt").exists()
 
 
-def refused(proc, root):
+def refused_untouched(proc, root):
     assert proc.returncode == 3, proc.stderr.decode()
     one_error(proc)
     assert untouched(root)
@@ -103,11 +100,11 @@ def root_tools(root, printenv_code=0):
 def test_version_env_under_root_never_runs_the_hosts_u_boot_tools(cli, tmp_path, board):
     env, log = host_tools(tmp_path)
     (board / "etc/sstarota/board.conf").write_text("version_env = sst_ver\n")
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q", env=env)
-    refused(proc, board)  # the store cannot be reached without the host: refused, not skipped
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", env=env, text=False)
+    refused_untouched(proc, board)  # the store cannot be reached without the host: refused, not skipped
     assert not log.exists()
-    proc = otaunpack("-r", make(cli, tmp_path, name="p2"), "--root", board, "-q", "--version-store-optional",
-                     env=env)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, name="p2"), "--root", board, "-q", "--version-store-optional",
+                     env=env, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert not log.exists()
 
@@ -117,9 +114,10 @@ def test_version_env_under_root_uses_the_tools_its_config_names_inside_the_root(
     uenv = root_tools(board)
     (board / "etc/sstarota/board.conf").write_text(
         "version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\nfw_setenv = /usr/sbin/fw_setenv\n")
-    proc = otaunpack("-r", make(cli, tmp_path, version="1.9", name="old"), "--root", board, "-q", env=env)
-    refused(proc, board)  # a downgrade from the root's 2.0 (the host's tools would say 9)
-    proc = otaunpack("-r", make(cli, tmp_path, version="2.1"), "--root", board, "-q", env=env)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, version="1.9", name="old"), "--root", board, "-q", env=env,
+                     text=False)
+    refused_untouched(proc, board)  # a downgrade from the root's 2.0 (the host's tools would say 9)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, version="2.1"), "--root", board, "-q", env=env, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert uenv.read_text().splitlines()[0] == "sst_ver=2.1"
     assert not log.exists()
@@ -134,10 +132,10 @@ def test_a_package_replacing_the_roots_fw_setenv_does_not_get_it_run(cli, tmp_pa
     mark = tmp_path / "package-code-ran"
     evil = tmp_path / "evil"
     evil.write_text('#!/bin/sh\ntouch "%s"\n' % mark)
-    pkg = make(cli, tmp_path)
+    pkg = policy_pkg(cli, tmp_path)
     code, _, err = cli.otapack("-a", pkg, "-s", evil, "-d", "/usr/sbin/fw_setenv", "-m", "0x1ed", "--file-update")
     assert code == 0, err
-    proc = otaunpack("-r", pkg, "--root", board, "-q", "--no-scripts")
+    proc = otaunpack("-r", pkg, "--root", board, "-q", "--no-scripts", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert (board / "usr/sbin/fw_setenv").read_text() == evil.read_text()
     assert not mark.exists()
@@ -150,7 +148,7 @@ def test_tools_named_outside_the_root_are_refused(cli, tmp_path, board):
     os.symlink(str(tmp_path / "hostbin/fw_printenv"), str(board / "usr/sbin/fw_printenv"))
     (board / "etc/sstarota/board.conf").write_text(
         "version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\nfw_setenv = /../hostbin/fw_setenv\n")
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q", env=env)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", env=env, text=False)
     assert proc.returncode in (2, 3), proc.stderr.decode()
     one_error(proc)
     assert untouched(board) and not log.exists()
@@ -160,7 +158,7 @@ def test_a_symlink_at_the_version_files_temp_name_does_not_touch_the_host(cli, t
     host = tmp_path / "host-file"
     host.write_text("precious\n")
     os.symlink(str(host), str(board / "etc/sstarota/version.new"))
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert host.read_text() == "precious\n"
     assert (board / "etc/sstarota/version").read_text() == "2.1\n"
@@ -172,7 +170,7 @@ def test_a_version_file_linked_out_of_the_root_is_refused_before_writing(cli, tm
     host.write_text("1.0\n")
     (board / "etc/sstarota/version").unlink()
     os.symlink(str(host), str(board / "etc/sstarota/version"))
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
     assert host.read_text() == "1.0\n"
 
 
@@ -181,10 +179,10 @@ def test_a_version_file_linked_inside_the_root_is_followed_there(cli, tmp_path, 
     (board / "data/version").write_text("2.0\n")
     (board / "etc/sstarota/version").unlink()
     os.symlink("../../data/version", str(board / "etc/sstarota/version"))
-    proc = otaunpack("-r", make(cli, tmp_path, version="1.0", name="old"), "--root", board, "-q")
-    refused(proc, board)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, version="1.0", name="old"), "--root", board, "-q", text=False)
+    refused_untouched(proc, board)
     assert "downgrade refused" in one_error(proc)
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert (board / "data/version").read_text() == "2.1\n"
     assert os.readlink(str(board / "etc/sstarota/version")) == "../../data/version"
@@ -209,15 +207,15 @@ def test_the_version_file_is_replaced_through_the_confined_walk_with_fsync(tmp_p
 
 def test_a_version_store_in_a_missing_directory_refuses_a_versioned_package(cli, tmp_path, board):
     (board / "etc/sstarota/board.conf").write_text("version_file = /data/sstarota/version\n")
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
     # an unversioned package has nothing to record: it installs
-    proc = otaunpack("-r", make(cli, tmp_path, version=None, name="plain"), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, version=None, name="plain"), "--root", board, "-q", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
 
 
 def test_the_refusal_carries_its_reason_code(cli, tmp_path, board):
     (board / "etc/sstarota/board.conf").write_text("version_file = /data/sstarota/version\n")
-    pkg = make(cli, tmp_path)
+    pkg = policy_pkg(cli, tmp_path)
     source = install.open_source(str(pkg), gz=False)
     try:
         with pytest.raises(PackageError) as exc:
@@ -232,12 +230,12 @@ def test_the_refusal_carries_its_reason_code(cli, tmp_path, board):
 def test_a_read_only_etc_refuses_a_versioned_package_before_writing(cli, tmp_path, board):
     if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
         pytest.skip("needs a private mount namespace (unshare -m)")
-    pkg = make(cli, tmp_path)
+    pkg = policy_pkg(cli, tmp_path)
     etc = board / "etc"
     cmd = ('mount --bind "{0}" "{0}" && mount -o remount,ro,bind "{0}" && exec "$@"'.format(etc))
     proc = subprocess.run(["unshare", "-m", "sh", "-c", cmd, "sh", sys.executable, "-m", "sstarota.cli.otaunpack",
                            "-r", str(pkg), "--root", str(board), "-q"], capture_output=True, cwd=PROJECT, timeout=60)
-    refused(proc, board)
+    refused_untouched(proc, board)
     assert (board / "etc/sstarota/version").read_text() == "2.0\n"
 
 
@@ -245,7 +243,7 @@ def test_a_failing_fw_printenv_refuses_and_writes_no_variable(cli, tmp_path, boa
     uenv = root_tools(board, printenv_code=1)
     (board / "etc/sstarota/board.conf").write_text(
         "version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\nfw_setenv = /usr/sbin/fw_setenv\n")
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
     assert uenv.read_text() == "sst_ver=2.0\nbootdelay=0\n"
 
 
@@ -254,7 +252,7 @@ def test_an_unset_u_boot_variable_is_no_version_yet(cli, tmp_path, board):
     uenv.write_text("bootdelay=0\n")
     (board / "etc/sstarota/board.conf").write_text(
         "version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\nfw_setenv = /usr/sbin/fw_setenv\n")
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert "sst_ver=2.1" in uenv.read_text().splitlines()
 
@@ -267,7 +265,7 @@ def test_a_board_told_so_installs_without_a_working_store(cli, tmp_path, board, 
         conf += "version_store_optional = yes\n"
         extra = []
     (board / "etc/sstarota/board.conf").write_text(conf)
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q", *extra)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", *extra, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert (board / "etc/f.txt").read_text() == "new\n"
     assert not (board / "data").exists()
@@ -275,7 +273,8 @@ def test_a_board_told_so_installs_without_a_working_store(cli, tmp_path, board, 
 
 def test_no_downgrade_when_the_store_is_optional_but_readable(cli, tmp_path, board):
     (board / "etc/sstarota/board.conf").write_text("version_store_optional = yes\n")
-    refused(otaunpack("-r", make(cli, tmp_path, version="1.0"), "--root", board, "-q"), board)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path, version="1.0"), "--root", board, "-q", text=False)
+    refused_untouched(proc, board)
 
 
 # ---------------------------------------------------------------------------- item 5: files, sizes
@@ -284,7 +283,7 @@ def test_no_downgrade_when_the_store_is_optional_but_readable(cli, tmp_path, boa
 def test_a_fifo_board_config_is_refused_not_waited_on(cli, tmp_path, board):
     (board / "etc/sstarota/board.conf").unlink()
     os.mkfifo(str(board / "etc/sstarota/board.conf"))
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
     assert untouched(board)
@@ -293,14 +292,14 @@ def test_a_fifo_board_config_is_refused_not_waited_on(cli, tmp_path, board):
 def test_a_fifo_config_option_is_refused_not_waited_on(cli, tmp_path, board):
     fifo = tmp_path / "conf"
     os.mkfifo(str(fifo))
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q", "--config", fifo)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", "--config", fifo, text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
 
 
 def test_an_oversized_board_config_is_refused(cli, tmp_path, board):
     (board / "etc/sstarota/board.conf").write_text("# padding\n" * 100000)
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
 
@@ -314,7 +313,7 @@ def test_a_fifo_key_file_is_refused_not_waited_on(cli, tmp_path, board, where):
     else:
         os.mkfifo(str(tmp_path / "k.pem"))
         extra = ["--key", tmp_path / "k.pem"]
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q", *extra)
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", *extra, text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
     assert untouched(board)
@@ -324,7 +323,7 @@ def test_a_key_file_linked_out_of_the_root_is_not_read(cli, tmp_path, board):
     signing.generate(str(tmp_path / "k"), "p256")
     (board / "etc/sstarota/keys").mkdir()
     os.symlink(str(tmp_path / "k.pub"), str(board / "etc/sstarota/keys/k.pem"))
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
     assert untouched(board)
@@ -333,7 +332,7 @@ def test_a_key_file_linked_out_of_the_root_is_not_read(cli, tmp_path, board):
 def test_an_oversized_key_file_is_refused(cli, tmp_path, board):
     (board / "etc/sstarota/keys").mkdir()
     (board / "etc/sstarota/keys/k.pem").write_bytes(b"x" * (1 << 20))
-    proc = otaunpack("-r", make(cli, tmp_path), "--root", board, "-q")
+    proc = otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False)
     assert proc.returncode == 2, proc.stderr.decode()
     one_error(proc)
 
@@ -341,13 +340,13 @@ def test_an_oversized_key_file_is_refused(cli, tmp_path, board):
 def test_a_fifo_version_file_is_refused_not_waited_on(cli, tmp_path, board):
     (board / "etc/sstarota/version").unlink()
     os.mkfifo(str(board / "etc/sstarota/version"))
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
 
 
 @pytest.mark.parametrize("content", ["9" * 5000 + "\n", "2.0 beta\n", "\xff\xfe\n", "1" * (1 << 20)])
 def test_a_bad_installed_version_is_refused_in_one_line(cli, tmp_path, board, content):
     (board / "etc/sstarota/version").write_bytes(content.encode("latin-1"))
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
 
 
 def test_otapack_refuses_a_5000_digit_version_in_one_line(cli, tmp_path):
@@ -368,7 +367,7 @@ def test_version_order_needs_no_int_conversion():
 def test_a_keys_directory_with_anything_in_it_still_requires_signatures(cli, tmp_path, board):
     (board / "etc/sstarota/keys").mkdir()
     (board / "etc/sstarota/keys/release.crt").write_text("not a key file name\n")
-    refused(otaunpack("-r", make(cli, tmp_path), "--root", board, "-q"), board)
+    refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
 
 
 def test_read_small_takes_regular_files_only_and_never_blocks(tmp_path):

@@ -2,55 +2,18 @@
 framebuffers of every supported pixel layout."""
 
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from sstarota import fb, progress
 
-from helpers import GOLDEN, copy_inputs
+from support import GOLDEN, QUADRANTS, bar_fraction, close, copy_inputs, events_of, otaunpack, quadrant_picture
 
 PROJECT = Path(__file__).parent.parent
-QUADRANTS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 230, 40)]
-
-
-def quadrant_picture(path, size=(800, 450)):
-    im = Image.new("RGB", size)
-    d = ImageDraw.Draw(im)
-    w, h = size
-    for i, colour in enumerate(QUADRANTS):
-        x, y = (i % 2) * w // 2, (i // 2) * h // 2
-        d.rectangle((x, y, x + w // 2 - 1, y + h // 2 - 1), fill=colour)
-    im.save(path)
-    return path
-
-
-def close(a, b, tol):
-    return all(abs(x - y) <= tol for x, y in zip(a, b))
-
-
-def bar_fraction(img, box):
-    """The filled fraction of the bar, measured along its middle row."""
-    ix, iy, iw, ih = box.inner
-    y = iy + ih // 2
-    filled = sum(1 for x in range(ix, ix + iw) if img.getpixel((x, y)) != img.getpixel((ix + iw - 1, y))
-                 or close(img.getpixel((x, y)), fb.BAR_FILL, 40) or close(img.getpixel((x, y)), fb.BAR_FAIL, 40))
-    return filled / iw
-
-
-def otaunpack(*argv, pass_fds=()):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True, cwd=PROJECT, pass_fds=pass_fds)
-
-
-def events_of(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-
 @pytest.fixture
 def pkg(cli, tmp_path):
     inp = copy_inputs("v0.4", tmp_path / "in")

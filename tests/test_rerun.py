@@ -8,19 +8,14 @@ import hashlib
 import json
 import os
 import random
-import re
 import signal
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import pytest
 
-from test_hardening import PROJECT, otaunpack, run_hooked, snapshot
+from support import otapack, otaunpack, run_hooked, snapshot, summary
 
-SUMMARY = re.compile(r"summary: (\d+) record\(s\): (\d+) written, (\d+) already in place; written: (\d+) file\(s\), "
-                     r"(\d+) flash erase block\(s\), (\d+) UBI volume\(s\)")
 BEGIN = b'echo begin > "$OTA_ROOT/begin-ran"\n'  # idempotent, as begin and end scripts must be
 END = b'echo "end $OTA_STATUS" > "$OTA_ROOT/end-ran"\n'
 
@@ -48,13 +43,7 @@ def inputs(tmp_path_factory):
     return d
 
 
-def otapack(*argv):
-    proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otapack"] + [str(a) for a in argv], cwd=PROJECT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
-def make_package(inputs, path, manifest=True):
+def every_kind_package(inputs, path, manifest=True):
     """Every kind a power cut can interrupt: a partition image, a UBI volume image, files
     (update, add, delete), a file delta and a raw-partition delta."""
     i = inputs
@@ -87,15 +76,9 @@ def state_files(state):
     return sorted(n for n in os.listdir(state) if n != "otaunpack.lock")
 
 
-def install(pkg, root, state, *extra):
-    proc = otaunpack("-r", pkg, "--root", root, "-t", state.parent, "--state-dir", state, *extra)
+def install_staged(pkg, root, state, *extra):
+    proc = otaunpack("-r", pkg, "--root", root, "-t", state.parent, "--state-dir", state, *extra, text=False)
     return proc
-
-
-def summary(proc):
-    m = SUMMARY.search(proc.stderr.decode())
-    assert m, proc.stderr.decode()
-    return tuple(int(x) for x in m.groups())
 
 
 def ours(root, work):
@@ -108,10 +91,10 @@ def ours(root, work):
 def clean(inputs, tmp_path_factory):
     """The end state of an uninterrupted install, and the package (with its manifest)."""
     d = tmp_path_factory.mktemp("clean")
-    pkg = make_package(inputs, d / "pkg.bin")
+    pkg = every_kind_package(inputs, d / "pkg.bin")
     root = d / "root"
     old_board(root, inputs)
-    proc = install(pkg, root, d / "state")
+    proc = install_staged(pkg, root, d / "state")
     assert proc.returncode == 0, proc.stderr.decode()
     assert summary(proc) == (7, 7, 0, 7, 0, 0)  # staged under --root, the images are files too
     return pkg, snapshot(root)
@@ -122,24 +105,24 @@ def test_a_rerun_of_an_installed_package_writes_nothing(clean, tmp_path, inputs)
     root = tmp_path / "root"
     old_board(root, inputs)
     state = tmp_path / "state"
-    assert install(pkg, root, state).returncode == 0
-    again = install(pkg, root, state)
+    assert install_staged(pkg, root, state).returncode == 0
+    again = install_staged(pkg, root, state)
     assert again.returncode == 0, again.stderr.decode()
     assert summary(again) == (7, 0, 7, 0, 0, 0)
     assert snapshot(root) == want
     # nothing ran since the verify pass (no scripts): the package is not read a second time
-    quick = install(pkg, root, state, "--no-scripts")
+    quick = install_staged(pkg, root, state, "--no-scripts")
     assert quick.returncode == 0 and summary(quick) == (7, 0, 7, 0, 0, 0), quick.stderr.decode()
     assert b"every record is in place: nothing to write, the package is not read again" in quick.stderr
     assert snapshot(root) == want
-    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
+    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run", text=False)
     lines = [ln for ln in dry.stdout.decode().splitlines() if ln.startswith("  ")]
     assert len(lines) == 7 and all(ln.endswith("(in place)") for ln in lines), dry.stdout.decode()
     assert dry.stdout.decode().splitlines()[-1] == "targets: 7 already in place, 0 to write"
     assert state_files(state) == ["journal"]
 
 
-def events_of(pkg, root, state):
+def stages_of(pkg, root, state):
     """Every progress event of an install, as (stage, record, done)."""
     log = state.parent / "events.json"
     proc = run_hooked(pkg, root, """
@@ -154,7 +137,7 @@ def test_killed_at_every_event_then_run_again_ends_as_a_clean_install(clean, tmp
     pkg, want = clean
     probe = tmp_path / "probe"
     old_board(probe / "root", inputs)
-    events = events_of(pkg, probe / "root", probe / "state")
+    events = stages_of(pkg, probe / "root", probe / "state")
     stages = {e[0] for e in events}
     assert {"verifying", "begin-script", "updating", "end-script"} <= stages
     # every event of the apply pass (record boundaries and each block of every record), and
@@ -174,7 +157,7 @@ def test_killed_at_every_event_then_run_again_ends_as_a_clean_install(clean, tmp
             state["n"] += 1
         """ % n, extra="-t %s --state-dir %s" % (work, state))
         assert killed.returncode == -signal.SIGKILL, (n, events[n], killed.stderr)
-        again = install(pkg, root, state)
+        again = install_staged(pkg, root, state)
         assert again.returncode == 0, (n, events[n], again.stderr.decode())
         got = snapshot(root)
         assert got == want, (n, events[n], sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k)))
@@ -202,9 +185,9 @@ def test_a_partition_neither_old_nor_new_is_finished_from_the_stash(clean, tmp_p
     # the partition was half written: its first half new, the rest old
     new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
     (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
-    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run")
+    dry = otaunpack("-r", pkg, "--root", root, "--state-dir", state, "--dry-run", text=False)
     assert "/dev/mtd3, " in dry.stdout.decode() and "(from the stash)" in dry.stdout.decode()
-    again = install(pkg, root, state)
+    again = install_staged(pkg, root, state)
     assert again.returncode == 0, again.stderr.decode()
     assert "writing the result stashed by an interrupted run" in again.stderr.decode()
     assert snapshot(root) == want
@@ -218,7 +201,7 @@ def test_without_the_stash_a_half_written_partition_is_refused_not_patched(clean
     new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
     (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
     before = snapshot(root)
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 3
     err = proc.stderr.decode()
     assert "/dev/mtd3 is not the content the delta was made from" in err and "nor is it the delta's result" in err
@@ -226,13 +209,13 @@ def test_without_the_stash_a_half_written_partition_is_refused_not_patched(clean
 
 
 def test_a_package_without_a_manifest_is_not_patched_twice(inputs, tmp_path):
-    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    pkg = every_kind_package(inputs, tmp_path / "plain.bin", manifest=False)
     root = tmp_path / "root"
     old_board(root, inputs)
     state = tmp_path / "state"
-    assert install(pkg, root, state).returncode == 0
+    assert install_staged(pkg, root, state).returncode == 0
     want = snapshot(root)
-    again = install(pkg, root, state)
+    again = install_staged(pkg, root, state)
     assert again.returncode == 0, again.stderr.decode()
     assert summary(again)[1:] == (0, 7, 0, 0, 0)
     assert snapshot(root) == want
@@ -248,7 +231,7 @@ def test_a_new_package_removes_the_stashes_of_another(clean, tmp_path, inputs):
     (state / "stash-6-0123abcd").write_bytes(b"of an older package")
     (state / "journal").write_text(json.dumps({"package": "0" * 64, "completed": 6, "pending": [
         {"record": 6, "target": "/dev/mtd3", "sha256": "0" * 64, "len": 19, "stash": "stash-6-0123abcd"}]}))
-    proc = install(pkg, root, state)
+    proc = install_staged(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert snapshot(root) == want
     assert state_files(state) == ["journal"]
@@ -271,7 +254,7 @@ def test_a_target_the_begin_script_erases_is_written_although_it_was_in_place(in
     old_board(root, inputs)
     (root / "dev/mtd2").write_bytes((inputs / "kernel").read_bytes() + b"\xff" * 100000)
     (root / "data/app.conf").write_bytes((inputs / "app.conf").read_bytes())
-    proc = install(pkg, root, tmp_path / "state")
+    proc = install_staged(pkg, root, tmp_path / "state")
     assert proc.returncode == 0, proc.stderr.decode()
     assert (root / "dev/mtd2").read_bytes() == (inputs / "kernel").read_bytes()  # "erased" was 6 bytes
     assert (root / "data/app.conf").read_bytes() == (inputs / "app.conf").read_bytes()
@@ -286,7 +269,7 @@ def test_two_records_on_one_target_end_as_the_last_one_says(inputs, tmp_path):
     root = tmp_path / "root"
     old_board(root, inputs)
     (root / "data/app.conf").write_bytes((inputs / "app.conf").read_bytes())
-    proc = install(pkg, root, tmp_path / "state")
+    proc = install_staged(pkg, root, tmp_path / "state")
     assert proc.returncode == 0, proc.stderr.decode()
     assert (root / "data/app.conf").read_bytes() == (inputs / "app.conf").read_bytes()
 
@@ -306,7 +289,7 @@ def test_a_journal_cannot_put_another_result_than_the_manifests(clean, tmp_path,
     entry.update(sha256=hashlib.sha256(evil).hexdigest(), len=len(evil))
     (state / "journal").write_text(json.dumps(journal))
     (root / "dev/mtd3").write_bytes((inputs / "part.old").read_bytes())  # the partition holds its source again
-    proc = install(pkg, root, state)
+    proc = install_staged(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert snapshot(root) == want
 
@@ -314,11 +297,11 @@ def test_a_journal_cannot_put_another_result_than_the_manifests(clean, tmp_path,
 def test_the_journal_is_the_packages_in_this_root_only(inputs, tmp_path):
     """A package without a manifest installed into one root, then another, with one -t: the
     journal of the first says nothing about the second."""
-    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    pkg = every_kind_package(inputs, tmp_path / "plain.bin", manifest=False)
     for name in ("a", "b"):
         root = tmp_path / name
         old_board(root, inputs)
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
         assert proc.returncode == 0, proc.stderr.decode()
         assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes(), name
 
@@ -331,7 +314,7 @@ def test_a_state_directory_others_can_write_is_refused(clean, tmp_path, inputs):
     state.mkdir()
     state.chmod(0o777)
     before = snapshot(root)
-    proc = install(pkg, root, state)
+    proc = install_staged(pkg, root, state)
     assert proc.returncode == 2 and b"not a directory of this user's that only it can write" in proc.stderr
     assert b"Traceback" not in proc.stderr and snapshot(root) == before
 
@@ -342,7 +325,7 @@ def test_a_state_dir_in_the_board_config_stays_inside_the_root(clean, tmp_path, 
     old_board(root, inputs)
     (root / "etc/sstarota").mkdir(parents=True)
     (root / "etc/sstarota/board.conf").write_text("state_dir = /../../outside\n")
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert not (tmp_path / "outside").exists()
     assert state_files(root / "outside") == ["journal"]
@@ -355,7 +338,7 @@ def test_a_garbled_journal_is_not_used_and_no_traceback(clean, tmp_path, inputs)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / "journal").write_text("[" * 200000)
-    proc = install(pkg, root, state)
+    proc = install_staged(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"journal in %s is unreadable" % bytes(state) in proc.stderr
     assert snapshot(root) == want and state_files(state) == ["journal"]
@@ -371,7 +354,7 @@ def test_a_file_an_earlier_record_rewrote_is_patched_again_without_a_manifest(in
     root = tmp_path / "root"
     old_board(root, inputs)
     for _ in range(2):
-        proc = install(pkg, root, tmp_path / "state", "--no-scripts")
+        proc = install_staged(pkg, root, tmp_path / "state", "--no-scripts")
         assert proc.returncode == 0, proc.stderr.decode()
         assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
 
@@ -388,7 +371,7 @@ def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tm
     journal["writing"] = 6  # as the board's writer of /dev/mtd3 (a device) journals it
     (state / "journal").write_text(json.dumps(journal))
     (root / "dev/mtd3").write_bytes((inputs / "part.new").read_bytes())  # it reads back as the result
-    proc = install(pkg, root, state)
+    proc = install_staged(pkg, root, state)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"writing the result stashed by an interrupted run" in proc.stderr
     assert snapshot(root) == want and state_files(state) == ["journal"]
@@ -401,13 +384,13 @@ def test_a_partition_cut_while_written_is_written_again_from_its_stash(clean, tm
 def test_a_delta_without_a_manifest_run_again_with_a_fresh_work_directory_is_in_place(inputs, tmp_path):
     """The journal is not under -t: a re-run after a reboot (a fresh tmpfs /tmp) knows the
     deltas it made by their hashes, kept in the board's state directory."""
-    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    pkg = every_kind_package(inputs, tmp_path / "plain.bin", manifest=False)
     root = tmp_path / "root"
     old_board(root, inputs)
     for n in range(2):
         work = tmp_path / ("tmp%d" % n)
         work.mkdir()
-        proc = otaunpack("-r", pkg, "--root", root, "-t", work)
+        proc = otaunpack("-r", pkg, "--root", root, "-t", work, text=False)
         assert proc.returncode == 0, proc.stderr.decode()
         assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes(), n
         assert (root / "dev/mtd3").read_bytes() == (inputs / "part.new").read_bytes(), n
@@ -419,24 +402,24 @@ def test_a_delta_target_neither_old_nor_new_without_a_manifest_is_refused(inputs
     """Its first run recorded the source and result hashes (kept when another package is
     installed since): a partition holding neither, with no stash, is refused, not patched
     into garbage."""
-    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    pkg = every_kind_package(inputs, tmp_path / "plain.bin", manifest=False)
     root = tmp_path / "root"
     old_board(root, inputs)
-    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path).returncode == 0
+    assert otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False).returncode == 0
     other = tmp_path / "other.bin"
     otapack("-c", other)
     otapack("-a", other, "-s", inputs / "app.conf", "-d", "/data/other.conf", "--file-add")
-    assert otaunpack("-r", other, "--root", root, "-t", tmp_path).returncode == 0
+    assert otaunpack("-r", other, "--root", root, "-t", tmp_path, text=False).returncode == 0
     new, old = (inputs / "part.new").read_bytes(), (inputs / "part.old").read_bytes()
     (root / "dev/mtd3").write_bytes(new[:310000] + old[310000:])
     before = snapshot(root)
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 3, proc.stderr.decode()
     assert b"/dev/mtd3" in proc.stderr and snapshot(root) == before
     # the old content again: patched as the first time
     (root / "dev/mtd3").write_bytes(old)
     (root / "data/app.bin").write_bytes((inputs / "app.old").read_bytes())
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path)
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     assert (root / "dev/mtd3").read_bytes() == new
     assert (root / "data/app.bin").read_bytes() == (inputs / "app.new").read_bytes()
@@ -446,7 +429,7 @@ def install_with_state_on_tmpfs(pkg, root, work):
     """Install with the state directory in /dev/shm (tmpfs: lost at a reboot), removed after."""
     shm = tempfile.mkdtemp(dir="/dev/shm")
     try:
-        return otaunpack("-r", pkg, "--root", root, "-t", work, "--state-dir", os.path.join(shm, "state"))
+        return otaunpack("-r", pkg, "--root", root, "-t", work, "--state-dir", os.path.join(shm, "state"), text=False)
     finally:
         shutil.rmtree(shm)
 
@@ -454,7 +437,7 @@ def install_with_state_on_tmpfs(pkg, root, work):
 def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_reboot(inputs, tmp_path):
     """A state directory on tmpfs cannot tell a re-run after a reboot from a first run: refused
     before anything is written, with the way out."""
-    pkg = make_package(inputs, tmp_path / "plain.bin", manifest=False)
+    pkg = every_kind_package(inputs, tmp_path / "plain.bin", manifest=False)
     root = tmp_path / "root"
     old_board(root, inputs)
     before = snapshot(root)
@@ -463,6 +446,6 @@ def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_rebo
     assert b"--state-dir" in proc.stderr and b"tmpfs" in proc.stderr
     assert snapshot(root) == before
     # a package whose manifest names every delta's source and result needs no such directory
-    pkg = make_package(inputs, tmp_path / "m.bin")
+    pkg = every_kind_package(inputs, tmp_path / "m.bin")
     proc = install_with_state_on_tmpfs(pkg, root, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()

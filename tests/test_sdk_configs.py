@@ -1,6 +1,6 @@
 """Real ALKAID partition configs (tests/sdk_configs/, sources in its README) through
 `make image-ota` with our mk/ota.mk, in a tree shaped like the SDK's project/, whatever /bin/sh
-is. The expected packages are packed here with struct from docs/FORMAT.md (vendor_bytes.py)
+is. The expected packages are packed here with struct from docs/FORMAT.md (tests/support/records.py)
 from the vendor flow's documented commands: per partition of OTA_IMAGE_LIST (once, at its
 first place), 2021 (0.4) `-s IMAGE -d TARGET -t PATSIZE -m 0 KIND` once per target, 2025 (1.6)
 one record with every target, `--default-mask "<otamask>"`, `-l <part>`, and on spinand
@@ -8,7 +8,6 @@ kernel_otaenv.sh after the kernel. Sizes the configs compute with $(call ...) ar
 here by hand from the resource files the test makes.
 """
 
-import gzip
 import os
 import shutil
 import subprocess
@@ -17,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
+from support import OP_BLOCK, OP_SCRIPT, OP_UBI, TOOL_ID, made, pkg04, pkg16, rec04, rec16
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "sdk_configs"
 OTA_MK = HERE.parent / "mk" / "ota.mk"
 OTAPACK = str(Path(sys.executable).parent / "otapack")
-OP_BLOCK, OP_UBI, OP_SCRIPT = 0, 1, 6
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("bash") is None,
                                 reason="needs make and bash")
@@ -76,22 +74,18 @@ def make_image_ota(root, fmt):
                           stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0o022))
 
 
-def made(out):
-    with gzip.open(str(out / "SStarOta.bin.gz")) as f:
-        return f.read()
-
-
 def expected_16(out, parts, env_after=None):
     """1.6: one record per (part, image, targets, patsize, op); kernel_otaenv.sh after env_after."""
     records = []
     for part, image, targets, size, op in parts:
-        records.append(rec16(targets, (out / image).read_bytes(), image.encode(), part.encode(), size, 0, (), op))
+        records.append(rec16(targets, op, (out / image).read_bytes(), src=image.encode(), label=part.encode(),
+                             dst_size=size))
         if part == env_after:
             n = (out / "kernel").stat().st_size
             script = b"/etc/fw_setenv kernel_file_size %x\n/etc/fw_setenv recovery_file_size  %x\n" % (n, n)
             assert (out / "kernel_otaenv.sh").read_bytes() == script
-            records.append(rec16("kernel_otaenv.sh", script, b"kernel_otaenv.sh", b"kernel_otaenv.sh", len(script),
-                                 0o100644, (), OP_SCRIPT))
+            records.append(rec16("kernel_otaenv.sh", OP_SCRIPT, script, src=b"kernel_otaenv.sh",
+                                 label=b"kernel_otaenv.sh", dst_size=len(script), mode=0o100644))
     return pkg16(records)
 
 
@@ -163,7 +157,7 @@ def test_2021_spinand_partition_listed_twice(tmp_path):
             ("logo", "/dev/mtdblock7", 0x60000, OP_BLOCK), ("kernel", "/dev/mtdblock8", 0x500000, OP_BLOCK),
             ("miservice.ubifs", "/dev/ubi0_1", 0xA00000, OP_UBI), ("customer.ubifs", "/dev/ubi0_2", 0x5100000, OP_UBI),
             ("appconfigs.ubifs", "/dev/ubi0_3", 0x500000, OP_UBI)]:
-        records += [rec04(t, (out / image).read_bytes(), size, 0, op) for t in targets.split()]
+        records += [rec04(t, op, (out / image).read_bytes(), dst_size=size) for t in targets.split()]
     assert made(out) == pkg04(records)
     assert [line for line in proc.stderr.splitlines() if "warning" in line] == [
         "ota_images: warning: OTA_IMAGE_LIST names logo more than once: packed once, at the first place "

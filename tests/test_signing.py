@@ -17,7 +17,7 @@ import pytest
 from sstarota import install, manifest, package, signing
 from sstarota.errors import PackageError
 from sstarota.install.policy import Policy, version_key
-from test_hardening import BEGIN, MARKER, OP_SCRIPT, one_line, otapack, otaunpack, pkg04, rec04, snapshot
+from support import BEGIN, MARKER, OP_SCRIPT, one_line, otaunpack, peak_rss_kib, pkg04, rec04
 
 END = b'echo "end $OTA_STATUS" > "$OTA_ROOT/end-ran"\n'
 
@@ -32,17 +32,17 @@ def keys(tmp_path_factory):
     return out
 
 
-def make(cli, tmp_path, keys, gen="0.4", key="ed", name="pkg", data=b"hello\n", extra=(), sign=True):
+def signed_pkg(cli, tmp_path, keys, gen="0.4", key="ed", name="pkg", data=b"hello\n", extra=(), sign=True):
     """A package: begin and end scripts, one file record, signed (or with a plain manifest)."""
     begin, end, src = tmp_path / "begin.sh", tmp_path / "end.sh", tmp_path / (name + ".src")
     begin.write_bytes(BEGIN)
     end.write_bytes(END)
     src.write_bytes(data)
     pkg = tmp_path / name
-    otapack(cli, "-c", pkg, "--format", gen, "-b", begin, "-e", end, "--manifest", *extra)
-    otapack(cli, "-a", pkg, "-s", src, "-d", "/etc/f.txt", "--file-update")
+    cli.pack("-c", pkg, "--format", gen, "-b", begin, "-e", end, "--manifest", *extra)
+    cli.pack("-a", pkg, "-s", src, "-d", "/etc/f.txt", "--file-update")
     if sign:
-        otapack(cli, "-a", pkg, "--sign", keys[key])
+        cli.pack("-a", pkg, "--sign", keys[key])
     return pkg
 
 
@@ -72,7 +72,7 @@ def assert_every_flip_refused(data, positions, root, tmp, policy, xor=0x01):
 
 @pytest.mark.parametrize("gen", ["0.3", "0.4", "1.6"])
 def test_every_single_byte_flip_of_a_small_signed_package_is_refused(cli, tmp_path, keys, gen):
-    pkg = make(cli, tmp_path, keys, gen)
+    pkg = signed_pkg(cli, tmp_path, keys, gen)
     data = pkg.read_bytes()
     root, work = tmp_path / "root", tmp_path / "work"
     root.mkdir()
@@ -85,7 +85,7 @@ def test_every_single_byte_flip_of_a_small_signed_package_is_refused(cli, tmp_pa
 
 
 def test_sampled_byte_flips_of_a_larger_signed_package_are_refused(cli, tmp_path, keys):
-    pkg = make(cli, tmp_path, keys, "1.6", key="ec", data=os.urandom(256 << 10))
+    pkg = signed_pkg(cli, tmp_path, keys, "1.6", key="ec", data=os.urandom(256 << 10))
     data = pkg.read_bytes()
     root, work = tmp_path / "root", tmp_path / "work"
     root.mkdir()
@@ -111,13 +111,13 @@ def _assert_refused_in_root(tmp_path, pkg, want):
     """otaunpack refuses pkg (exit 3, one line naming want) and the root stays empty."""
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-q")
+    proc = otaunpack("-r", pkg, "--root", root, "-q", text=False)
     assert proc.returncode == 3 and want in one_line(proc)
     assert os.listdir(root) == []
 
 
 def test_the_manifest_op_flip_is_refused_even_unsigned(cli, tmp_path, keys):
-    pkg = make(cli, tmp_path, keys, sign=False)
+    pkg = signed_pkg(cli, tmp_path, keys, sign=False)
     data = bytearray(pkg.read_bytes())
     at = _last_record(bytes(data)).offset + 8 + 256 + 8 + 4 + 4  # the 0.4 op field
     assert data[at] == 6
@@ -127,7 +127,7 @@ def test_the_manifest_op_flip_is_refused_even_unsigned(cli, tmp_path, keys):
 
 
 def test_a_compensating_begin_script_edit_is_refused(cli, tmp_path, keys):
-    pkg = make(cli, tmp_path, keys, sign=False)
+    pkg = signed_pkg(cli, tmp_path, keys, sign=False)
     data = bytearray(pkg.read_bytes())
     at = data.index(b"touch")
     data[at], data[at + 1] = data[at] + 1, data[at + 1] - 1  # the 0.4 byte-sum stays
@@ -163,7 +163,7 @@ def test_a_version_1_manifest_is_refused_clearly(tmp_path):
 
 
 def _run(pkg, root, *extra):
-    return otaunpack("-r", pkg, "--root", root, "-q", *extra)
+    return otaunpack("-r", pkg, "--root", root, "-q", *extra, text=False)
 
 
 def _refused(proc, root, want):
@@ -185,7 +185,7 @@ def board(tmp_path, keys):
 
 
 def test_signed_packages_install_and_record_their_version(cli, tmp_path, keys, board):
-    pkg = make(cli, tmp_path, keys, extra=("--compatible", "cam-b cam-a", "--fw-version", "2.1"))
+    pkg = signed_pkg(cli, tmp_path, keys, extra=("--compatible", "cam-b cam-a", "--fw-version", "2.1"))
     proc = _run(pkg, board)
     assert proc.returncode == 0, proc.stderr
     assert (board / "etc/f.txt").exists() and b"signature checked: ed25519" in proc.stderr
@@ -193,19 +193,20 @@ def test_signed_packages_install_and_record_their_version(cli, tmp_path, keys, b
 
 
 def test_an_unknown_key_is_refused(cli, tmp_path, keys, board):
-    _refused(_run(make(cli, tmp_path, keys, key="other"), board), board, "unknown key: the package is signed by key")
+    _refused(_run(signed_pkg(cli, tmp_path, keys, key="other"), board), board,
+             "unknown key: the package is signed by key")
 
 
 def test_an_unsigned_package_is_refused_where_signatures_are_required(cli, tmp_path, keys, board):
-    _refused(_run(make(cli, tmp_path, keys, sign=False), board), board, "unsigned package")
+    _refused(_run(signed_pkg(cli, tmp_path, keys, sign=False), board), board, "unsigned package")
     # no keys but require_signature: refused too; --key on the command line is a key
     empty = tmp_path / "bare"
     empty.mkdir()
-    _refused(_run(make(cli, tmp_path, keys, name="p2"), empty, "--require-signature"), empty, "no public keys")
+    _refused(_run(signed_pkg(cli, tmp_path, keys, name="p2"), empty, "--require-signature"), empty, "no public keys")
 
 
 def test_a_bad_signature_is_refused(cli, tmp_path, keys, board):
-    pkg = make(cli, tmp_path, keys)
+    pkg = signed_pkg(cli, tmp_path, keys)
     data = bytearray(pkg.read_bytes())
     at = data.rindex(b"\n", 0, len(data) - 1) + len("# signature ed25519 ") + 17 + 1
     data[at] = ord("0") if data[at] != ord("0") else ord("1")
@@ -234,9 +235,9 @@ def _last_record_unchecked(data):
 
 
 def test_incompatible_and_downgrade_are_refused_unless_overridden(cli, tmp_path, keys, board):
-    other = make(cli, tmp_path, keys, name="other", extra=("--compatible", "cam-b"))
+    other = signed_pkg(cli, tmp_path, keys, name="other", extra=("--compatible", "cam-b"))
     _refused(_run(other, board), board, "incompatible package: made for cam-b, this board is cam-a")
-    old = make(cli, tmp_path, keys, name="old", extra=("--fw-version", "1.9"))
+    old = signed_pkg(cli, tmp_path, keys, name="old", extra=("--fw-version", "1.9"))
     _refused(_run(old, board), board, "downgrade refused: the package is version 1.9, this board has 2.0")
     assert _run(other, board, "--force-incompatible").returncode == 0
     assert _run(old, board, "--allow-downgrade").returncode == 0
@@ -245,10 +246,10 @@ def test_incompatible_and_downgrade_are_refused_unless_overridden(cli, tmp_path,
 
 def test_key_rotation_and_p256(cli, tmp_path, keys, board):
     (board / "etc/sstarota/keys/ec.pub").write_bytes(open(keys["ec"] + ".pub", "rb").read())
-    assert _run(make(cli, tmp_path, keys, key="ec", name="ec"), board).returncode == 0
-    assert _run(make(cli, tmp_path, keys, key="ed", name="ed"), board).returncode == 0
+    assert _run(signed_pkg(cli, tmp_path, keys, key="ec", name="ec"), board).returncode == 0
+    assert _run(signed_pkg(cli, tmp_path, keys, key="ed", name="ed"), board).returncode == 0
     # --key on the command line adds a key; --keys-dir replaces the config's directory
-    other = make(cli, tmp_path, keys, key="other", name="o")
+    other = signed_pkg(cli, tmp_path, keys, key="other", name="o")
     assert _run(other, board, "--key", keys["other"] + ".pub").returncode == 0
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -258,7 +259,7 @@ def test_key_rotation_and_p256(cli, tmp_path, keys, board):
 def test_no_keys_no_policy_signed_and_unsigned_install(cli, tmp_path, keys):
     root = tmp_path / "root"
     root.mkdir()
-    proc = _run(make(cli, tmp_path, keys), root)
+    proc = _run(signed_pkg(cli, tmp_path, keys), root)
     assert proc.returncode == 0 and b"not checked (no keys on this board)" in proc.stderr
 
 
@@ -266,8 +267,8 @@ def test_version_not_recorded_when_the_end_script_fails(cli, tmp_path, keys, boa
     end = tmp_path / "fail.sh"
     end.write_bytes(b"exit 4\n")
     pkg = tmp_path / "p"
-    otapack(cli, "-c", pkg, "-e", end, "--fw-version", "3")
-    otapack(cli, "-a", pkg, "--sign", keys["ed"])
+    cli.pack("-c", pkg, "-e", end, "--fw-version", "3")
+    cli.pack("-a", pkg, "--sign", keys["ed"])
     proc = _run(pkg, board)
     assert proc.returncode == 0 and b"not recorded" in proc.stderr
     assert (board / "etc/sstarota/version").read_text() == "2.0\n"
@@ -284,7 +285,7 @@ def test_version_order():
 def test_a_signed_package_installs_with_only_its_vendor_checksums(cli, tmp_path, keys):
     """What the vendor's otaunpack does: check the vendor checksums and pipe each script
     record into sh. The manifest record is such a record, and sh does nothing with it."""
-    pkg = make(cli, tmp_path, keys)
+    pkg = signed_pkg(cli, tmp_path, keys)
     reader = package.PackageReader(open(pkg, "rb"), "pkg", strict=True)
     reader.open()
     scripts = []
@@ -301,7 +302,7 @@ def test_a_signed_package_installs_with_only_its_vendor_checksums(cli, tmp_path,
 
 
 def test_info_shows_the_signer_and_the_verdict(cli, tmp_path, keys):
-    pkg = make(cli, tmp_path, keys)
+    pkg = signed_pkg(cli, tmp_path, keys)
     code, out, _ = cli.otapack("--info", pkg, "--key", keys["ed"] + ".pub")
     assert code == 0 and "good signature" in out and signing.key_id(signing.load_public(keys["ed"])) in out
     code, out, _ = cli.otapack("--info", pkg, "--key", keys["other"] + ".pub")
@@ -314,10 +315,10 @@ def test_info_with_a_key_fails_unless_signed_by_it(cli, tmp_path, keys, case, wo
     """--info --key: exit 0 only for a package signed by that key; the JSON verdict is a fixed word."""
     import json
 
-    pkg = make(cli, tmp_path, keys, sign=case in ("good", "other-key"))
+    pkg = signed_pkg(cli, tmp_path, keys, sign=case in ("good", "other-key"))
     if case == "no-manifest":
         pkg = tmp_path / "plain.bin"
-        otapack(cli, "-c", pkg)
+        cli.pack("-c", pkg)
     key = keys["other" if case == "other-key" else "ed"] + ".pub"
     code, out, err = cli.otapack("--info", pkg, "--key", key, "--json")
     data = json.loads(out)
@@ -333,7 +334,7 @@ def test_info_with_a_key_fails_unless_signed_by_it(cli, tmp_path, keys, case, wo
 
 @pytest.mark.parametrize("bad", ["missing", "not-pem"])
 def test_info_with_an_unreadable_key_is_an_error(cli, tmp_path, keys, bad):
-    pkg = make(cli, tmp_path, keys)
+    pkg = signed_pkg(cli, tmp_path, keys)
     key = tmp_path / "key.pub"
     if bad == "not-pem":
         key.write_text("not a key\n")
@@ -345,7 +346,7 @@ def test_info_with_an_unreadable_key_is_an_error(cli, tmp_path, keys, bad):
 def test_append_after_signing_says_the_signature_is_dropped(cli, tmp_path, keys):
     import json
 
-    pkg = make(cli, tmp_path, keys)
+    pkg = signed_pkg(cli, tmp_path, keys)
     src = tmp_path / "more.txt"
     src.write_text("more\n")
     code, _, err = cli.otapack("-a", pkg, "-s", src, "-d", "/etc/more.txt", "--file-update")
@@ -373,13 +374,12 @@ def _signed_deletes(tmp_path, n, key):
 
 
 def test_memory_is_flat_in_the_number_of_records_of_a_signed_package(tmp_path, keys):
-    from test_hardening import _peak_rss_kib
 
     root = tmp_path / "root"
     root.mkdir()
     pub = keys["ed"] + ".pub"
-    small = _peak_rss_kib(["-r", _signed_deletes(tmp_path, 1000, keys["ed"]), "--root", root, "-q", "--key", pub])
-    large = _peak_rss_kib(["-r", _signed_deletes(tmp_path, 60000, keys["ed"]), "--root", root, "-q", "--key", pub])
+    small = peak_rss_kib(["-r", _signed_deletes(tmp_path, 1000, keys["ed"]), "--root", root, "-q", "--key", pub])
+    large = peak_rss_kib(["-r", _signed_deletes(tmp_path, 60000, keys["ed"]), "--root", root, "-q", "--key", pub])
     assert large - small < 6 * 1024, "60,000 records cost %d KiB more than 1,000" % (large - small)
 
 
@@ -391,13 +391,13 @@ def test_config_option_unknown_settings_and_require_signature(cli, tmp_path, key
     root.mkdir()
     conf = tmp_path / "board.conf"
     conf.write_text("compatible = cam-z  # this board\n")
-    pkg = make(cli, tmp_path, keys, extra=("--compatible", "cam-a"))
+    pkg = signed_pkg(cli, tmp_path, keys, extra=("--compatible", "cam-a"))
     _refused(_run(pkg, root, "--config", conf), root, "this board is cam-z")
     conf.write_text("require_signatures = yes\n")
     proc = _run(pkg, root, "--config", conf)
     assert proc.returncode == 2 and "not a setting" in one_line(proc)
     conf.write_text("require_signature = yes\n")
-    _refused(_run(make(cli, tmp_path, keys, name="u", sign=False), root, "--config", conf), root,
+    _refused(_run(signed_pkg(cli, tmp_path, keys, name="u", sign=False), root, "--config", conf), root,
              "no public keys")
 
 
@@ -415,11 +415,11 @@ def test_the_version_can_live_in_a_u_boot_variable(cli, tmp_path, keys, board):
     (board / "etc/sstarota/board.conf").write_text("version_env = sst_ver\nfw_printenv = /usr/sbin/fw_printenv\n"
                                                    "fw_setenv = /usr/sbin/fw_setenv\n")
     path = dict(os.environ)
-    old = make(cli, tmp_path, keys, name="old", extra=("--fw-version", "3"))
-    proc = otaunpack("-r", old, "--root", board, "-q", env=path)
+    old = signed_pkg(cli, tmp_path, keys, name="old", extra=("--fw-version", "3"))
+    proc = otaunpack("-r", old, "--root", board, "-q", env=path, text=False)
     _refused(proc, board, "this board has 4")
-    new = make(cli, tmp_path, keys, name="new", extra=("--fw-version", "4.1"))
-    assert otaunpack("-r", new, "--root", board, "-q", env=path).returncode == 0
+    new = signed_pkg(cli, tmp_path, keys, name="new", extra=("--fw-version", "4.1"))
+    assert otaunpack("-r", new, "--root", board, "-q", env=path, text=False).returncode == 0
     assert env.read_text() == "4.1\n"
 
 
@@ -432,7 +432,7 @@ def test_vendor_goldens_are_refused_on_a_board_with_keys(tmp_path, keys):
         flag = "-x" if pkg.name.endswith(".gz") else "-r"
         root = tmp_path / ("%s-%s" % (pkg.parent.name, pkg.name))
         root.mkdir()
-        proc = otaunpack(flag, pkg, "--root", root, "-q", "--key", keys["ed"] + ".pub")
+        proc = otaunpack(flag, pkg, "--root", root, "-q", "--key", keys["ed"] + ".pub", text=False)
         assert proc.returncode == 3 and "unsigned package" in one_line(proc)
         assert os.listdir(root) == []
 
@@ -441,7 +441,7 @@ def test_otapack_will_not_name_a_record_like_the_manifest(cli, tmp_path):
     src = tmp_path / "x.sh"
     src.write_text("true\n")
     pkg = tmp_path / "p"
-    otapack(cli, "-c", pkg)
+    cli.pack("-c", pkg)
     code, _, err = cli.otapack("-a", pkg, "-s", src, "-d", manifest.NAME, "--script-add")
     assert code == 2 and "is the sstarota manifest's" in err
 

@@ -118,12 +118,12 @@ class FakeEnv:
         self.values.update(values)
 
 
-def board(tmp_path, **env):
+def slots_with(tmp_path, **env):
     return slots.Slots(slots.parse_table(TABLE), str(tmp_path / "state"), env=FakeEnv(**env))
 
 
 def test_target_selection(tmp_path):
-    b = board(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
+    b = slots_with(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
     # 1.6, both slots' targets, default mask "1 0": the inactive slot's, whatever the masks
     assert b.select(0, "block", [("/dev/mtd4", 1), ("/dev/mtd5", 0)], False) == [("/dev/mtd4", False),
                                                                                   ("/dev/mtd5", True)]
@@ -140,16 +140,16 @@ def test_target_selection(tmp_path):
     with pytest.raises(PackageError) as exc:
         b.select(2, "block", [("/dev/mtdblock4", 1)], False)
     assert "record 3" in str(exc.value) and "running slot" in str(exc.value)
-    b2 = board(tmp_path, slot_select="1", slot_number="2", slot_metadata="0x8e,0xaf")
+    b2 = slots_with(tmp_path, slot_select="1", slot_number="2", slot_metadata="0x8e,0xaf")
     assert b2.select(0, "block", [("/dev/mtd4", 1), ("/dev/mtd5", 0)], False) == [("/dev/mtd4", True),
                                                                                    ("/dev/mtd5", False)]
 
 
 def test_booted_slot_must_be_known(tmp_path):
     with pytest.raises(UsageError):
-        board(tmp_path, slot_select="7").booted()
+        slots_with(tmp_path, slot_select="7").booted()
     with pytest.raises(UsageError):
-        board(tmp_path).booted()
+        slots_with(tmp_path).booted()
     t = slots.parse_table(TABLE.replace("booted = slot_select", "booted = cmdline sstarota.slot"))
     (tmp_path / "cmdline").write_text("console=ttyAMA0 sstarota.slot=B quiet\n")
     assert slots.Slots(t, None, env=FakeEnv(), cmdline=str(tmp_path / "cmdline")).booted() == 1
@@ -164,26 +164,26 @@ def test_switch_mark_good_status_and_fallback(tmp_path):
     img.write_bytes(b"new kernel" + b"\xff" * 100)
     import hashlib
 
-    b = board(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
+    b = slots_with(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
     b.expected("/dev/mtd5", 10, hashlib.sha256(b"new kernel").hexdigest())
     assert b.switch("ab" * 32, "2.0", root=str(tmp_path)) == "B"
     assert b.env.values["slot_select"] == "1" and b.env.values["slot_metadata"] == "0x8e,0x3f"
     # until the reboot the running slot is still A, whatever slot_select says now
-    assert b.status()["booted"] == "A" and board(tmp_path, **b.env.values).booted() == 0
+    assert b.status()["booted"] == "A" and slots_with(tmp_path, **b.env.values).booted() == 0
     # B boots (a new boot id): bootab paid a try; not yet good
     import json
 
     path = tmp_path / "state" / "slots.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), switch_boot_id="the boot before")))
     env = dict(b.env.values, slot_metadata="0x8e,0x2f")
-    b = board(tmp_path, **env)
+    b = slots_with(tmp_path, **env)
     st = b.status()
     assert st["booted"] == "B" and st["slots"]["B"]["state"] == "trial" and st["slots"]["B"]["version"] == "2.0"
     assert st["last_install"]["result"] == "ok" and st["fallback"] is None
     assert b.mark_good() == ("B", True) and b.env.values["slot_metadata"] == "0x8e,0xaf"
     assert b.mark_good() == ("B", False)
     # a B that never marks good runs out of tries: u-boot falls back to A
-    b = board(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8e,0x0f")
+    b = slots_with(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8e,0x0f")
     st = b.status()
     assert st["fallback"]["message"] == "fallback: slot B failed, running A"
     assert "fallback: slot B failed, running A" in slots.status_lines(st)
@@ -192,7 +192,7 @@ def test_switch_mark_good_status_and_fallback(tmp_path):
 def test_read_back_mismatch_leaves_the_env(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev/mtd5").write_bytes(b"half written")
-    b = board(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
+    b = slots_with(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x8f,0x00")
     b.expected("/dev/mtd5", 12, "00" * 32)
     from sstarota.errors import InstallError
 

@@ -20,16 +20,11 @@ PART = 3 << 20
 FAST = ["--timeout", "2", "--retries", "3", "--time-limit", "60"]
 
 
-def otaunpack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True)
-
-
 def image(seed, size=PART - 4096):
     return random.Random(seed).randbytes(size)
 
 
-def build(path, seed):
+def build_gz(path, seed):
     """A gzip package of two block records (incompressible images: several MB on the wire)."""
     raw = path.with_suffix("")
     specs = [packer.RecordSpec(schema.OP_BLOCK, "/dev/mtdblock%d" % i, packer.BytesData(image(seed + i), "p%d" % i),
@@ -47,16 +42,12 @@ def fresh_root(tmp_path, name):
     return root
 
 
-def snapshot(root):
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("www")
     www = base / "www"
     www.mkdir()
-    build(www / "SStarOta.bin.gz", 1)
+    build_gz(www / "SStarOta.bin.gz", 1)
     server = webserver.Nginx(base / "nginx", www)
     yield server
     server.stop()
@@ -125,7 +116,7 @@ def test_a_file_replaced_between_the_no_spool_passes_writes_nothing(served, tmp_
     """The package's begin script replaces the file on the server (between pass 1 and the
     apply pass): the later pass is refused and no partition changes."""
     www = served.root
-    replacement = build(tmp_path / "other.bin.gz", 7)
+    replacement = build_gz(tmp_path / "other.bin.gz", 7)
     raw = tmp_path / "swap.bin"
     begin = tmp_path / "begin.sh"
     begin.write_text("cp %s %s/swap.tmp && mv %s/swap.tmp %s/swap.bin.gz\n" % (replacement, www, www, www))
@@ -203,7 +194,7 @@ def test_a_file_replaced_mid_download_is_refused_not_mixed(served, tmp_path):
     www = served.root
     (www / "moving.bin.gz").write_bytes((www / "SStarOta.bin.gz").read_bytes())
 
-    build(tmp_path / "new.bin.gz", 9)  # made before: the swap at the drop is quicker than --timeout
+    build_gz(tmp_path / "new.bin.gz", 9)  # made before: the swap at the drop is quicker than --timeout
 
     def replace():
         os.replace(tmp_path / "new.bin.gz", www / "moving.bin.gz")
@@ -287,6 +278,8 @@ def test_download_progress_reaches_the_json_renderer(served, tmp_path):
 
 from sstarota import netsource, sources  # noqa: E402
 from sstarota.cli import otaunpack as otaunpack_cli  # noqa: E402
+
+from support import otaunpack, snapshot
 
 SMALL = 96 << 10
 QUICK = netsource.Net(timeout=2, retries=2, time_limit=1)

@@ -1,7 +1,7 @@
 """The vendor's otapack command line and the bytes it writes, where a differential run of
 the vendor binaries (0.4 and 1.6) against ours found them apart (issue 11, points 6-12).
 
-Expected packages are packed here with struct from docs/FORMAT.md (vendor_bytes.py)."""
+Expected packages are packed here with struct from docs/FORMAT.md (tests/support/records.py)."""
 
 import os
 import random
@@ -11,17 +11,11 @@ import pytest
 
 from sstarota import package
 
-from helpers import tree
-from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
-
-OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
+from support import (OP_ADD, OP_BLOCK, OP_DELETE, OP_DIFF, OP_UBI, OP_UPDATE, TOOL_ID, create, pkg04, pkg16, rec04,
+                     rec16, tree)
 
 
 
-
-def create(cli, pkg, fmt="0.4", *extra):
-    code, out, err = cli.otapack("-c", pkg, "--format", fmt, "--tool-id", TOOL_ID.decode(), *extra)
-    assert code == 0, err
 
 
 def append(cli, pkg, *argv):
@@ -40,8 +34,8 @@ def test_0_4_target_with_whitespace_is_one_target_written_as_it_is(cli, tmp_path
     create(cli, pkg)
     append(cli, pkg, "-s", src, "-d", "/config/my file", "-m", "0x1a4", "--file-update")
     append(cli, pkg, "-s", src, "-d", "/config/tab\there", "--file-update")
-    assert pkg.read_bytes() == pkg04([rec04("/config/my file", b"x=1\n", mode=0x1a4, op=OP_UPDATE),
-                                      rec04("/config/tab\there", b"x=1\n", op=OP_UPDATE)])
+    assert pkg.read_bytes() == pkg04([rec04("/config/my file", OP_UPDATE, b"x=1\n", mode=0x1a4),
+                                      rec04("/config/tab\there", OP_UPDATE, b"x=1\n")])
 
 
 def test_0_4_dir_update_over_names_with_whitespace(cli, tmp_path):
@@ -51,9 +45,9 @@ def test_0_4_dir_update_over_names_with_whitespace(cli, tmp_path):
     create(cli, pkg)
     append(cli, pkg, "-o", old, "-n", new, "-d", "/cfg", "--dir-update")
     mode = os.stat(new / "tab\tname").st_mode
-    assert pkg.read_bytes() == pkg04([rec04("/cfg/a b.txt", b"new!", op=OP_UPDATE),
-                                      rec04("/cfg/tab\tname", b"t", dst_size=1, mode=mode, op=OP_ADD),
-                                      rec04("/cfg/gone x", op=OP_DELETE)])
+    assert pkg.read_bytes() == pkg04([rec04("/cfg/a b.txt", OP_UPDATE, b"new!"),
+                                      rec04("/cfg/tab\tname", OP_ADD, b"t", dst_size=1, mode=mode),
+                                      rec04("/cfg/gone x", OP_DELETE)])
 
 
 # ---------------------------------------------------------------- 7: the vendor's long options
@@ -72,8 +66,8 @@ def test_vendor_long_options_0_4(cli, tmp_path):
     # unambiguous abbreviations of the vendor's names (--dst-file is exact, not a prefix of --dst-file-size)
     assert cli.otapack("--app", pkg, "--src", img, "--dst-file", "/dev/mtdblock5", "--dst-file-s=0x2000",
                        "--file-m", "7", "--ub")[0] == 0
-    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock4", img.read_bytes(), 0x1000, 0x1a4, OP_BLOCK),
-                                      rec04("/dev/mtdblock5", img.read_bytes(), 0x2000, 7, OP_UBI)],
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock4", OP_BLOCK, img.read_bytes(), dst_size=0x1000, mode=0x1a4),
+                                      rec04("/dev/mtdblock5", OP_UBI, img.read_bytes(), dst_size=0x2000, mode=7)],
                                      b"echo begin\n", b"echo end\n")
 
 
@@ -92,8 +86,9 @@ def test_vendor_long_options_1_6_diff(cli, tmp_path):
     append(cli, pkg, "--src-file", new, "-d", "/dev/mtd5", "-l", "--file", "--block-update")
     patch = bsdiff4.diff(old.read_bytes(), new.read_bytes())
     assert pkg.read_bytes() == pkg16([
-        rec16("/dev/mtd3 /dev/mtd4", patch, b"kernel.diff", b"kernel", 0x10000, 0, (1, 0), OP_DIFF),
-        rec16("/dev/mtd5", new.read_bytes(), b"kernel", b"--file", 0, 0, (), OP_BLOCK)])
+        rec16("/dev/mtd3 /dev/mtd4", OP_DIFF, patch, src=b"kernel.diff", label=b"kernel", dst_size=0x10000,
+              masks=(1, 0)),
+        rec16("/dev/mtd5", OP_BLOCK, new.read_bytes(), src=b"kernel", label=b"--file")])
 
 
 @pytest.mark.parametrize("prefix, names", [
@@ -142,12 +137,13 @@ def test_dir_prefix_with_a_trailing_slash_is_joined_as_the_vendor_joins_it(cli, 
         append(cli, pkg, "-o", old, "-n", new, "-d", prefix, "--dir-update")
         join = prefix + "/"
         if fmt == "0.4":
-            want = pkg04([rec04(join + "x", b"22", op=OP_UPDATE), rec04(join + "sub/y", b"3", 1, mode, OP_ADD),
-                          rec04(join + "gone", op=OP_DELETE)])
+            want = pkg04([rec04(join + "x", OP_UPDATE, b"22"),
+                          rec04(join + "sub/y", OP_ADD, b"3", dst_size=1, mode=mode),
+                          rec04(join + "gone", OP_DELETE)])
         else:
-            want = pkg16([rec16(join + "x", b"22", b"x", op=OP_UPDATE),
-                          rec16(join + "sub/y", b"3", b"y", dst_size=1, mode=mode, op=OP_ADD),
-                          rec16(join + "gone", b"", b"gone", op=OP_DELETE)])
+            want = pkg16([rec16(join + "x", OP_UPDATE, b"22", src=b"x"),
+                          rec16(join + "sub/y", OP_ADD, b"3", src=b"y", dst_size=1, mode=mode),
+                          rec16(join + "gone", OP_DELETE, b"", src=b"gone")])
         assert pkg.read_bytes() == want, fmt
 
 
@@ -165,10 +161,10 @@ def test_1_6_file_delete_source_name_is_the_text_after_the_last_slash(cli, tmp_p
     new = tree(tmp_path / "new", {"keep": b"k"})
     append(cli, pkg, "-o", old, "-n", new, "-d", "/p", "--dir-update")
     # (a tree name with whitespace is refused in 1.6: test_vendor_cli_odd.py)
-    assert pkg.read_bytes() == pkg16([rec16("/a.txt", src=b"/a.txt", op=OP_DELETE),
-                                      rec16("/m/n1 /m/n2", src=b"n2", op=OP_DELETE),
-                                      rec16("/a b/c", src=b"c", op=OP_DELETE),
-                                      rec16("/p/d/x", src=b"x", op=OP_DELETE)])
+    assert pkg.read_bytes() == pkg16([rec16("/a.txt", OP_DELETE, src=b"/a.txt"),
+                                      rec16("/m/n1 /m/n2", OP_DELETE, src=b"n2"),
+                                      rec16("/a b/c", OP_DELETE, src=b"c"),
+                                      rec16("/p/d/x", OP_DELETE, src=b"x")])
 
 
 # ---------------------------------------------------------------- 10: -t against the new image
@@ -186,7 +182,7 @@ def test_size_limit_applies_to_the_new_image_not_the_patch(cli, tmp_path, thresh
     create(cli, pkg)
     append(cli, pkg, "-o", old, "-n", new, "-d", "/dev/mtdblock4", "-t", "100", "--patch-threshold", threshold,
            "--file-update-diff")
-    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock4", patch, 100, 0, OP_DIFF)])
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock4", OP_DIFF, patch, dst_size=100)])
 
 
 # ---------------------------------------------------------------- 12: decided differences
@@ -199,8 +195,10 @@ def test_dot_entries_are_packed_and_otapack_says_the_vendor_skips_them(cli, tmp_
     create(cli, pkg)
     err = append(cli, pkg, "-o", old, "-n", new, "-d", "/c", "--dir-update")
     mode = os.stat(new / ".hidden").st_mode
-    assert pkg.read_bytes() == pkg04([rec04("/c/..z", b"2", op=OP_UPDATE), rec04("/c/.d/f", b"f", 1, mode, OP_ADD),
-                                      rec04("/c/.hidden", b"h", 1, mode, OP_ADD), rec04("/c/.gone", op=OP_DELETE)])
+    assert pkg.read_bytes() == pkg04([rec04("/c/..z", OP_UPDATE, b"2"),
+                                      rec04("/c/.d/f", OP_ADD, b"f", dst_size=1, mode=mode),
+                                      rec04("/c/.hidden", OP_ADD, b"h", dst_size=1, mode=mode),
+                                      rec04("/c/.gone", OP_DELETE)])
     assert err.count("\n") == 1 and "vendor" in err
     for name in ("..z", ".d/f", ".hidden", ".gone"):
         assert name in err
@@ -212,7 +210,7 @@ def test_dst_size_of_2_32_or_more_is_stored_not_wrapped(cli, tmp_path):
     pkg = tmp_path / "p.bin"
     create(cli, pkg)
     append(cli, pkg, "-s", img, "-d", "/dev/mtdblock2", "-t", "0x100000000", "--block-update")
-    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock2", b"\xaa" * 10, 1 << 32, 0, OP_BLOCK)])
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock2", OP_BLOCK, b"\xaa" * 10, dst_size=1 << 32)])
 
 
 # ---------------------------------------------------------------- 11: reading what the vendor writes
@@ -224,8 +222,8 @@ def vendor16(tmp_path):
     record with 18 targets (masks only for the first 16)."""
     many = " ".join("/dev/t%d" % i for i in range(18))
     pkg = tmp_path / "vendor16.bin"
-    pkg.write_bytes(pkg16([rec16(b"/a\tb /c\nd", b"data", b"s", masks=(1, 0), op=OP_BLOCK),
-                           rec16(many, b"xy", b"img", masks=[1, 0] * 8, op=OP_BLOCK)]))
+    pkg.write_bytes(pkg16([rec16(b"/a\tb /c\nd", OP_BLOCK, b"data", src=b"s", masks=(1, 0)),
+                           rec16(many, OP_BLOCK, b"xy", src=b"img", masks=[1, 0] * 8)]))
     return pkg
 
 

@@ -1,6 +1,6 @@
 """Odd vendor command lines, as real SDK flows and a differential fuzz of the vendor's otapack
 (0.4 and 1.6) write them (issue 21). Expected packages are packed here with struct from
-docs/FORMAT.md (vendor_bytes.py), not by our packer; exit codes and structured results, not prose."""
+docs/FORMAT.md (tests/support/records.py), not by our packer; exit codes and structured results, not prose."""
 
 import os
 import subprocess
@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tree
-from vendor_bytes import TOOL_ID, pkg04, pkg16, rec04, rec16
+from support import OP_ADD, OP_BLOCK, OP_UBI, OP_UPDATE, create, otaunpack, pkg04, pkg16, rec04, rec16, tree
 
-OP_BLOCK, OP_UBI, OP_UPDATE, OP_ADD, OP_DELETE, OP_DIFF, OP_SCRIPT = range(7)
 BIN = Path(sys.executable).parent
-
-
-def create(cli, pkg, fmt="0.4", *extra):
-    code, out, err = cli.otapack("-c", pkg, "--format", fmt, "--tool-id", TOOL_ID.decode(), *extra)
-    assert code == 0, err
 
 
 def one_error_line(err):
@@ -41,9 +34,9 @@ def test_an_empty_patsize_reads_as_the_vendors_getopt_reads_it(cli, tmp_path, fm
     assert code == 0, err
     assert err.count("warning") == 1 and "'-m'" in err and "'0'" in err
     if fmt == "0.4":
-        want = pkg04([rec04("/boot/IPL", ipl.read_bytes(), 0xFFFFFFFF, 0, OP_UPDATE)])
+        want = pkg04([rec04("/boot/IPL", OP_UPDATE, ipl.read_bytes(), dst_size=0xFFFFFFFF)])
     else:
-        want = pkg16([rec16("/boot/IPL", ipl.read_bytes(), b"IPL", dst_size=0xFFFFFFFF, op=OP_UPDATE)])
+        want = pkg16([rec16("/boot/IPL", OP_UPDATE, ipl.read_bytes(), src=b"IPL", dst_size=0xFFFFFFFF)])
     assert pkg.read_bytes() == want
 
 
@@ -93,7 +86,7 @@ def test_de_is_ambiguous_between_debug_and_default_mask(cli, tmp_path):
     assert pkg.read_bytes() == before
     code, out, err = cli.otapack("-s", img, "-d", "/dev/mtd3 /dev/mtd4", "--def", "1 0", "--block-update", "-a", pkg)
     assert code == 0, err
-    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", masks=(1, 0), op=OP_BLOCK)])
+    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", OP_BLOCK, b"kernel", src=b"k", masks=(1, 0))])
 
 
 # ---------------------------------------------------------------- 9: the vendor's number grammar
@@ -124,7 +117,7 @@ def test_numbers_in_the_vendors_grammar(cli, tmp_path, text, value):
     code, out, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "-t", text, "-m", text, "--block-update",
                                  "-a", pkg)
     assert code == 0, err
-    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", b"kernel", value, value, OP_BLOCK)])
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", OP_BLOCK, b"kernel", dst_size=value, mode=value)])
 
 
 # ---------------------------------------------------------------- 6: a linked package is written through
@@ -148,7 +141,7 @@ def test_a_linked_package_is_written_through(cli, tmp_path, link):
         os.link(real, linked)
     code, out_, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "--block-update", "-a", linked)
     assert code == 0, err
-    want = pkg04([rec04("/dev/mtdblock3", b"kernel", op=OP_BLOCK)])
+    want = pkg04([rec04("/dev/mtdblock3", OP_BLOCK, b"kernel")])
     assert real.read_bytes() == want and linked.read_bytes() == want
     assert linked.is_symlink() == (link == "symlink")
     if link == "hardlink":
@@ -161,27 +154,23 @@ def test_a_linked_package_is_written_through(cli, tmp_path, link):
 # ---------------------------------------------------------------- 11: '.' components install
 
 
-def otaunpack(*argv):
-    return subprocess.run([str(BIN / "otaunpack")] + [str(a) for a in argv], capture_output=True, text=True)
-
-
 def test_dot_components_in_targets_install_and_dotdot_does_not(tmp_path):
     pkg = tmp_path / "p.bin"
-    pkg.write_bytes(pkg04([rec04("/c/./x", b"one", 3, 0o100644, OP_ADD),
-                           rec04("/customer/./lib/./a.so", b"two", 3, 0o100644, OP_ADD),
-                           rec04("./rel", b"three", 5, 0o100644, OP_ADD)]))
+    pkg.write_bytes(pkg04([rec04("/c/./x", OP_ADD, b"one", dst_size=3, mode=0o100644),
+                           rec04("/customer/./lib/./a.so", OP_ADD, b"two", dst_size=3, mode=0o100644),
+                           rec04("./rel", OP_ADD, b"three", dst_size=5, mode=0o100644)]))
     root = tmp_path / "root"
     root.mkdir()
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q")
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q", console=True)
     assert proc.returncode == 0, proc.stderr
     assert (root / "c/x").read_bytes() == b"one" and (root / "customer/lib/a.so").read_bytes() == b"two"
     assert (root / "rel").read_bytes() == b"three"
     for target in ("/c/../x", "/c/x/.", "/c/x/"):
         bad = tmp_path / "bad.bin"
-        bad.write_bytes(pkg04([rec04(target, b"z", 1, 0o100644, OP_ADD)]))
+        bad.write_bytes(pkg04([rec04(target, OP_ADD, b"z", dst_size=1, mode=0o100644)]))
         empty = tmp_path / ("root-%d" % len(target))
         empty.mkdir()
-        proc = otaunpack("-r", bad, "--root", empty, "-t", tmp_path, "-q")
+        proc = otaunpack("-r", bad, "--root", empty, "-t", tmp_path, "-q", console=True)
         assert proc.returncode == 3, (target, proc.stderr)
         assert os.listdir(empty) == []
 
@@ -222,7 +211,7 @@ def test_0_4_tree_update_keeps_names_with_a_space(cli, tmp_path):
     code, out, err = cli.otapack("-a", pkg, "-o", old, "-n", new, "-d", "/c", "--dir-update")
     assert code == 0, err
     mode = os.stat(new / "my file").st_mode
-    assert pkg.read_bytes() == pkg04([rec04("/c/my file", b"x", 1, mode, OP_ADD)])
+    assert pkg.read_bytes() == pkg04([rec04("/c/my file", OP_ADD, b"x", dst_size=1, mode=mode)])
 
 
 # ---------------------------------------------------------------- 13: a file that becomes a directory
@@ -274,7 +263,7 @@ def test_legacy_op_flag_of_older_ota_mk(cli, tmp_path, p, op):
     create(cli, pkg)
     code, out, err = cli.otapack("-s", img, "-d", "/dev/mtdblock3", "-t", "0x1000", "-p", p, "-m", "0", "-a", pkg)
     assert code == 0, err
-    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", b"kernel", 0x1000, 0, op)])
+    assert pkg.read_bytes() == pkg04([rec04("/dev/mtdblock3", op, b"kernel", dst_size=0x1000)])
 
 
 @pytest.mark.parametrize("argv", [["-p", "3"], ["-p", "x"], ["-p", "0", "--ubi-update"], ["-p", "1", "--file-add"]])
@@ -299,8 +288,8 @@ def test_more_default_masks_than_targets_are_stored_as_the_vendor_does(cli, tmp_
                                  "-m", "0", "--block-update", "-l", "kernel", "-a", pkg)
     assert code == 0, err
     assert err.count("warning") == 1
-    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", b"kernel", b"k", b"kernel", 0x1000, 0, (1, 0, 0),
-                                            OP_BLOCK)])
+    assert pkg.read_bytes() == pkg16([rec16("/dev/mtd3 /dev/mtd4", OP_BLOCK, b"kernel", src=b"k", label=b"kernel",
+                                                  dst_size=0x1000, masks=(1, 0, 0))])
 
 
 # ---------------------------------------------------------------- 5: staged images stay sparse
@@ -320,8 +309,8 @@ def test_a_block_record_under_root_writes_only_the_images_data(tmp_path):
         f.write(bytes(1 << 20))  # written zeros: read back as zeros, need not be written again
     image = os.urandom(5000)
     pkg = tmp_path / "p.bin"
-    pkg.write_bytes(pkg04([rec04("/dev/mmcblk0p1", image, 64 << 20, 0, OP_BLOCK)]))
-    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q")
+    pkg.write_bytes(pkg04([rec04("/dev/mmcblk0p1", OP_BLOCK, image, dst_size=64 << 20)]))
+    proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q", console=True)
     assert proc.returncode == 0, proc.stderr
     st = os.stat(part)
     assert st.st_size == 64 << 20

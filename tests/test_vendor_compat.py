@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from support import otaunpack
+
 PROJECT = Path(__file__).parent.parent
-
-
-def otaunpack(*argv):
-    return subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack"] + [str(a) for a in argv],
-                          capture_output=True, text=True, cwd=PROJECT, timeout=120)
 
 
 @pytest.fixture
@@ -124,10 +121,10 @@ def test_a_corrupt_inflated_stream_is_still_rejected(cli, tmp_path):
 def test_a_vendor_dir_target_with_a_double_slash_installs(tmp_path):
     """`otapack -d /customer/ --dir-update` makes /customer//x (the vendor joins without
     normalising): the installer reads it as the kernel does."""
-    from vendor_bytes import pkg04, rec04
+    from support import pkg04, rec04
 
     pkg = tmp_path / "p.bin"
-    pkg.write_bytes(pkg04([rec04("/customer//x", b"from a trailing-slash prefix", op=2)]))
+    pkg.write_bytes(pkg04([rec04("/customer//x", 2, b"from a trailing-slash prefix")]))
     root = tmp_path / "root"
     root.mkdir()
     proc = otaunpack("-r", pkg, "--root", root)
@@ -136,11 +133,11 @@ def test_a_vendor_dir_target_with_a_double_slash_installs(tmp_path):
 
 
 def test_targets_beyond_the_16_masks_are_refused_unless_all_targets(tmp_path):
-    from vendor_bytes import pkg16, rec16
+    from support import pkg16, rec16
 
     names = ["/p/%02d" % i for i in range(18)]
     pkg = tmp_path / "p.bin"
-    pkg.write_bytes(pkg16([rec16(" ".join(names), b"image", src=b"img", op=2)], begin=b"touch begin-ran\n"))
+    pkg.write_bytes(pkg16([rec16(" ".join(names), 2, b"image", src=b"img")], begin=b"touch begin-ran\n"))
     root = tmp_path / "root"
     root.mkdir()
     proc = otaunpack("-r", pkg, "--root", root)

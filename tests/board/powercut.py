@@ -3,15 +3,15 @@
 a block record to a raw partition, a UBI volume, a file on a mounted UBIFS, a file delta on
 that UBIFS and a raw-partition delta, in that order."""
 
-import hashlib
 import json
 import os
 import random
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from support import otapack, sha
 
 BIN = Path(sys.executable).parent
 GUEST_CUT = "/mnt/proj/tests/board/progress_cut.py"  # the project is on the board at /mnt/proj
@@ -19,16 +19,6 @@ GUEST_CUT = "/mnt/proj/tests/board/progress_cut.py"  # the project is on the boa
 APPLY = ("erasing", "updating")
 SUMMARY = re.compile(r"^otaunpack: note: summary: (\d+) record\(s\): (\d+) written, (\d+) already in place; "
                      r"written: (\d+) file\(s\), (\d+) flash erase block\(s\), (\d+) UBI volume\(s\)$", re.M)
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def otapack(*args):
-    p = subprocess.run([str(BIN / "otapack")] + [str(a) for a in args], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    return p
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sstarota import fb, packer
 pytestmark = pytest.mark.board
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from test_progress import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402
+from support.screen import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402
 
 GEOMETRY = ("python3 -c \"import json; from sstarota import fb; g = fb.Framebuffer('/dev/fb0').geometry; "
             "print(json.dumps([g.xres, g.yres, g.bpp, g.line_length, [[f.offset, f.length] for f in "

@@ -10,25 +10,12 @@ import pytest
 
 from sstarota import packer
 
+from support import block_package, mtd_summary
+
 pytestmark = pytest.mark.board
 
 EB_NAND = 128 << 10
 EB_NOR = 64 << 10
-
-
-def summary(err, mtd):
-    """(written, equal, bad skipped, marked bad) from the MTD writer's summary line."""
-    m = re.search(r"mtd%d \([^)]*\): (\d+) blocks written, (\d+) equal \(left alone\), (\d+) bad skipped, "
-                  r"(\d+) marked bad" % mtd, err)
-    assert m, err
-    return tuple(int(x) for x in m.groups())
-
-
-def block_package(d, image, target, name="p.bin", begin=None):
-    pkg = d / name
-    packer.create(str(pkg), "0.4", begin=begin)
-    packer.append(str(pkg), packer.operation_specs("block-update", src=str(image), dst=target))
-    return pkg
 
 
 def in_place(err):
@@ -59,7 +46,7 @@ def test_nand_block_update_skips_bad_blocks_and_is_idempotent(board, target):
     pkg = block_package(d, image, target)
     r = board.otaunpack("-r", board.path(pkg), "-q", "--progress-fd", "3", "3>%s" % board.path(d / "ev1"))
     assert r.rc == 0, r.err
-    assert summary(r.err, 5) == (8, 0, 2, 0)
+    assert mtd_summary(r.err, 5) == (8, 0, 2, 0)
     assert read_back(board, 5, size, d / "dump") == image.read_bytes()
     assert "erasing" in (d / "ev1").read_text()  # the progress says when blocks are erased
     # the same package again: in place (compared in the verify pass), nothing erased, nothing written
@@ -72,7 +59,7 @@ def test_nand_block_update_skips_bad_blocks_and_is_idempotent(board, target):
     image.write_bytes(bytes(data))
     pkg2 = block_package(d, image, target, "p2.bin")
     r = board.otaunpack("-r", board.path(pkg2), "-q")
-    assert r.rc == 0 and summary(r.err, 5) == (1, 7, 2, 0)
+    assert r.rc == 0 and mtd_summary(r.err, 5) == (1, 7, 2, 0)
     assert read_back(board, 5, size, d / "dump") == bytes(data)
 
 
@@ -86,7 +73,7 @@ def test_a_block_failing_to_erase_is_marked_bad_and_skipped(board):
     image.write_bytes(os.urandom(size))
     r = board.otaunpack("-r", board.path(block_package(d, image, "/dev/mtd2")), "-q")
     assert r.rc == 0, r.err
-    assert summary(r.err, 2) == (4, 0, 0, 1)
+    assert mtd_summary(r.err, 2) == (4, 0, 0, 1)
     assert board.sh("cat /sys/class/mtd/mtd2/bad_blocks").strip() == "1"
     assert read_back(board, 2, size, d / "dump") == image.read_bytes()
     # from now on the block is a known bad block: skipped, not erased again (the last byte
@@ -95,7 +82,7 @@ def test_a_block_failing_to_erase_is_marked_bad_and_skipped(board):
     data[-1] ^= 1
     image.write_bytes(bytes(data))
     r = board.otaunpack("-r", board.path(block_package(d, image, "/dev/mtd2", "p2.bin")), "-q")
-    assert r.rc == 0 and summary(r.err, 2) == (1, 3, 1, 0)
+    assert r.rc == 0 and mtd_summary(r.err, 2) == (1, 3, 1, 0)
     assert read_back(board, 2, size, d / "dump") == bytes(data)
 
 
@@ -120,7 +107,7 @@ def test_nor_block_update_is_idempotent(board, target):
     pkg = block_package(d, image, target)
     r = board.otaunpack("-r", board.path(pkg), "-q")
     assert r.rc == 0, r.err
-    assert summary(r.err, 7) == (21, 0, 0, 0)
+    assert mtd_summary(r.err, 7) == (21, 0, 0, 0)
     assert read_back(board, 7, size, d / "dump", nand=False) == image.read_bytes()
     r = board.otaunpack("-r", board.path(pkg), "-q")
     assert r.rc == 0 and in_place(r.err)
@@ -128,7 +115,7 @@ def test_nor_block_update_is_idempotent(board, target):
     data[-1] ^= 1
     image.write_bytes(bytes(data))
     r = board.otaunpack("-r", board.path(block_package(d, image, target, "p2.bin")), "-q")
-    assert r.rc == 0 and summary(r.err, 7) == (1, 20, 0, 0)
+    assert r.rc == 0 and mtd_summary(r.err, 7) == (1, 20, 0, 0)
     assert read_back(board, 7, size, d / "dump", nand=False) == bytes(data)
 
 

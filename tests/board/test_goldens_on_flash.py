@@ -1,10 +1,11 @@
 """The vendor goldens installed onto real kernel devices in the qemu board: the board's
 partitions match the goldens' targets (mtd0..mtd4 on NAND, ubi0_1 a static volume)."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
+
+from support import nand_sha, sha
 
 pytestmark = pytest.mark.board
 
@@ -12,17 +13,8 @@ GOLDEN_GUEST = "/mnt/proj/tests/golden"
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def guest_sha(board, cmd):
     return board.sh(cmd + " | sha256sum").split()[0]
-
-
-def nand_sha(board, mtd, length):
-    board.sh("nanddump --bb=skipbad -q -l %d -f /tmp/dump /dev/mtd%d" % (length, mtd))
-    return guest_sha(board, "head -c %d /tmp/dump" % length)
 
 
 def tree_shas(board, root):
@@ -34,7 +26,7 @@ def host_tree(root):
     return {str(p.relative_to(root)): sha(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def reset(board):
+def reset_dirs(board):
     board.sh("rm -rf /config /customer /tmp/fw_setenv.log && mkdir -p /config /customer")
 
 
@@ -45,7 +37,7 @@ GOLDENS = [("v0.4", n) for n in ("p1", "p2", "p3", "p4")] + [("v1.6", n) for n i
 def test_golden_installs_on_real_devices(board, version, name):
     inp = GOLDEN / version / "in"
     g = "%s/%s" % (GOLDEN_GUEST, version)
-    reset(board)
+    reset_dirs(board)
     kernel = (inp / "images/kernel").read_bytes()
     if name == "p1":
         board.sh("echo old > /config/obsolete.txt")

@@ -2,9 +2,7 @@
 SigmaStar's A/B env on NOR flash; otaunpack runs there from the board bundle. Every test
 starts from the factory flash (slot A = v1, B erased) and boots it; one qemu at a time."""
 
-import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,17 +15,13 @@ import boardvm_ab  # noqa: E402
 
 from sstarota import bundle  # noqa: E402
 
+from support import otapack
+
 W = "/mnt/work"
 OTAUNPACK = W + "/bundle/otaunpack"
 TMP = "/data/tmp"
 BIN = Path(sys.executable).parent
 PROTOCOL = ("slot_select", "slot_number", "slot_metadata")
-
-
-def otapack(*args):
-    p = subprocess.run([str(BIN / "otapack")] + [str(a) for a in args], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    return p
 
 
 def make_package(d, name, image, fmt="1.6"):
@@ -134,5 +128,3 @@ def ab_board(ab_rig):
         vm.power_cut()
 
 
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()

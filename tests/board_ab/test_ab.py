@@ -5,14 +5,12 @@ switches, marks good and reports a fallback."""
 
 import pytest
 
+from support import up
+
 
 pytestmark = pytest.mark.board_ab
 
 FACTORY = ("0", "2", "0x8f,0x00")  # slot A booted successfully, priority 15; slot B empty
-
-
-def up(boot, slot, release):
-    assert (boot.slot, boot.release) == (slot, release), boot
 
 
 def test_install_into_b_switch_mark_good_and_stay(ab_board):

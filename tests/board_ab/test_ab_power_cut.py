@@ -5,17 +5,14 @@ env protocol (fw_printenv slot_select slot_number slot_metadata) says which."""
 
 import pytest
 
+from support import up
+
 pytestmark = pytest.mark.board_ab
 
 FACTORY = ("0", "2", "0x8f,0x00")
 
 
-def up(boot, slot, release):
-    assert (boot.slot, boot.release) == (slot, release), boot
-    assert not boot.env_lost, boot  # both env copies bad would mean u-boot's built-in env: no bootab
-
-
-def cut(b, region, erases, flushes, command=None, reboot=False):
+def cut_at(b, region, erases, flushes, command=None, reboot=False):
     """Arm the cut, run the command (or reboot), wait for qemu to die, and power on again."""
     b.vm.watch.arm(region, erases, flushes)
     if reboot:
@@ -31,50 +28,50 @@ def cut(b, region, erases, flushes, command=None, reboot=False):
 
 def test_cut_during_the_slot_write(ab_board):
     b = ab_board
-    up(b.power_on(), "A", "v1")
-    boot = cut(b, "B", 12, 0, b.install_command("v2"))  # the 12th of slot B's 37 erase blocks
-    up(boot, "A", "v1")
+    up(b.power_on(), "A", "v1", env_kept=True)
+    boot = cut_at(b, "B", 12, 0, b.install_command("v2"))  # the 12th of slot B's 37 erase blocks
+    up(boot, "A", "v1", env_kept=True)
     assert b.env() == FACTORY  # the switch comes only after the slot reads back right
     assert not b.slot_holds("B", "v2")
     r = b.install("v2")  # the same package again finishes the slot and switches
     assert r.rc == 0, r.err
     assert b.env() == ("1", "2", "0x8e,0x3f")
-    up(b.reboot(), "B", "v2")
+    up(b.reboot(), "B", "v2", env_kept=True)
 
 
 def test_cut_during_the_env_switch(ab_board):
     b = ab_board
-    up(b.power_on(), "A", "v1")
-    boot = cut(b, "env", 1, 1, b.install_command("v2"))  # fw_setenv: the other copy erased, one buffer written
-    up(boot, "A", "v1")  # that copy fails its CRC: u-boot keeps the old one
+    up(b.power_on(), "A", "v1", env_kept=True)
+    boot = cut_at(b, "env", 1, 1, b.install_command("v2"))  # fw_setenv: the other copy erased, one buffer written
+    up(boot, "A", "v1", env_kept=True)  # that copy fails its CRC: u-boot keeps the old one
     assert b.env() == FACTORY
     assert b.slot_holds("B", "v2")
     r = b.install("v2")  # slot B is in place: read back, and the switch done now
     assert r.rc == 0, r.err
     assert b.env() == ("1", "2", "0x8e,0x3f")
-    up(b.reboot(), "B", "v2")
+    up(b.reboot(), "B", "v2", env_kept=True)
 
 
 def test_cut_during_mark_good(ab_board):
     b = ab_board
-    up(b.power_on(), "A", "v1")
+    up(b.power_on(), "A", "v1", env_kept=True)
     assert b.install("v2").rc == 0
-    up(b.reboot(), "B", "v2")
+    up(b.reboot(), "B", "v2", env_kept=True)
     assert b.env() == ("1", "2", "0x8e,0x2f")
-    boot = cut(b, "env", 1, 1, "/mnt/work/bundle/otaunpack --mark-good")
-    up(boot, "B", "v2")  # the old copy: B still on trial, and it pays another try
+    boot = cut_at(b, "env", 1, 1, "/mnt/work/bundle/otaunpack --mark-good")
+    up(boot, "B", "v2", env_kept=True)  # the old copy: B still on trial, and it pays another try
     assert b.env() == ("1", "2", "0x8e,0x1f")
     assert b.otaunpack("--mark-good").rc == 0
     assert b.env() == ("1", "2", "0x8e,0x9f")
-    up(b.reboot(), "B", "v2")
+    up(b.reboot(), "B", "v2", env_kept=True)
 
 
 def test_cut_during_u_boots_env_save(ab_board):
     b = ab_board
-    up(b.power_on(), "A", "v1")
+    up(b.power_on(), "A", "v1", env_kept=True)
     assert b.install("v2").rc == 0
     assert b.env() == ("1", "2", "0x8e,0x3f")
-    boot = cut(b, "env", 1, 32, reboot=True)  # bootab's saveenv of B's try, cut half-way
+    boot = cut_at(b, "env", 1, 32, reboot=True)  # bootab's saveenv of B's try, cut half-way
     assert [p[0] for p in boot.picks] == ["B"], boot
-    up(boot, "B", "v2")
+    up(boot, "B", "v2", env_kept=True)
     assert b.env() == ("1", "2", "0x8e,0x2f")  # the try paid again from the old copy

@@ -2,15 +2,15 @@
 armhf Python), run from the board bundle, against nandsim (a factory bad block), UBI and
 a virtio disk standing for an eMMC partition. Packages are made on the host by otapack."""
 
-import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support import ARM_OTAUNPACK as OTAUNPACK, ARM_TMP as TMP, block_package, mtd_summary, nand_sha, otapack, sha
 
 pytestmark = pytest.mark.board_arm
 
@@ -18,40 +18,8 @@ pytestmark = pytest.mark.board_arm
 ARMHF_IOCTLS = {"MEMERASE": 0x40084D02, "MEMERASE64": 0x40104D14, "MEMGETBADBLOCK": 0x40084D0B,
                 "MEMSETBADBLOCK": 0x40084D0C, "BLKGETSIZE64": 0x80041272, "UBI_IOCVOLUP": 0x40084F00}
 EB = 128 << 10  # the NAND's erase block
-OTAUNPACK = "/mnt/work/bundle/otaunpack"  # the board bundle's otaunpack, as the fixture puts it there
 
 BIN = Path(sys.executable).parent
-TMP = "/data/tmp"  # the installer's work directory: on the data disk, not in RAM
-
-
-def otapack(*args):
-    p = subprocess.run([str(BIN / "otapack")] + [str(a) for a in args], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    return p
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def summary(err, mtd):
-    """(written, equal, bad skipped, marked bad) from the MTD writer's summary line."""
-    m = re.search(r"mtd%d \([^)]*\): (\d+) blocks written, (\d+) equal \(left alone\), (\d+) bad skipped, "
-                  r"(\d+) marked bad" % mtd, err)
-    assert m, err
-    return tuple(int(x) for x in m.groups())
-
-
-def nand_sha(board, mtd, length):
-    board.sh("nanddump --bb=skipbad -q -l %d -f %s/nand.dump /dev/mtd%d" % (length, TMP, mtd))
-    return board.sh("head -c %d %s/nand.dump | sha256sum" % (length, TMP)).split()[0]
-
-
-def block_package(d, image, target, name="p.bin", begin=None):
-    pkg = d / name
-    otapack("-c", pkg, *(["-b", begin] if begin else []))
-    otapack("-a", pkg, "-s", image, "-d", target, "--block-update")
-    return pkg
 
 
 def test_the_bundle_runs_on_the_boards_own_python(arm_board):
@@ -108,8 +76,8 @@ def test_nand_block_update_skips_the_bad_block_the_rerun_writes_nothing_a_corrup
     pkg = block_package(d, image, "/dev/mtd0")
     r = arm_board.otaunpack("-r", arm_board.path(pkg), "-q", "-t", TMP)
     assert r.rc == 0, r.err
-    assert summary(r.err, 0) == (8, 0, 1, 0)
-    assert nand_sha(arm_board, 0, size) == sha(image.read_bytes())
+    assert mtd_summary(r.err, 0) == (8, 0, 1, 0)
+    assert nand_sha(arm_board, 0, size, TMP) == sha(image.read_bytes())
     r = arm_board.otaunpack("-r", arm_board.path(pkg), "-q", "-t", TMP)  # in place: nothing erased or written
     assert r.rc == 0 and "summary: 1 record(s): 0 written, 1 already in place" in r.err, r.err
     assert "written: 0 file(s), 0 flash erase block(s), 0 UBI volume(s)" in r.err, r.err
@@ -126,7 +94,7 @@ def test_nand_block_update_skips_the_bad_block_the_rerun_writes_nothing_a_corrup
     r = arm_board.otaunpack("-x", arm_board.path(d / "bad.bin.gz"), "-q", "-t", TMP)
     assert r.rc == 3 and "checksum" in r.err, r.err
     assert arm_board.run("test -e %s/begin-ran" % TMP).rc != 0
-    assert nand_sha(arm_board, 0, size) == sha(image.read_bytes())
+    assert nand_sha(arm_board, 0, size, TMP) == sha(image.read_bytes())
 
 
 def test_ubi_files_deltas_in_one_package_within_16_mb_shielded_from_the_oom_killer(arm_board):
@@ -177,7 +145,7 @@ def test_ubi_files_deltas_in_one_package_within_16_mb_shielded_from_the_oom_kill
     assert files[0] == sha(b"mode=ota\n") and files[2] == sha((d / "new.bin").read_bytes()) and files[4] == sha(anew)
     assert files[6] == "644"
     assert arm_board.run("test -e %s/obsolete.txt" % board_root).rc == 1
-    assert nand_sha(arm_board, 1, len(knew)) == sha(bytes(knew))
+    assert nand_sha(arm_board, 1, len(knew), TMP) == sha(bytes(knew))
     # shielded from the OOM killer while writing only: the script record inherits -1000
     assert arm_board.sh("cat %s/oom-begin %s/oom-record %s/oom-end %s/end-status" % ((TMP,) * 4)).split() == \
         ["0", "-1000", "0", "0"]
@@ -190,5 +158,5 @@ def test_ubi_files_deltas_in_one_package_within_16_mb_shielded_from_the_oom_kill
                      r"0 flash erase block\(s\), 0 UBI volume\(s\)", r.err), r.err
     assert arm_board.sh("cat %s/oom-begin %s/oom-record %s/oom-end %s/end-status" % ((TMP,) * 4)).split() == \
         ["0", "-1000", "0", "0"]
-    assert nand_sha(arm_board, 1, len(knew)) == sha(bytes(knew))
+    assert nand_sha(arm_board, 1, len(knew), TMP) == sha(bytes(knew))
     assert arm_board.sh("ls -a %s %s/bin | grep -c sstarota; true" % (board_root, board_root)).strip() == "0"

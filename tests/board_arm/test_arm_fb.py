@@ -13,7 +13,7 @@ from sstarota import fb
 pytestmark = pytest.mark.board_arm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from test_progress import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402
+from support.screen import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

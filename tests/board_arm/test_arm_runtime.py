@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import boardvm_arm  # noqa: E402
 
 from sstarota import bundle, fb, progress, runtime, signing  # noqa: E402
 
+from support import bar_state, events_of, otapack
+
 pytestmark = pytest.mark.board_arm
 
 BIN = Path(sys.executable).parent
@@ -36,11 +37,6 @@ TMP = "/data/tmp"
 
 #: what the screen must never show: command-line words, options, device and file names
 CLI_WORDS = re.compile(r"--|otaunpack|otapack|/dev/|\.bin|\bgive\b|record \d|status \d|0x[0-9a-f]", re.I)
-
-
-def otapack(*args):
-    p = subprocess.run([str(BIN / "otapack")] + [str(a) for a in args], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
 
 
 class RuntimeBoard(boardvm.Workspace):
@@ -93,18 +89,6 @@ def rt_board(tmp_path_factory):
         served.stop()
 
 
-def bar_state(img, box):
-    """(colour, filled fraction) of the bar along its middle row."""
-    ix, iy, iw, ih = box.inner
-    y = iy + ih // 2
-    row = [img.getpixel((x, y)) for x in range(ix, ix + iw)]
-    for name, colour in (("fail", fb.BAR_FAIL), ("fill", fb.BAR_FILL)):
-        n = sum(1 for p in row if all(abs(a - b) <= 8 for a, b in zip(p, colour)))
-        if n:
-            return name, round(n / iw, 2)
-    return "empty", 0.0
-
-
 def plate(img, box):
     """(top, bottom, white pixels) of the text plate above the bar, from the screen's pixels."""
     rows = [y for y in range(0, box.y) if sum(1 for x in range(box.x, box.x + 40)
@@ -132,10 +116,6 @@ def check_screen(board, img, events, want_bar, want_first):
     top, bottom, white = plate(img, replay.box)
     assert 0 <= top and bottom < replay.box.y and white > 50, (top, bottom, white)
     return replay.shown
-
-
-def events_of(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def test_the_board_runs_from_the_runtime_alone_on_a_root_without_merged_usr(rt_board):

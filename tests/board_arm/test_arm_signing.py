@@ -7,7 +7,7 @@ import pytest
 
 from sstarota import signing
 
-from test_arm_board import OTAUNPACK, TMP, otapack
+from support import ARM_OTAUNPACK as OTAUNPACK, ARM_TMP as TMP, otapack
 
 pytestmark = pytest.mark.board_arm
 
