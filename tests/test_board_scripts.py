@@ -288,7 +288,11 @@ def test_the_log_is_kept_in_the_state_directory_bounded_and_sent_to_syslog(tmp_p
         assert boot(tmp_path, env).returncode == 0
     state = tmp_path / "state"
     assert sorted(p.name for p in state.iterdir()) == ["otaunpack.lock", "packages", "update.log", "update.log.1"]
-    assert (state / "update.log").stat().st_size <= 2048 + 200
+    # moved once larger than 2 KiB, before a line is added: at most one line over (the lines name
+    # paths under pytest's temporary directory, whose length varies)
+    longest = max(len(line) + 1 for name in ("update.log", "update.log.1")
+                  for line in (state / name).read_bytes().splitlines())
+    assert (state / "update.log").stat().st_size <= 2048 + longest
     assert (state / "update.log.1").stat().st_size <= 2048 + 4096
     assert "already installed" in log_lines(tmp_path)[-1]
     syslog = calls(tmp_path, "logger")
