@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from .defaults import FB_DEVICE, FB_MODE
 from .fbdev import (  # noqa: F401  (the device layer, re-exported for callers of fb)
     FB_VISUAL_DIRECTCOLOR,
     FB_VISUAL_TRUECOLOR,
@@ -400,7 +401,7 @@ def load_picture(path, size=None):
         return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def open_screen(picture_path=None, device="/dev/fb0", fb_file=None, mode=None):
+def open_screen(picture_path=None, device=FB_DEVICE, fb_file=None, mode=FB_MODE):
     """A Screen on a framebuffer device, or on a file of geometry `mode` (fb_file); the
     picture loaded for that screen's size. Raises OSError, LayoutError, ValueError or
     Pillow's errors, and leaves no framebuffer open when it does."""

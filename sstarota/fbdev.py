@@ -9,6 +9,8 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from .defaults import FB_DEVICE, FB_MODE
+
 FBIOGET_VSCREENINFO = 0x4600
 FBIOGET_FSCREENINFO = 0x4602
 FB_VISUAL_TRUECOLOR = 2
@@ -70,7 +72,7 @@ LAYOUTS = {
 class Framebuffer:
     """A /dev/fbN device: geometry from the kernel, pixels written with pwrite."""
 
-    def __init__(self, path="/dev/fb0"):
+    def __init__(self, path=FB_DEVICE):
         self.path = path
         self.fd = os.open(path, os.O_RDWR)
         try:
@@ -118,7 +120,7 @@ class FileFramebuffer(Framebuffer):
             os.ftruncate(self.fd, size)
 
 
-def open_framebuffer(source, mode="1280x720-32"):
+def open_framebuffer(source, mode=FB_MODE):
     """A device node (geometry from the kernel) or a file drawn with --fb-file (geometry
     from mode, as parse_mode reads it)."""
     if stat.S_ISCHR(os.stat(source).st_mode):

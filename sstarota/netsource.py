@@ -42,6 +42,7 @@ import time
 from typing import NamedTuple, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
+from .defaults import URL_RETRIES, URL_TIME_LIMIT, URL_TIMEOUT
 from .errors import InputError
 
 try:
@@ -106,7 +107,7 @@ class _Again(Exception):
 class Net:
     """How hard to try: seconds per socket operation, retries without progress, seconds per pass."""
 
-    def __init__(self, timeout=30.0, retries=8, time_limit=3600.0, ca=None):
+    def __init__(self, timeout=URL_TIMEOUT, retries=URL_RETRIES, time_limit=URL_TIME_LIMIT, ca=None):
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.time_limit = float(time_limit)

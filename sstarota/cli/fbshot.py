@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from ..defaults import FB_MODE
 from ..errors import InputError
 from .common import CONTEXT_SETTINGS, run
 
@@ -18,7 +19,7 @@ otaunpack --fb-file (give its --mode)."""
 @click.command(help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.argument("source")
 @click.argument("out")
-@click.option("--mode", default="1280x720-32", show_default=True, metavar="WxH-LAYOUT",
+@click.option("--mode", default=FB_MODE, show_default=True, metavar="WxH-LAYOUT",
               help="Geometry of a file SOURCE: 16, 24, 32 or a layout name (rgb565, bgr565, argb8888, ...).")
 def cli(source, out, mode):
     from .. import fb

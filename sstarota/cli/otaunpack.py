@@ -7,6 +7,8 @@ imports nothing, and the installer's modules are imported only once the argument
 
 import sys
 
+from ..defaults import FB_DEVICE, FB_MODE, URL_RETRIES, URL_TIME_LIMIT, URL_TIMEOUT
+
 PROG = "otaunpack"
 
 HELP = """\
@@ -35,91 +37,115 @@ Usage: otaunpack [OPTIONS]
        stopped the run before the begin script: nothing was written)
     4  the bundle's bytecode is for another Python (a --sourceless bundle)
 
-Options:
-  -x PKG.gz             A gzip-compressed package ('-' for stdin, or an
-                        http:// or https:// URL).
-  -r PKG                A raw package ('-' for stdin, or a URL).
-  -t DIR                Work directory (patches, stdin and URL spool).
-                        Default: $TMPDIR or /tmp.
-  --no-spool            URL: read the package from the server once per pass
-                        instead of downloading it under -t first.
-  --ca FILE             URL: trust only the CA certificates in FILE (default:
-                        the system store).
-  --timeout SEC         URL: seconds to wait for any answer.  [default: 30]
-  --retries N           URL: attempts in a row that get no byte before giving
-                        up (dropped connections resume).  [default: 8]
-  --time-limit SEC      URL: seconds for one read of the package (the
-                        download; with --no-spool each pass), however slowly
-                        the server answers.  [default: 3600]
-  -p PIC                Show progress on the framebuffer over this picture
-                        (jpg/png).
-  --fb DEV              Framebuffer device for -p.  [default: /dev/fb0]
-  --fb-file FILE        Draw the screen into FILE instead of a device
-                        (previews, tests).
-  --fb-mode WxH-LAYOUT  Geometry of --fb-file: 16, 24, 32 or a layout name
-                        (rgb565, bgr565, argb8888, ...).  [default:
-                        1280x720-32]
-  --progress-fd N       Write progress events as JSON lines to file descriptor
-                        N.
-  --root DIR            Take every target under DIR (staging, tests); nothing
-                        outside is touched.
-  --allow-devices       With --root: write device nodes found inside the root
-                        (else refused: a staging root holds image files).
-  --no-scripts          Do not run the begin/end scripts or script records.
-  --ignore-script-errors
-                        Go on when the begin script or a script record fails,
-                        as the vendor's otaunpack does (the status is logged
-                        and reported at the end).
-  --dry-run             Verify only, then print the plan (exit 0 or 3).
-  --all-targets         1.6: write every target of a record, mask 0 ones too.
-  --config FILE         The board config (signatures, keys, compatible name,
-                        version store).  [default: /etc/sstarota/board.conf;
-                        with --root, ROOT/etc/sstarota/board.conf]
-  --key PUB             A public key (PEM) the package may be signed with;
-                        repeat for several. Any key makes signatures required.
-  --keys-dir DIR        Public keys directory.  [default: the config's
-                        keys_dir, else /etc/sstarota/keys]
-  --require-signature   Refuse unsigned packages.
-  --state-dir DIR       Keep the journal and the stashes that let a re-run
-                        after a power cut finish the update, in DIR on
-                        persistent storage.  [default: the config's state_dir]
-  --force-incompatible  Install a package made for other boards.
-  --allow-downgrade     Install a package older than the board's version.
-  --version-store-optional
-                        Install a versioned package even when the board's
-                        version store cannot be read or written (then no
-                        downgrade check, nothing recorded).
-  --mark-good           A/B board: set the booted slot's successful bit in
-                        slot_metadata (what the application runs once it is
-                        healthy); docs/AB.md.
-  --status              A/B board: the booted slot, each slot's state,
-                        version and package, the last install, a fallback.
-  --json                With --status: as JSON.
-  -q, --quiet           No progress output.
-  --debug               Tracebacks for errors.
-  --version             Print the version and exit.
-  -h, --help            Show this message and exit.
 """
 
-#: options taking a value: option -> (destination, default)
-VALUE_OPTIONS = {
-    "-x": "gz_path", "-r": "raw_path", "-t": "tmpdir", "-p": "picture", "--fb": "fb_device",
-    "--fb-file": "fb_file", "--fb-mode": "fb_mode", "--progress-fd": "progress_fd", "--root": "root",
-    "--ca": "ca", "--timeout": "timeout", "--retries": "retries", "--time-limit": "time_limit",
-    "--config": "config", "--key": "key", "--keys-dir": "keys_dir", "--state-dir": "state_dir",
-}
-#: value options that may be repeated, each value kept
-MULTI_OPTIONS = ("key",)
-FLAG_OPTIONS = {
-    "--no-scripts": "no_scripts", "--allow-devices": "allow_devices", "--ignore-script-errors": "ignore_script_errors",
-    "--dry-run": "dry_run", "--no-spool": "no_spool", "--all-targets": "all_targets", "-q": "quiet",
-    "--require-signature": "require_signature", "--force-incompatible": "force_incompatible",
-    "--allow-downgrade": "allow_downgrade", "--version-store-optional": "version_store_optional",
-    "--mark-good": "mark_good", "--status": "status", "--json": "json",
-    "--quiet": "quiet", "--debug": "debug", "-h": "help", "--help": "help", "--version": "version",
-}
-DEFAULTS = {"fb_device": "/dev/fb0", "fb_mode": "1280x720-32", "timeout": "30", "retries": "8", "time_limit": "3600"}
+#: every option, once: (names, destination, metavar (None: a flag), help, default, the default
+#: as --help shows it (None: the default itself; "": not shown)). The parser's tables and the
+#: help's option list are made from it.
+OPTIONS = [
+    (("-x",), "gz_path", "PKG.gz", "A gzip-compressed package ('-' for stdin, or an http:// or https:// URL)."),
+    (("-r",), "raw_path", "PKG", "A raw package ('-' for stdin, or a URL)."),
+    (("-t",), "tmpdir", "DIR", "Work directory (patches, stdin and URL spool). Default: $TMPDIR or /tmp."),
+    (("--no-spool",), "no_spool", None,
+     "URL: read the package from the server once per pass instead of downloading it under -t first."),
+    (("--ca",), "ca", "FILE", "URL: trust only the CA certificates in FILE (default: the system store)."),
+    (("--timeout",), "timeout", "SEC", "URL: seconds to wait for any answer.", URL_TIMEOUT),
+    (("--retries",), "retries", "N",
+     "URL: attempts in a row that get no byte before giving up (dropped connections resume).", URL_RETRIES),
+    (("--time-limit",), "time_limit", "SEC", "URL: seconds for one read of the package (the download; with "
+     "--no-spool each pass), however slowly the server answers.", URL_TIME_LIMIT),
+    (("-p",), "picture", "PIC", "Show progress on the framebuffer over this picture (jpg/png)."),
+    (("--fb",), "fb_device", "DEV", "Framebuffer device for -p.", FB_DEVICE),
+    (("--fb-file",), "fb_file", "FILE", "Draw the screen into FILE instead of a device (previews, tests)."),
+    (("--fb-mode",), "fb_mode", "WxH-LAYOUT",
+     "Geometry of --fb-file: 16, 24, 32 or a layout name (rgb565, bgr565, argb8888, ...).", FB_MODE),
+    (("--progress-fd",), "progress_fd", "N", "Write progress events as JSON lines to file descriptor N."),
+    (("--root",), "root", "DIR", "Take every target under DIR (staging, tests); nothing outside is touched."),
+    (("--allow-devices",), "allow_devices", None,
+     "With --root: write device nodes found inside the root (else refused: a staging root holds image files)."),
+    (("--no-scripts",), "no_scripts", None, "Do not run the begin/end scripts or script records."),
+    (("--ignore-script-errors",), "ignore_script_errors", None, "Go on when the begin script or a script record "
+     "fails, as the vendor's otaunpack does (the status is logged and reported at the end)."),
+    (("--dry-run",), "dry_run", None, "Verify only, then print the plan (exit 0 or 3)."),
+    (("--all-targets",), "all_targets", None, "1.6: write every target of a record, mask 0 ones too."),
+    (("--config",), "config", "FILE", "The board config (signatures, keys, compatible name, version store).",
+     None, "/etc/sstarota/board.conf; with --root, ROOT/etc/sstarota/board.conf"),
+    (("--key",), "key", "PUB", "A public key (PEM) the package may be signed with; repeat for several. Any key "
+     "makes signatures required.", []),
+    (("--keys-dir",), "keys_dir", "DIR", "Public keys directory.", None,
+     "the config's keys_dir, else /etc/sstarota/keys"),
+    (("--require-signature",), "require_signature", None, "Refuse unsigned packages."),
+    (("--state-dir",), "state_dir", "DIR", "Keep the journal and the stashes that let a re-run after a power cut "
+     "finish the update, in DIR on persistent storage.", None, "the config's state_dir"),
+    (("--force-incompatible",), "force_incompatible", None, "Install a package made for other boards."),
+    (("--allow-downgrade",), "allow_downgrade", None, "Install a package older than the board's version."),
+    (("--version-store-optional",), "version_store_optional", None, "Install a versioned package even when the "
+     "board's version store cannot be read or written (then no downgrade check, nothing recorded)."),
+    (("--mark-good",), "mark_good", None, "A/B board: set the booted slot's successful bit in slot_metadata "
+     "(what the application runs once it is healthy); docs/AB.md."),
+    (("--status",), "status", None,
+     "A/B board: the booted slot, each slot's state, version and package, the last install, a fallback."),
+    (("--json",), "json", None, "With --status: as JSON."),
+    (("-q", "--quiet"), "quiet", None, "No progress output."),
+    (("--debug",), "debug", None, "Tracebacks for errors."),
+    (("--version",), "version", None, "Print the version and exit."),
+    (("-h", "--help"), "help", None, "Show this message and exit."),
+]
+
+
+def _option(entry):
+    names, dest, metavar, text = entry[:4]
+    default = entry[4] if len(entry) > 4 else None
+    shown = entry[5] if len(entry) > 5 else None
+    return names, dest, metavar, text, default, shown
+
+
+#: options taking a value: option -> destination
+VALUE_OPTIONS = {name: o[1] for o in map(_option, OPTIONS) if o[2] for name in o[0]}
+#: value options that may be repeated, each value kept (those whose default is a list)
+MULTI_OPTIONS = tuple(o[1] for o in map(_option, OPTIONS) if isinstance(o[4], list))
+FLAG_OPTIONS = {name: o[1] for o in map(_option, OPTIONS) if not o[2] for name in o[0]}
+DEFAULTS = {o[1]: o[4] for o in map(_option, OPTIONS) if o[2] and not isinstance(o[4], list)}
 NUMBERS = {"timeout": float, "retries": int, "time_limit": float}
+
+
+def _wrap(text, width):
+    """Words of text in lines of at most width characters (a longer word on its own line); a
+    double space between two words is kept unless the line breaks there."""
+    words, pending = [], ""
+    for token in text.split(" "):
+        if token:
+            words.append(pending + token)
+            pending = ""
+        else:
+            pending += " "
+    lines, line = [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word.lstrip(" ")
+        else:
+            line = line + " " + word if line else word
+    return lines + [line] if line else lines
+
+
+def help_text():
+    """--help: the usage text above and the options, laid out as click lays them out."""
+    out = [HELP.rstrip("\n") + "\n", "Options:"]
+    for names, dest, metavar, text, default, shown in map(_option, OPTIONS):
+        label = "  " + ", ".join(names) + (" " + metavar if metavar else "")
+        if shown is None and default is not None and not isinstance(default, list):
+            shown = "%g" % default if isinstance(default, float) else str(default)
+        if shown:
+            text += "  [default: %s]" % shown
+        lines = _wrap(text, 78 - 24)
+        if len(label) <= 22:
+            out.append(label.ljust(24) + lines[0])
+            lines = lines[1:]
+        else:
+            out.append(label)
+        out += [" " * 24 + line for line in lines]
+    return "\n".join(out) + "\n"
 
 
 class _Usage(Exception):
@@ -403,7 +429,7 @@ def main(argv=None):
         _stderr("%s: %s (see %s --help)" % (PROG, exc, PROG))
         return 2
     if opts["help"]:
-        sys.stdout.write(HELP)
+        sys.stdout.write(help_text())
         sys.stdout.flush()
         return 0
     if opts["version"]:
