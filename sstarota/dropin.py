@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError
+from .schema import GENERATIONS
 
 #: where ALKAID trees keep the packer, from the SDK root or from its project/ directory
 TOOL_PATHS = ("project/image/makefiletools/bin/otapack", "image/makefiletools/bin/otapack")
@@ -25,7 +26,7 @@ MARKER = "# sstarota drop-in launcher"
 #: environment variables otapack reads for -c without --format / --tool-id
 ENV_FORMAT = "SSTAROTA_FORMAT"
 ENV_TOOL_ID = "SSTAROTA_TOOL_ID"
-FORMATS = ("0.3", "0.4", "1.6")
+FORMATS = tuple(GENERATIONS)
 #: set by the launcher for the otapack it runs: the drop-in's rules apply (cli/otapack.py)
 ENV_DROPIN = "SSTAROTA_DROPIN"
 #: the otapack the launcher runs, when set

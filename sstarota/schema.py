@@ -345,6 +345,8 @@ GEN04 = Generation("0.4", Header04, Record04, (0, 4), U64_MAX, U64_MAX)
 GEN16 = Md5Generation("1.6", Header16, Record16, (1, 6), U64_MAX, U64_MAX)
 
 GENERATIONS = {g.name: g for g in (GEN03, GEN04, GEN16)}
+#: what otapack -c makes without --format (the 2021 SDK trees' generation)
+DEFAULT_GENERATION = GEN04.name
 
 # ---------------------------------------------------------------------------- legacy rules
 

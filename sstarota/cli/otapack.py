@@ -6,12 +6,13 @@ import sys
 import click
 
 from ..errors import InputError, UsageError
+from ..schema import DEFAULT_GENERATION, GENERATIONS
 from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, expand_prefixes, run,
                      script_options, target_options)
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
-FORMATS = ("0.3", "0.4", "1.6")
+FORMATS = tuple(GENERATIONS)
 
 HELP = """Create and extend SigmaStar OTA packages, byte-compatible with the vendor's otapack.
 
@@ -86,7 +87,7 @@ LEGACY_OPS = {"0": "block-update", "1": "ubi-update", "2": "file-update"}
 #: reading, gzip, packing choices, and the SDK drop-in: after the operations in --help
 MORE_OPTIONS = _stacked(
     click.option("--out-layout", "out_layout", metavar="FILE", help="With -r: write index,src,target,0xmask lines."),
-    click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default 0.4)."),
+    click.option("--format", "fmt", type=click.Choice(FORMATS), help="With -c: generation (default %s)." % DEFAULT_GENERATION),
     click.option("--tool-id", "tool_id", metavar="TEXT", help="1.6: the tool id, up to 63 bytes (default: sstarota-VERSION)."),
     click.option("--info", "info", metavar="PKG", help="Describe a package (.gz too) and verify its checksums."),
     click.option("--json", "as_json", is_flag=True, help="With --info: JSON output."),
@@ -193,7 +194,7 @@ def cli(create, append, read, begin, end, src, dst, size, mode, old, new, label,
         if os.path.isfile(create + FAILED_SUFFIX):
             os.unlink(create + FAILED_SUFFIX)  # what an earlier build left: this one starts afresh
         env_fmt, env_id = dropin.env_defaults()
-        packer.create(create, fmt or env_fmt or "0.4", begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
+        packer.create(create, fmt or env_fmt or DEFAULT_GENERATION, begin, end, tool_id or env_id or packer.DEFAULT_TOOL_ID,
                       with_manifest=with_manifest, compatible=_names(signing["compatible"]),
                       version=signing["fw_version"])
         return 0
@@ -246,7 +247,7 @@ def _incremental(create, dirs, config, begin, end, fmt, tool_id, threshold, jobs
         raise UsageError("--incremental OLD NEW goes with -c PKG and --config PARTITIONS.mk")
     env_fmt, env_id = dropin.env_defaults()
     key = keys.load_private(signing["sign_key"]) if signing["sign_key"] else None
-    report = incremental.make_incremental(create, config, dirs[0], dirs[1], fmt or env_fmt or "0.4", begin, end,
+    report = incremental.make_incremental(create, config, dirs[0], dirs[1], fmt or env_fmt or DEFAULT_GENERATION, begin, end,
                                           tool_id or env_id or incremental.DEFAULT_TOOL_ID, _ratio(threshold), jobs,
                                           keep, key=key, compatible=_names(signing["compatible"]),
                                           version=signing["fw_version"])

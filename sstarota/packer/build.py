@@ -66,7 +66,7 @@ def read_script(path, what):
     return data
 
 
-def create(path, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False,
+def create(path, generation=schema.DEFAULT_GENERATION, begin=None, end=None, tool_id=DEFAULT_TOOL_ID, with_manifest=False,
            compatible=(), version=None):
     """Create an empty package (header and scripts) at path, replacing it atomically.
     compatible, version: the manifest's fields (they imply with_manifest)."""
@@ -101,7 +101,7 @@ def _write_records(f, gen, specs, raws, m, log, key=None):
         _write_record(f, gen, spec, validate(gen, spec, manifest_record=True))
 
 
-def build(path, specs, generation="0.4", begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
+def build(path, specs, generation=schema.DEFAULT_GENERATION, begin=None, end=None, tool_id=DEFAULT_TOOL_ID, sync=False, log=None,
           with_manifest=False, compatible=(), version=None):
     """Write a whole package in one pass: header, scripts, then every record.
 

@@ -288,7 +288,7 @@ def full_spec(dst, image, size, label=""):
 
 # ------------------------------------------------------------------ the package and its report
 
-def make_incremental(pkg, config, old_dir, new_dir, generation="0.4", begin=None, end=None,
+def make_incremental(pkg, config, old_dir, new_dir, generation=schema.DEFAULT_GENERATION, begin=None, end=None,
                      tool_id=DEFAULT_TOOL_ID, threshold=DEFAULT_THRESHOLD, jobs=None, keep=False, full_size=True,
                      key=None, compatible=(), version=None):
     """Write pkg + '.gz' (pkg itself kept with keep) and return the report (a dict). The
