@@ -39,6 +39,8 @@ WORK_DIR = re.compile(r"^sstarota-(\d+)-[0-9a-f]{8}-work$")
 class TargetProblem(PackageError):
     """A target cannot be reached or is of a kind its record cannot write."""
 
+    reason = "target"
+
 
 def _components(path):
     return [c for c in path.split("/") if c not in ("", ".")]

@@ -15,12 +15,17 @@ class OtaError(Exception):
     the package has; str() then names it first ("record 2/3 (file-update /etc/x): ...")."""
 
     exit_code = 2
+    #: a fixed word for what went wrong (the final progress event's `reason`; scripts and
+    #: supervisors match on it, never on the message)
+    reason = "error"
 
-    def __init__(self, message, record=None, of=None):
+    def __init__(self, message, record=None, of=None, reason=None):
         super().__init__(message)
         self.message = message
         self.record = record
         self.of = of
+        if reason is not None:
+            self.reason = reason
 
     def __str__(self):
         if self.record is None:
@@ -33,26 +38,32 @@ class UsageError(OtaError):
     """The command line is wrong (missing or conflicting options)."""
 
     exit_code = 2
+    reason = "usage"
 
 
 class InputError(OtaError):
     """An input file or value cannot be packed (too large, unreadable, unsupported)."""
 
     exit_code = 2
+    reason = "input"
 
 
 class PackageError(OtaError):
     """A package is malformed, truncated, or fails a checksum: rejected as a whole."""
 
     exit_code = 3
+    reason = "rejected"
 
 
 class InstallError(OtaError):
     """An update failed after writing began."""
 
     exit_code = 1
+    reason = "failed"
 
 
 class Interrupted(InstallError):
     """The installer was told to stop (SIGTERM, SIGHUP): what it had started is cleaned up
     and the end script runs with OTA_STATUS=-1."""
+
+    reason = "interrupted"

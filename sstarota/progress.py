@@ -41,6 +41,8 @@ class Event:
     final: bool = False  # the last event of the install
     summary: Optional[dict] = None  # the final event of an install: what was written and what was in place
     part: float = -1.0  # the current stage's own fraction when it has one (the download's), else -1
+    code: Optional[int] = None  # the final event: otaunpack's exit code (0, 1, 3)
+    reason: str = ""  # the final event: a fixed word ("ok", "dry-run", or the error's OtaError.reason)
 
     def as_dict(self):
         return asdict(self)
@@ -74,10 +76,12 @@ class Progress:
         if context or any(getattr(r, "byte_events", True) for r in self.renderers):
             self._send(self._event(self.last.stage, self.last.failed, context, message=self.last.message))
 
-    def emit(self, stage, failed=False, final=False, message="", summary=None, **context):
-        """A stage change (or a new record); carries the record context forward."""
+    def emit(self, stage, failed=False, final=False, message="", summary=None, code=None, reason="", **context):
+        """A stage change (or a new record); carries the record context forward. The final
+        event carries the exit code and a fixed reason word."""
         event = self._event(stage, failed, context, message=message, final=final)
         event.summary = summary
+        event.code, event.reason = code, reason
         self._send(event)
 
     def _event(self, stage, failed, context, message="", final=False):

@@ -44,6 +44,8 @@ def test_event_stream_is_monotonic_ordered_and_ends_at_100_after_the_end_script(
     assert pcts == sorted(pcts)
     assert pcts[-1] == 100.0 and all(p < 100 for p in pcts[:-1])
     assert events[-1]["stage"] == "done" and events[-1]["final"] and not events[-1]["failed"]
+    assert (events[-1]["code"], events[-1]["reason"]) == (0, "ok") and events[-1]["summary"]["written"] == events[-1]["summary"]["records"]
+    assert all(e["code"] is None and e["reason"] == "" for e in events[:-1])
     ranks = [progress.STAGE_RANK[e["stage"]] for e in events]
     assert ranks == sorted(ranks)
     stages = []
@@ -77,6 +79,7 @@ def test_failing_install_ends_with_a_failed_stage(pkg, tmp_path):
     assert proc.returncode == 1
     last = events[-1]
     assert last["final"] and last["failed"] and last["stage"] == "done"
+    assert (last["code"], last["reason"]) == (1, "failed")
     assert "not the content this delta was made from" in last["message"]
     failed = [e for e in events if e["failed"]]
     assert failed[0]["stage"] == "updating" and failed[0]["target"] == "/c/changed.bin"
@@ -95,6 +98,24 @@ def test_rejected_package_events(pkg, tmp_path):
     proc, events = run_with_events(bad, root, tmp_path)
     assert proc.returncode == 3
     assert [e["stage"] for e in events if e["failed"]] == ["verifying", "done"]
+    assert (events[-1]["code"], events[-1]["reason"]) == (3, "rejected")
+    shutil_copy_old(tmp_path / "old-root")
+    proc, events = run_with_events(pkg, tmp_path / "old-root", tmp_path, "--dry-run")
+    assert proc.returncode == 0 and (events[-1]["code"], events[-1]["reason"]) == (0, "dry-run")
+
+
+def test_the_final_event_names_a_failed_begin_script(cli, tmp_path):
+    """Supervisors read the final event's exit code and reason word, not its message."""
+    (tmp_path / "fail.sh").write_text("exit 7\n")
+    (tmp_path / "f").write_text("x\n")
+    p = tmp_path / "p.bin"
+    assert cli.otapack("-c", p, "-b", tmp_path / "fail.sh")[0] == 0
+    assert cli.otapack("-a", p, "-s", tmp_path / "f", "-d", "/f", "--file-update")[0] == 0
+    root = tmp_path / "root"
+    root.mkdir()
+    proc, events = run_with_events(p, root, tmp_path)
+    assert proc.returncode == 1 and (events[-1]["code"], events[-1]["reason"]) == (1, "begin-script")
+    assert not (root / "f").exists()
 
 
 def test_text_bar_on_a_tty():

@@ -416,10 +416,11 @@ class Installer:
                 self.listing(plan, self.opts.listing)
         except PackageError as exc:
             p.emit("verifying", failed=True, message=str(exc))
-            p.emit("done", failed=True, final=True, message="package rejected, nothing written")
+            p.emit("done", failed=True, final=True, message="package rejected, nothing written",
+                   code=exc.exit_code, reason=exc.reason)
             raise
         if self.opts.dry_run:
-            p.emit("done", final=True, message="dry run: verified, nothing written")
+            p.emit("done", final=True, message="dry run: verified, nothing written", code=0, reason="dry-run")
             return plan
         self.ctx.cleaner.sweep_work_dir(self.ctx.tmpdir)
         if self.state is not None:
@@ -443,7 +444,8 @@ class Installer:
                 p.add(self.script_units)
                 if code != 0 and not self.opts.ignore_script_errors:
                     raise InstallError("the begin script exited with status %d; nothing was written (give "
-                                       "--ignore-script-errors to go on as the vendor's otaunpack does)" % code)
+                                       "--ignore-script-errors to go on as the vendor's otaunpack does)" % code,
+                                       reason="begin-script")
                 if code != 0:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
@@ -453,7 +455,7 @@ class Installer:
                 self.state.finish(plan.records, keep=bool(self.policy.state_dir) or plan.manifest is None)
             status = 0
         except OtaError as exc:
-            error = exc if isinstance(exc, InstallError) else InstallError(str(exc))
+            error = exc if isinstance(exc, InstallError) else InstallError(str(exc), reason=exc.reason)
             if self.slots is not None:  # A/B slots: the reason in the status; the env untouched
                 self.slots.failed(str(error), plan.package_id.split()[0], _version(plan))
             if self.state_fallback:
@@ -474,7 +476,7 @@ class Installer:
             else:
                 self.note("version %s not recorded: the end script failed" % plan.manifest.version)
         if error is not None:
-            p.emit("done", failed=True, final=True, message=str(error))
+            p.emit("done", failed=True, final=True, message=str(error), code=error.exit_code, reason=error.reason)
             raise error
         summary = dict(records=plan.records - (plan.manifest_index is not None), written=plan.applied,
                        in_place=plan.in_place_records, **vars(self.ctx.written))
@@ -487,7 +489,7 @@ class Installer:
                 len(failures), ", ".join("%s (status %d)" % f for f in failures))
             self.note(message)
         p.emit("done", final=True, records=plan.records, record=0, target="", label="", message=message,
-               summary=summary)
+               summary=summary, code=0, reason="ok")
         return plan
 
 
