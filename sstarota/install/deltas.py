@@ -25,6 +25,7 @@ when -t is persistent storage; a warning says so for a partition delta.
 
 import hashlib
 import os
+from typing import Dict, Set, Tuple, Union
 
 from .. import schema
 from ..confine import fd_path
@@ -56,7 +57,7 @@ def prefix_digests(f, lengths):
     None (size, sha256 hex) of the whole; one read."""
     h = hashlib.sha256()
     n = 0
-    out = {}
+    out: Dict[Union[int, str, None], Union[str, int, Tuple[int, str]]] = {}  # also "read": the bytes read
     marks = sorted(set(x for x in lengths if x is not None))
     limit = None if None in lengths else (marks[-1] if marks else 0)
     while limit is None or n < limit:
@@ -180,7 +181,7 @@ def settle(installer, plan, state, package):
         raise PackageError("the package has %d deltas and no manifest: the board remembers at most %d of a package's "
                            "(its ledger, state.py); refused: pack it with --manifest" % (len(plan.deltas),
                                                                                       PACKAGE_DELTAS))
-    warned = set()
+    warned: Set[int] = set()
     for index, dst, targets, units, patch in plan.deltas:
         info = infos.get(index)
         rec = Named(index, schema.OP_FILE_DIFF, dst)
