@@ -18,6 +18,7 @@ from .. import delta, flash, manifest, schema
 from ..confine import Located, TargetProblem, fd_path
 from ..errors import PackageError
 from ..flashio import open_content
+from ..manifest import Manifest
 from ..paths import check_target
 from ..text import shown
 from .blocks import BLOCK
@@ -178,7 +179,7 @@ class Plan:
     manifest_index: Optional[int] = None
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
-    manifest: Optional[manifest.Manifest] = None  # once checked
+    manifest: Optional[Manifest] = None  # once checked
     # (index, dst, [(target, selected)], write units, the patch's sha256 hex)
     deltas: List[Tuple[int, str, List[Tuple[str, bool]], int, str]] = field(default_factory=list)
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
