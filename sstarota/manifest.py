@@ -176,11 +176,11 @@ class Parser:
 
     def __init__(self, on_record: Callable[[int, str, str], None], on_diff: Callable[[int, DeltaInfo], None]):
         self.on_record, self.on_diff = on_record, on_diff
-        self.m = Manifest()
-        self.m.records = None  # not kept: on_record sees them
+        self.m = Manifest()  # its records are not kept (left empty): on_record sees them, self.count counts them
         self.count = 0
         self.diffs = 0
-        self.state = None
+        self.last_diff = -1
+        self.state = "start"
         self.pending = b""
         self.body = hashlib.sha256()
         self.size = 0
@@ -212,7 +212,7 @@ class Parser:
             line = raw.decode("ascii")
         except UnicodeDecodeError:
             raise PackageError("the manifest is not ASCII text") from None
-        if self.state is None:
+        if self.state == "start":
             if not raw.startswith(MAGIC):
                 raise PackageError("the manifest record does not start with %r" % MAGIC.decode())
             version = line[len(MAGIC):]
@@ -265,7 +265,8 @@ class Parser:
 
 def parse(data):
     """A whole Manifest (records and diffs kept) from its bytes: the packer's and --info's reader."""
-    records, diffs = [], {}
+    records: List[Tuple[str, str]] = []
+    diffs: Dict[int, DeltaInfo] = {}
     p = Parser(lambda i, h, d: records.append((h, d)), diffs.__setitem__)
     p.feed(data)
     m = p.close()

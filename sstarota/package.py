@@ -10,7 +10,7 @@ complete.
 import os
 import zlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from . import schema
 from .errors import PackageError
@@ -58,7 +58,7 @@ class Record:
     src_name: str = ""
     label: str = ""
     masks: tuple = ()
-    checksum: object = None  # int for byte-sums, bytes for MD5
+    checksum: Union[int, bytes] = 0  # int for byte-sums, bytes for MD5
     raw_header: bytes = b""  # the record header as stored (empty for legacy slots)
     offset: int = 0  # offset of the record header (legacy: of the data) in the stream
     legacy_op: Optional[int] = None
@@ -117,7 +117,7 @@ class PackageReader:
         self.chunk = chunk
         self.offset = 0
         self._pending = b""
-        self.header = None
+        self.header: Optional[Header] = None
         self.begin_script = b""
         self.end_script = b""
         self._slots = []
@@ -240,6 +240,7 @@ class PackageReader:
         """Yield (Record, chunks) for every record, in stream order."""
         if self.header is None:
             self.open()
+        assert self.header is not None  # open() reads it or raises
         if self.header.generation == schema.LEGACY:
             yield from self._legacy_records()
         else:
@@ -252,6 +253,7 @@ class PackageReader:
             yield from self._with_data(rec, schema.legacy_sum())
 
     def _stream_records(self):
+        assert self.header is not None and self.header.format is not None  # a 0.3/0.4/1.6 header, read
         gen = self.header.format
         remaining = self.header.total_data
         for i in range(self.header.record_count):

@@ -44,6 +44,7 @@ import hashlib
 import os
 import re
 import stat
+from typing import Dict, Tuple, Union
 
 from .confine import temp_name
 from .errors import InstallError, UsageError
@@ -365,7 +366,7 @@ def prefix_digests(f, lengths):
     None (size, sha256 hex) of the whole; one read."""
     h = hashlib.sha256()
     n = 0
-    out = {}
+    out: Dict[Union[int, str, None], Union[str, int, Tuple[int, str]]] = {}  # also "read": the bytes read
     marks = sorted(set(x for x in lengths if x is not None))
     limit = None if None in lengths else (marks[-1] if marks else 0)
     while limit is None or n < limit:

@@ -24,6 +24,7 @@ when -t is persistent storage; a warning says so for a partition delta.
 """
 
 import os
+from typing import Set
 
 from .. import schema
 from ..errors import PackageError
@@ -127,7 +128,7 @@ def settle(installer, plan, state, package):
         raise PackageError("the package has %d deltas and no manifest: the board remembers at most %d of a package's "
                            "(its ledger, state.py); refused: pack it with --manifest" % (len(plan.deltas),
                                                                                       PACKAGE_DELTAS))
-    warned = set()
+    warned: Set[int] = set()
     for index, dst, targets, units, patch in plan.deltas:
         info = infos.get(index)
         rec = Named(index, schema.OP_FILE_DIFF, dst)

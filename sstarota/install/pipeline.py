@@ -342,7 +342,7 @@ class Installer:
                 self.progress.emit("updating", record=rec.index + 1, records=n, target=rec.dst, label=rec.label)
                 if rec.index == plan.manifest_index:
                     m = plan.manifest
-                    self.note("manifest checked: %d record hashes, %d delta sources" % (m.records, len(m.diffs)))
+                    self.note("manifest checked: %d record hashes, %d delta sources" % (len(plan.fingerprints), len(m.diffs)))
                     continue
                 try:
                     self._apply_record(plan, rec, chunks, infos.get(rec.index))

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from .. import delta, flash, schema
-from ..confine import TargetProblem, fd_path
+from ..confine import Located, TargetProblem, fd_path
 from ..errors import PackageError
+from ..manifest import Manifest
 from ..paths import check_target
 from ..text import shown
 
@@ -32,7 +33,7 @@ class Dest:
 
     name: str  # as the package names it
     path: Optional[str]  # on this host: for messages, flash look-ups and opening device nodes
-    loc: Optional[object] = None  # confine.Located: the directory and name (files)
+    loc: Optional[Located] = None  # the directory and name (files)
     kind: str = "none"  # "file", "absent", "device", "none" (script records)
 
     @property
@@ -43,6 +44,7 @@ class Dest:
     def open_device(self, flags):
         """The device node, opened in the directory the target walk reached (its name is not
         resolved again: a symlink swapped in since cannot redirect the write)."""
+        assert self.loc is not None  # a device target is always located
         return self.loc.open(flags)
 
     def close(self):
@@ -175,11 +177,11 @@ class Plan:
     manifest_index: Optional[int] = None
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
-    manifest: Optional[object] = None  # manifest.Manifest, once checked (records: their count)
+    manifest: Optional[Manifest] = None  # once checked
     # (index, dst, [(target, selected)], write units, the patch's sha256 hex)
     deltas: List[Tuple[int, str, List[Tuple[str, bool]], int, str]] = field(default_factory=list)
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
-    chain: object = field(default_factory=hashlib.sha256)
+    chain: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     fingerprints: array.array = field(default_factory=lambda: array.array("I"))
 
     # what is in place already (inplace.py, deltas.py): per record 0 write, 1 every selected

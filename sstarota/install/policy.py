@@ -30,7 +30,7 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .. import manifest
 from ..confine import AtomicAt, Root, StaleCleaner, TargetProblem
@@ -257,6 +257,7 @@ class EnvStore:
         if cmd is None:
             raise StoreError("%s: no %s (%s)" % (self.where, tool, self.why_none))
         try:
+            pass_fds: Tuple[int, ...]
             if self.root.confined:
                 fd = self._open_inside(tool, cmd)
                 exe, pass_fds = "/proc/self/fd/%d" % fd, (fd,)

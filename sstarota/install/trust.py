@@ -54,5 +54,4 @@ class ManifestCheck:
         if manifest.header_digest(h.format, h.raw, reader.begin_script, reader.end_script) != m.package:
             raise PackageError("the package header or its begin/end scripts do not match the manifest")
         m.diffs = self.diffs
-        m.records = self.parser.count
         return m

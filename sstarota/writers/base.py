@@ -4,11 +4,16 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol
 
+from ..confine import Root, StaleCleaner
 from ..errors import InstallError, PackageError
 from ..fsutil import copy_stream, write_all
 from ..state import StateDir
+
+if TYPE_CHECKING:
+    from ..confine import AtomicAt
+    from ..progress import Progress
 
 WRITERS: Dict[int, type] = {}
 
@@ -43,6 +48,16 @@ class Written:
                                                                            self.volumes, extra)
 
 
+class Output(Protocol):
+    """Where a writer's data goes: an AtomicAt (a file replaced on commit) or a DeviceFile."""
+
+    def write(self, block: bytes) -> object: ...
+
+    def commit(self) -> object: ...
+
+    def abort(self) -> object: ...
+
+
 @dataclass
 class Context:
     """What writers may use: the root, the work directory, scripts, notes, progress."""
@@ -51,10 +66,10 @@ class Context:
     tmpdir: str = field(default_factory=tempfile.gettempdir)
     run_scripts: bool = True
     note: Callable[[str], None] = lambda msg: None
-    progress: Optional[object] = None  # progress.Progress, for writers whose work is not the data flow
-    fsroot: Optional[object] = None  # confine.Root: where targets are reached
+    progress: Optional["Progress"] = None  # for writers whose work is not the data flow
+    fsroot: Root = field(default_factory=Root)  # where targets are reached (the default: the board's /)
     allow_devices: bool = False  # under --root: device nodes inside the root may be written
-    cleaner: Optional[object] = None  # confine.StaleCleaner: our temp files left by interrupted runs
+    cleaner: StaleCleaner = field(default_factory=StaleCleaner)  # our temp files left by interrupted runs
     ignore_script_errors: bool = False  # as the vendor: a failing script is logged, and the update goes on
     script_failures: list = field(default_factory=list)  # (what, status) of scripts that failed and were let go
     written: Written = field(default_factory=Written)
@@ -79,11 +94,13 @@ class Context:
         env = dict(os.environ)
         if self.root is not None:
             env["OTA_ROOT"] = os.path.realpath(self.root)
-        out = {name: None if _open_for_output(fd) else subprocess.DEVNULL for name, fd in (("stdout", 1), ("stderr", 2))}
+        stdout, stderr = (None if _open_for_output(fd) else subprocess.DEVNULL for fd in (1, 2))
         try:
-            proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, cwd=self.root or "/", env=env, **out)
+            proc = subprocess.Popen(["sh"], stdin=subprocess.PIPE, cwd=self.root or "/", env=env, stdout=stdout,
+                                    stderr=stderr)
         except OSError as exc:
             raise InstallError("cannot run sh for the %s: %s" % (what, exc.strerror)) from None
+        assert proc.stdin is not None  # stdin=PIPE
         try:
             proc.stdin.write(preamble)
             if isinstance(source, (bytes, bytearray)):
@@ -118,7 +135,7 @@ class Writer:
     """Base writer: override check/open/commit as needed. write/commit/abort go to self.out
     when open() sets one (an AtomicFile or a DeviceFile)."""
 
-    out = None
+    out: Optional[Output] = None
 
     def __init__(self, ctx, rec, dest, expect=None):
         self.ctx = ctx
@@ -168,7 +185,7 @@ class DeviceFile:
         os.close(self.fd)
 
 
-def replaced_file(ctx, dest, mode):
+def replaced_file(ctx, dest, mode) -> "AtomicAt":
     """A file target replaced atomically in the directory the target walk reached: mode 0
     keeps the existing mode (0644 for a new file), otherwise the permission bits of mode."""
     from ..confine import AtomicAt

@@ -8,9 +8,10 @@ staging under --root) a partition image file.
 import errno
 import os
 import stat
+from typing import Union
 
 from .. import flash, schema
-from ..confine import fd_path
+from ..confine import AtomicAt, fd_path
 from ..flashio import MtdSink
 from .base import DeviceFile, Writer, register, replaced_file
 
@@ -53,6 +54,8 @@ def copy_sparse(src, out, chunk=1 << 20):
 
 @register(schema.OP_BLOCK)
 class BlockWriter(Writer):
+    out: Union[DeviceFile, AtomicAt]  # set by open() unless the MTD writer (self.mtd) takes the data
+
     def open(self):
         self.mtd = None
         self.device = self.dest.kind == "device"
@@ -100,6 +103,7 @@ class BlockWriter(Writer):
             return
         if self.dest.kind == "file":
             with os.fdopen(self.dest.loc.open(os.O_RDONLY | os.O_NONBLOCK), "rb") as old:
+                assert isinstance(self.out, AtomicAt)  # a staged image (open)
                 copy_sparse(old.fileno(), self.out.f)
         self.out.commit()
         self.ctx.written.files += 1

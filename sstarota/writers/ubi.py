@@ -10,7 +10,7 @@ from .. import flash, schema
 from ..confine import fd_path
 from ..fsutil import IO_CHUNK
 from ..errors import InstallError
-from .base import DeviceFile, Writer, register, replaced_file
+from .base import DeviceFile, Output, Writer, register, replaced_file
 
 # _IOW('O', 0, __s64): start a volume update of the given byte count
 UBI_IOCVOLUP = flash.UBI_IOCVOLUP
@@ -18,6 +18,8 @@ UBI_IOCVOLUP = flash.UBI_IOCVOLUP
 
 @register(schema.OP_UBI)
 class UbiWriter(Writer):
+    out: Output  # set by open()
+
     def open(self):
         self.volume = self.dest.kind == "device"  # the verify pass accepts UBI volume nodes only
         self.sha = hashlib.sha256()
