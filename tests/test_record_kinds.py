@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from sstarota import flash, schema
+from sstarota import flash, schema, writers
 from sstarota.confine import Root, StaleCleaner
 from sstarota.errors import PackageError
 from sstarota.install.pipeline import Installer, Options
@@ -55,6 +55,15 @@ WITHOUT_DEVICES = {op: {kind: R if got == "device" else got for kind, got in row
 
 def test_the_table_names_every_op_code():
     assert set(WITH_DEVICES) == set(schema.OP_NAMES)
+
+
+def test_every_op_code_has_a_writer_and_nothing_else_does():
+    assert set(writers.WRITERS) == set(schema.OP_NAMES)
+    for op in schema.OP_NAMES:
+        assert writers.for_op(op) is writers.WRITERS[op]
+    with pytest.raises(PackageError, match="no writer for op code 7"):
+        writers.for_op(7)
+    assert schema.known_ops() == "0..6"
 
 
 @pytest.fixture
