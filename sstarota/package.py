@@ -276,7 +276,7 @@ class PackageReader:
         """Structural checks: all that protects a 0.3/0.4 record header."""
         what = "%s: record %d (offset %d)" % (self.name, rec.index + 1, where)
         if rec.op not in schema.OP_NAMES:
-            raise PackageError("%s has unknown op code %d (known: 0..6)" % (what, rec.op))
+            raise PackageError("%s has unknown op code %d (known: %s)" % (what, rec.op, schema.known_ops()))
         if rec.data_len > remaining:
             raise PackageError(
                 "%s declares %d data bytes, more than the %d the header has left" % (what, rec.data_len, remaining)

@@ -62,6 +62,15 @@ OP_BLOCK, OP_UBI, OP_FILE_UPDATE, OP_FILE_ADD, OP_FILE_DELETE, OP_FILE_DIFF, OP_
 #: op code -> name used by --info, the CLI and the writers' registry
 OP_NAMES = dict(enumerate(("block", "ubi", "file-update", "file-add", "file-delete", "file-diff", "script")))
 
+
+def known_ops():
+    """The known op codes, for messages: "0..6" (a new record kind: its op code, its name in
+    OP_NAMES, a writer in sstarota/writers registered for it, a packer entry)."""
+    ops = sorted(OP_NAMES)
+    if ops == list(range(ops[0], ops[-1] + 1)):
+        return "%d..%d" % (ops[0], ops[-1])
+    return ", ".join(map(str, ops))
+
 #: legacy single-header op codes -> the equivalent 0.3/0.4/1.6 op
 LEGACY_RAW, LEGACY_UBI, LEGACY_FILE = 0, 1, 2
 LEGACY_OPS = {LEGACY_RAW: OP_BLOCK, LEGACY_UBI: OP_UBI, LEGACY_FILE: OP_FILE_UPDATE}

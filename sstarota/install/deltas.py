@@ -26,12 +26,11 @@ when -t is persistent storage; a warning says so for a partition delta.
 import os
 from typing import Set
 
-from .. import schema
 from ..errors import PackageError
 from ..flashio import open_current
 from ..state import PACKAGE_DELTAS, prefix_digests, stash_ok
 from ..text import shown
-from .plan import Named, open_dest
+from .plan import open_dest
 
 IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
 BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
@@ -129,9 +128,8 @@ def settle(installer, plan, state, package):
                            "(its ledger, state.py); refused: pack it with --manifest" % (len(plan.deltas),
                                                                                       PACKAGE_DELTAS))
     warned: Set[int] = set()
-    for index, dst, targets, units, patch in plan.deltas:
+    for index, rec, targets, units, patch in plan.deltas:
         info = infos.get(index)
-        rec = Named(index, schema.OP_FILE_DIFF, dst)
         placed = 0
         for name, selected in targets:
             if not selected:

@@ -2,160 +2,28 @@
 after an interruption (or after it completed) writes only what is not there yet.
 
 Records other than deltas: the record's data, as the verify pass streams it, is compared
-with what each selected target holds now; the comparison stops reading the target at the
-first difference, so a first install pays one read block per target.
-- file-update / file-add: a regular file of the record's size (and mode, when the record
-  sets one) whose content is the data;
-- file-delete: the target is absent;
-- block: the partition (bad-block-free on MTD), block device or staged image starts with
-  the data (and the legacy 0xFF fill);
-- ubi: the volume starts with the data and holds nothing after it (static volumes: their
-  data size; dynamic ones: 0xFF to the end of the data's last LEB, later LEBs unmapped).
-Deltas are settled after the pass (deltas.py), when the manifest and the journal are known.
-Script records are never "in place": they run again.
+with what each selected target holds now, as the record's writer says (Writer.comparer,
+writers/compare.py). Deltas are settled after the pass (deltas.py), when the manifest and the
+journal are known. Script records are never "in place": they run again.
 """
 
-import hashlib
 import os
-import stat
 
-from .. import flash, schema
-from ..confine import fd_path
 from ..errors import PackageError
-from ..flashio import open_current
 from ..fsutil import fsync_and_close
 from ..text import shown
-from ..writers.block import pad_len
+from ..writers import for_op
+from ..writers.compare import Known
 from .deltas import IN_PLACE, settle_target
-
-_FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
-
-
-class _Compare:
-    """Feeds of the record's data against a readable target; same stays True while equal."""
-
-    def __init__(self, f, finish):
-        self.f = f
-        self.same = True
-        self._finish = finish
-
-    def feed(self, piece):
-        if not self.same:
-            return
-        try:
-            got = self.f.read(len(piece))
-        except OSError:
-            got = None
-        if got is None or piece != got:
-            self.close(False)
-
-    def finish(self, pad):
-        """True when the target holds the data (then pad bytes of 0xFF, then what finish wants)."""
-        try:
-            while self.same and pad:
-                n = min(pad, 1 << 17)
-                if self.f.read(n) != b"\xff" * n:
-                    self.same = False
-                pad -= n
-            if self.same:
-                self.same = bool(self._finish(self.f))
-        except OSError:
-            self.same = False
-        self.close(self.same)
-        return self.same
-
-    def close(self, same=None):
-        if same is not None:
-            self.same = same
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-    def holds(self, n, digest, pad):
-        """Apply pass: the target's first n bytes hash to digest (8 bytes of a SHA-256), then finish."""
-        h = hashlib.sha256()
-        try:
-            while n:
-                piece = self.f.read(min(n, 1 << 17))
-                if not piece:
-                    break
-                h.update(piece)
-                n -= len(piece)
-        except OSError:
-            n = -1
-        if n or h.digest()[:8] != digest:
-            self.close(False)
-            return False
-        return self.finish(pad)
-
-
-class _Known:
-    """A verdict known before the data is read (a deleted file, a target of another size)."""
-
-    def __init__(self, same):
-        self.same = same
-
-    def feed(self, piece):
-        pass
-
-    def finish(self, pad):
-        return self.same
-
-    def close(self, same=None):
-        pass
-
-    def holds(self, n, digest, pad):
-        return self.same
 
 
 def comparer(rec, dest):
-    """The comparison for one selected target of a record (None: the record kind is never in place)."""
-    op = rec.op
-    if op == schema.OP_FILE_DELETE:
-        return _Known(dest.kind == "absent")
-    if op not in _FILE_OPS + (schema.OP_BLOCK, schema.OP_UBI) or dest.kind not in ("file", "device"):
-        return None if op in (schema.OP_SCRIPT, schema.OP_FILE_DIFF) else _Known(False)
+    """The comparison for one selected target of a record, as its writer tells it (None: the
+    record kind is never in place)."""
     try:
-        if op in _FILE_OPS or (op == schema.OP_UBI and dest.kind == "file"):  # a staged volume image: whole
-            return _file(rec, dest)
-        if dest.kind == "device" and op == schema.OP_UBI:
-            return _volume(rec, dest)
-        return _Compare(open_current(dest), lambda f: True)  # a partition or a staged image: its start
+        return for_op(rec.op).comparer(rec, dest)
     except OSError:
-        return _Known(False)
-
-
-def _file(rec, dest):
-    st = dest.loc.lstat()
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != rec.data_len:
-        return _Known(False)
-    if rec.mode and (st.st_mode & 0o7777) != (rec.mode & 0o7777):
-        return _Known(False)
-    f = os.fdopen(dest.loc.open(os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW), "rb")
-    return _Compare(f, lambda f: f.read(1) == b"")
-
-
-def _volume(rec, dest):
-    fd = dest.open_device(os.O_RDONLY)
-    f = os.fdopen(fd, "rb")
-    vol = flash.ubi_volume(fd_path(fd))
-    if vol is None or (vol.type == "static" and vol.data_bytes != rec.data_len) or rec.data_len > vol.capacity:
-        f.close()
-        return _Known(False)
-    n = rec.data_len
-
-    def nothing_after(f):
-        if vol.type == "static" or not vol.leb_size:
-            return vol.type == "static"
-        left = -(-n // vol.leb_size) * vol.leb_size - n  # the rest of the data's last LEB
-        while left:
-            piece = f.read(min(left, 1 << 17))
-            if not piece or piece.count(0xFF) != len(piece):
-                return False
-            left -= len(piece)
-        return not any(flash.leb_mapped(fd, lnum) for lnum in range(-(-n // vol.leb_size), vol.capacity // vol.leb_size))
-
-    return _Compare(f, nothing_after)
+        return Known(False)
 
 
 # ---------------------------------------------------------------------------- the apply pass
@@ -174,7 +42,8 @@ def to_write(installer, plan, rec, selected, info):
 
 
 def _still(installer, plan, rec, dest, info):
-    if rec.op == schema.OP_FILE_DIFF:
+    writer = for_op(rec.op)
+    if writer.delta:
         try:
             by_mark = rec.index not in plan.recheck
             verdict, source = settle_target(rec.index, dest, info, installer.state, plan.package_id, by_mark,
@@ -189,7 +58,7 @@ def _still(installer, plan, rec, dest, info):
     if c is None:
         return False
     try:
-        return c.holds(rec.data_len, plan.digest(rec.index), pad_len(rec))
+        return c.holds(rec.data_len, plan.digest(rec.index), writer.pad(rec))
     finally:
         c.close()
 

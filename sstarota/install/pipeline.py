@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .. import delta, manifest, schema, slots
+from .. import delta, manifest, slots
 from ..confine import Root, StaleCleaner, TargetProblem
 from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import ram_fs
@@ -26,11 +26,11 @@ from ..package import PackageReader
 from ..progress import Progress
 from ..state import StateDir, ours
 from ..text import shown
-from ..writers import Context, writer_for
+from ..writers import Context, for_op
 from . import deltas
 from .blocks import ChainTap, VerifiedStream
 from .inplace import comparer, skipped, to_write
-from .plan import Dest, Plan, check_capacity, open_dest, patch_new_size, plan_line
+from .plan import Dest, Named, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy, _inside
 from .scripts import Scripts
 from .trust import ManifestCheck
@@ -193,6 +193,7 @@ class Installer:
                label=rec.label)
         last = rec.index == reader.header.record_count - 1
         check = self._manifest_check(plan, reader, rec, last)  # read here, never run: no target, no script limit
+        writer = for_op(rec.op)
         try:
             dests = self._dests(rec) if check is None and self._targets else []
         except TargetProblem as exc:
@@ -214,22 +215,21 @@ class Installer:
                     head += bytes(piece[:delta.HEADER - len(head)])
                 p.add(reader.offset - self._seen)
                 self._seen = reader.offset
-            placed = [name for name, c in comps if c.finish(_pad(rec))]
-            new_size = 0
-            if rec.op == schema.OP_FILE_DIFF:
-                new_size = patch_new_size(rec, head)
-                stash = 0
-                for d in selected:
-                    if d.partition:
-                        check_capacity(rec, d, new_size, "the delta's result")
-                        plan.units += new_size  # patched, then written to the partition
-                        stash = new_size
+            placed = [name for name, c in comps if c.finish(writer.pad(rec))]
+            new_size = patch_new_size(rec, head) if writer.delta else 0
+            need = writer.device_bytes(rec, new_size)
+            stash = 0
+            for d in selected:
+                if need is not None:
+                    check_capacity(rec, d, *need)
+                if writer.delta and d.partition:
+                    plan.units += new_size  # patched, then written to the partition
+                    stash = new_size
+            if writer.delta:
                 plan.room.append((rec.index, rec.data_len, stash))  # the patch spooled, the result stashed
-                plan.deltas.append((rec.index, rec.dst, [(d.name, sel) for d, sel in dests],
-                                    rec.data_len + new_size + WRITE_UNITS, whole.hexdigest()))
-            elif rec.op in (schema.OP_BLOCK, schema.OP_UBI):
-                for d in selected:
-                    check_capacity(rec, d, rec.data_len + _pad(rec))
+                plan.deltas.append((rec.index, Named(rec.index, rec.op, rec.dst),
+                                    [(d.name, sel) for d, sel in dests], rec.data_len + new_size + WRITE_UNITS,
+                                    whole.hexdigest()))
             if check is None and last and reader.header.format is not None and head.startswith(manifest.MAGIC):
                 raise PackageError("record %d starts like the sstarota manifest but its header is not the "
                                    "manifest's; rejected" % (rec.index + 1))
@@ -244,11 +244,12 @@ class Installer:
         plan.settle(rec.index, placed, selected, whole.digest()[:8])
         if self.slots is not None:  # A/B slots: what a slot target must read back as before the switch
             for d in selected:
-                self.slots.expected(d.name, rec.data_len, None if rec.op == schema.OP_FILE_DIFF else whole.hexdigest())
+                self.slots.expected(d.name, rec.data_len, None if writer.delta else whole.hexdigest())
         plan.device_records += any(d.kind == "device" for d in selected)
         plan.add_record_hashes(hashlib.sha256(rec.raw_header).digest(), whole.digest())
-        if rec.op == schema.OP_SCRIPT:
+        if not writer.targets:
             plan.script_records += 1
+        if writer.spools and not writer.delta:
             plan.room.append((rec.index, rec.data_len, 0))  # spooled under -t, then run
         plan.units += (len(selected) - len(placed)) * (rec.data_len + new_size + WRITE_UNITS)
         return check
@@ -266,8 +267,9 @@ class Installer:
 
     def _dests(self, rec, create=False):
         """(Dest, selected) for every target of the record; script records have one, without a path."""
-        if rec.op == schema.OP_SCRIPT:
-            writer_for(rec.op).check(self.ctx, rec, rec.dst, None)
+        writer = for_op(rec.op)
+        if not writer.targets:
+            writer.check(self.ctx, rec, rec.dst, None)
             return [(Dest(rec.dst, None), True)]
         unmasked = rec.unmasked_targets()
         if unmasked and not self.opts.all_targets:
@@ -313,7 +315,7 @@ class Installer:
             for rec, chunks in reader.records():
                 if rec.index == plan.manifest_index:
                     continue
-                if rec.op == schema.OP_SCRIPT:
+                if not for_op(rec.op).targets:
                     out(plan_line(rec, plan.records, rec.dst, None, True))
                     continue
                 for name, selected in self._selection(rec):
@@ -359,8 +361,8 @@ class Installer:
         opened = []
         try:
             selected = [d for d, sel in dests if sel]
-            writers = [writer_for(rec.op)(self.ctx, rec, d, expect=info) for d in to_write(self, plan, rec,
-                                                                                          selected, info)]
+            writers = [for_op(rec.op)(self.ctx, rec, d, expect=info) for d in to_write(self, plan, rec,
+                                                                                     selected, info)]
             for w in writers:
                 w.stash = plan.stashes.get((rec.index, w.target))
                 w.source = plan.sources.get((rec.index, w.target))
@@ -384,7 +386,7 @@ class Installer:
                 opened[0].commit()
                 plan.wrote(rec.index, opened.pop(0).target)
                 self.progress.add(WRITE_UNITS)
-            if rec.op == schema.OP_FILE_DIFF:
+            if for_op(rec.op).delta:
                 self.state.record_done(rec.index)
             self.state.device_done(rec.index)
             if plan.manifest is None and plan.deltas:
@@ -516,9 +518,3 @@ def _can_make(path):
             return False
         path = parent
     return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
-
-
-def _pad(rec):
-    from ..writers.block import pad_len
-
-    return pad_len(rec)

@@ -20,9 +20,8 @@ from ..errors import PackageError
 from ..manifest import Manifest
 from ..paths import check_target
 from ..text import shown
+from ..writers import for_op
 
-_FILE_OPS = (schema.OP_FILE_UPDATE, schema.OP_FILE_ADD)
-_DEVICE_OPS = (schema.OP_BLOCK, schema.OP_UBI, schema.OP_FILE_DIFF)
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
           stat.S_IFBLK: "a block device node", stat.S_IFCHR: "a character device node"}
 
@@ -64,19 +63,18 @@ def _kind_name(st):
 
 
 def open_dest(ctx, rec, name, create=False):
-    """The target checked for what the record's op can write: regular files for file records,
-    device nodes (on a board, or under --root with --allow-devices) or staged images for
-    partition records. create: make missing directories (the apply pass only)."""
-    op = rec.op
+    """The target checked for what the record's writer can write: regular files for file
+    records, device nodes (on a board, or under --root with --allow-devices) or staged images
+    for partition records. create: make missing directories (the apply pass only)."""
+    writer = for_op(rec.op)
     root = ctx.fsroot
     what = "record %d (%s %s)" % (rec.index + 1, rec.op_name, shown(name))
     try:
         check_target(name)
     except PackageError as exc:
         raise PackageError("record %d: %s" % (rec.index + 1, exc)) from None
-    follow = op in _DEVICE_OPS
-    makes_dirs = op in _FILE_OPS or (op in (schema.OP_BLOCK, schema.OP_UBI) and (root.confined or
-                                                                                   not _under_dev(name)))
+    follow = writer.devices
+    makes_dirs = writer.makes_dirs(root.confined or not _under_dev(name))
     loc = root.locate(name, create=create and makes_dirs, follow_final=follow, missing_ok=True)
     if loc is None:
         st = None
@@ -87,19 +85,18 @@ def open_dest(ctx, rec, name, create=False):
             loc.close()
             raise
     try:
-        return _checked(ctx, rec, name, what, loc, st)
+        return _checked(ctx, rec, writer, name, what, loc, st)
     except BaseException:
         if loc is not None:
             loc.close()
         raise
 
 
-def _checked(ctx, rec, name, what, loc, st):
-    op = rec.op
+def _checked(ctx, rec, writer, name, what, loc, st):
     path = loc.path if loc is not None else ctx.fsroot.resolve_path(name)
-    board_dev = op in _DEVICE_OPS and not ctx.fsroot.confined and _under_dev(name)
+    board_dev = writer.devices and not ctx.fsroot.confined and _under_dev(name)
     if st is None:
-        if op == schema.OP_FILE_DIFF:
+        if writer.delta:
             raise TargetProblem("%s: the file to patch, %s, does not exist" % (what, shown(name)))
         if board_dev:
             raise TargetProblem("%s: target %s does not exist on this board" % (what, shown(name)))
@@ -108,13 +105,13 @@ def _checked(ctx, rec, name, what, loc, st):
         raise TargetProblem("%s: %s is %s, not a device node; refused (on a board /dev holds devices)"
                             % (what, shown(name), "a regular file" if stat.S_ISREG(st.st_mode) else _kind_name(st)))
     fmt = stat.S_IFMT(st.st_mode)
-    if fmt == stat.S_IFREG or (fmt == stat.S_IFLNK and op in _FILE_OPS + (schema.OP_FILE_DELETE,)):
+    if fmt == stat.S_IFREG or (fmt == stat.S_IFLNK and not writer.devices):
         if fmt == stat.S_IFLNK:  # replaced (or deleted) itself; where it points must stay inside
             inner = ctx.fsroot.locate(name, follow_final=True, missing_ok=True)
             if inner is not None:
                 inner.close()
         return Dest(name, path, loc, "file")
-    if fmt in (stat.S_IFBLK, stat.S_IFCHR) and op in _DEVICE_OPS:
+    if fmt in (stat.S_IFBLK, stat.S_IFCHR) and writer.devices:
         if ctx.fsroot.confined and not ctx.allow_devices:
             raise TargetProblem("%s: %s is a device node inside the root %s; refused (a staging root holds image "
                                 "files; give --allow-devices to write device nodes)"
@@ -124,23 +121,15 @@ def _checked(ctx, rec, name, what, loc, st):
         except OSError as exc:
             raise TargetProblem("%s: cannot open %s: %s" % (what, shown(name), exc.strerror)) from None
         try:  # the writers open the node again in the same directory (a UBI update needs the only fd)
-            supported = _device_supported(op, st, fd_path(fd))
+            supported = writer.device_supported(st, fd_path(fd))
         finally:
             os.close(fd)
         if not supported:
-            raise TargetProblem("%s: %s is %s that is not %s; refused" % (
-                what, shown(name), _kind_name(st), "a UBI volume" if op == schema.OP_UBI else "an MTD partition"))
+            raise TargetProblem("%s: %s is %s that is not %s; refused" % (what, shown(name), _kind_name(st),
+                                                                        writer.device_kind))
         return Dest(name, path, loc, "device")
     raise TargetProblem("%s: %s is %s; a %s record cannot write it" % (what, shown(name), _kind_name(st),
                                                                       rec.op_name))
-
-
-def _device_supported(op, st, path):
-    """Device kinds the writers handle: UBI volumes for ubi records; block devices and MTD
-    character devices for block records and partition deltas."""
-    if op == schema.OP_UBI:
-        return stat.S_ISCHR(st.st_mode) and flash.ubi_volume(path) is not None
-    return stat.S_ISBLK(st.st_mode) or flash.mtd_index_of(path) is not None
 
 
 def check_capacity(rec, dest, need, what_bytes="the image"):
@@ -178,8 +167,8 @@ class Plan:
     problem: Optional[Exception] = None  # the first target problem, raised once integrity is checked
     stream_size: int = 0
     manifest: Optional[Manifest] = None  # once checked
-    # (index, dst, [(target, selected)], write units, the patch's sha256 hex)
-    deltas: List[Tuple[int, str, List[Tuple[str, bool]], int, str]] = field(default_factory=list)
+    # (index, the record's Named, [(target, selected)], write units, the patch's sha256 hex)
+    deltas: List[Tuple[int, "Named", List[Tuple[str, bool]], int, str]] = field(default_factory=list)
     # the record hashes a manifest is compared with: a running chain and 4-byte fingerprints
     chain: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     fingerprints: array.array = field(default_factory=lambda: array.array("I"))

@@ -1,12 +1,14 @@
 """The writer interface, the registry, and the checks the writers share."""
 
 import os
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol
 
 from ..confine import Root, StaleCleaner
+from .. import flash
 from ..errors import InstallError, PackageError
 from ..fsutil import copy_stream, write_all
 from ..state import StateDir
@@ -26,11 +28,20 @@ def register(*ops):
     return deco
 
 
-def writer_for(op):
+def for_op(op):
+    """The writer class of a record kind (its op code, schema.OP_*)."""
     try:
         return WRITERS[op]
     except KeyError:
         raise PackageError("no writer for op code %d" % op) from None
+
+
+writer_for = for_op
+
+
+def partition_node(st, path):
+    """A device node the raw writers handle: a block device or an MTD character device."""
+    return stat.S_ISBLK(st.st_mode) or flash.mtd_index_of(path) is not None
 
 
 @dataclass
@@ -133,9 +144,47 @@ def _open_for_output(fd):
 
 class Writer:
     """Base writer: override check/open/commit as needed. write/commit/abort go to self.out
-    when open() sets one (an AtomicFile or a DeviceFile)."""
+    when open() sets one (an AtomicFile or a DeviceFile).
+
+    The class attributes and class methods say what the record kind is, for the installer's
+    checks (install/plan.py, install/inplace.py, install/pipeline.py): a new record kind sets
+    them in its writer, and the installer does not change."""
 
     out: Optional[Output] = None
+    targets = True  # False: what the record names is not a target (a script's name)
+    devices = False  # writes device nodes (under /dev on a board) or, staging, their image files
+    device_kind = "an MTD partition"  # what a device node it cannot write is not, for the refusal
+    delta = False  # patches the target's current content: the target must exist (install/deltas.py)
+    spools = False  # its data is spooled under the work directory (-t) before it is used
+
+    @classmethod
+    def makes_dirs(cls, image_file):
+        """Whether the apply pass makes missing directories on the way to the target; image_file:
+        the target is a file (not a board's device node)."""
+        return False
+
+    @classmethod
+    def device_supported(cls, st, path):
+        """Whether the device node (its lstat st, path naming it open) is one this kind writes."""
+        return False
+
+    @classmethod
+    def pad(cls, rec):
+        """Bytes of 0xFF the writer puts after the data."""
+        return 0
+
+    @classmethod
+    def device_bytes(cls, rec, result_size):
+        """(bytes, what they are) that a device target must hold, checked against its capacity in
+        the verify pass, or None (no check). result_size: a delta's result, from its patch."""
+        return None
+
+    @classmethod
+    def comparer(cls, rec, dest):
+        """How the verify pass tells the record is in place at dest (writers/compare.py): a
+        Compare fed the record's data, a Known verdict, or None (never in place: it runs again,
+        or, a delta, is settled after the pass). May raise OSError (not in place)."""
+        return None
 
     def __init__(self, ctx, rec, dest, expect=None):
         self.ctx = ctx

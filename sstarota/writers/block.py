@@ -12,8 +12,9 @@ from typing import Union
 
 from .. import flash, schema
 from ..confine import AtomicAt, fd_path
-from ..flashio import MtdSink
-from .base import DeviceFile, Writer, register, replaced_file
+from ..flashio import MtdSink, open_current
+from .base import DeviceFile, Writer, partition_node, register, replaced_file
+from .compare import Compare, Known
 
 
 def pad_len(rec):
@@ -55,6 +56,30 @@ def copy_sparse(src, out, chunk=1 << 20):
 @register(schema.OP_BLOCK)
 class BlockWriter(Writer):
     out: Union[DeviceFile, AtomicAt]  # set by open() unless the MTD writer (self.mtd) takes the data
+    devices = True
+
+    @classmethod
+    def makes_dirs(cls, image_file):
+        return image_file
+
+    @classmethod
+    def device_supported(cls, st, path):
+        return partition_node(st, path)
+
+    @classmethod
+    def pad(cls, rec):
+        return pad_len(rec)
+
+    @classmethod
+    def device_bytes(cls, rec, result_size):
+        return rec.data_len + pad_len(rec), "the image"
+
+    @classmethod
+    def comparer(cls, rec, dest):
+        """The partition, block device or staged image starts with the data (then the fill)."""
+        if dest.kind not in ("file", "device"):
+            return Known(False)
+        return Compare(open_current(dest), lambda f: True)
 
     def open(self):
         self.mtd = None

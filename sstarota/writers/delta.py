@@ -16,7 +16,7 @@ from ..errors import InstallError
 from ..flashio import open_current
 from ..fsutil import copy_stream, create_new, fsync_dir, open_regular, unlink_quietly
 from ..state import stash_ok
-from .base import Writer, register, replaced_file
+from .base import Writer, partition_node, register, replaced_file
 from .block import BlockWriter
 
 
@@ -36,6 +36,18 @@ class _Hashing:
 
 @register(schema.OP_FILE_DIFF)
 class DeltaWriter(Writer):
+    devices = True  # a file, or a raw partition's content
+    delta = True
+    spools = True  # the patch
+
+    @classmethod
+    def device_supported(cls, st, path):
+        return partition_node(st, path)
+
+    @classmethod
+    def device_bytes(cls, rec, result_size):
+        return result_size, "the delta's result"
+
     stash = None  # a stash of this target's result to write (the plan found one: a re-run)
     source = None  # without a manifest: (patch hex, old length, old sha256 hex), for the ledger
 

@@ -10,6 +10,9 @@ from .base import Writer, register
 
 @register(schema.OP_SCRIPT)
 class ScriptWriter(Writer):
+    targets = False  # it names the script, for messages
+    spools = True
+
     @classmethod
     def check(cls, ctx, rec, target, path):
         if rec.data_len > MAX_SCRIPT:
