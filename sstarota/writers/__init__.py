@@ -5,5 +5,5 @@ order (write), and is then committed or aborted. A new record kind is a new modu
 registers itself; the installer's loop does not change.
 """
 
-from .base import WRITERS, Context, Writer, for_op, writer_for  # noqa: F401
+from .base import WRITERS, Context, Writer, for_op  # noqa: F401
 from . import block, delta, files, script, ubi  # noqa: F401,E402  (registration)

@@ -36,9 +36,6 @@ def for_op(op):
         raise PackageError("no writer for op code %d" % op) from None
 
 
-writer_for = for_op
-
-
 def partition_node(st, path):
     """A device node the raw writers handle: a block device or an MTD character device."""
     return stat.S_ISBLK(st.st_mode) or flash.mtd_index_of(path) is not None
