@@ -1,6 +1,6 @@
 """scripts/bench incremental: incremental packages against full ones, and URL installs against curl.
 
-1. Image sets like those of tests/test_incremental.py (a raw kernel with a few bytes changed,
+1. The image sets tests/test_incremental.py installs too (a raw kernel with a few bytes changed,
    a squashfs made twice, an unchanged partition, a logo whose delta does not pay, a ubifs
    image) and a larger set (an 8 MiB raw kernel with 300 scattered edits in place of the
    small one): the incremental package's gzip size against the full package's, and the
@@ -12,14 +12,14 @@
 """
 
 import json
-import os
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import webserver  # scripts/: nginx on the loopback, as the URL tests serve packages
 
 HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
@@ -27,6 +27,7 @@ MiB = 1 << 20
 #: the partitions of the image sets, as ALKAID's configs write them (the suffixes come from the
 #: image makefile)
 CONFIG = """\
+# as ALKAID's configs: the suffixes come from the image makefile
 OTA_IMAGE_LIST = kernel rootfs logo misc customer
 kernel$(OTABLK) = /dev/mtdblock3
 kernel$(PATSIZE) = 0x100000
@@ -84,66 +85,6 @@ def image_set(d, version):
     return d
 
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-user root;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    types {{ }}
-    default_type application/octet-stream;
-    server {{ listen 127.0.0.1:{port}; root {root}; }}
-}}
-"""
-
-
-class Nginx:
-    """nginx serving root over http on a free loopback port, until stop()."""
-
-    def __init__(self, workdir, root):
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        (self.dir / "nginx.conf").write_text(NGINX_CONF.format(d=self.dir, root=root, port=self.port))
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode(errors="replace"))
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("nginx did not listen on port %d" % self.port)
-                time.sleep(0.05)
-
-    def url(self, name):
-        return "http://127.0.0.1:%d/%s" % (self.port, name)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _best(n, fn):
     times = []
     for _ in range(n):
@@ -183,8 +124,8 @@ def bench_sizes(tool, scattered_edits, mixed_data):
 
 
 def bench_url(tool, mixed_data):
-    if not os.path.exists(NGINX) or not shutil.which("curl"):
-        print("URL install: skipped (needs nginx and curl)")
+    if not webserver.have_nginx() or not shutil.which("curl"):
+        print("URL install: skipped (needs nginx, openssl and curl)")
         return
     from sstarota import packer, schema, sources
 
@@ -199,7 +140,7 @@ def bench_url(tool, mixed_data):
         gz = packer.gzip_package(str(raw))
         shutil.move(gz, d / "www" / "SStarOta.bin.gz")
         size = (d / "www" / "SStarOta.bin.gz").stat().st_size
-        server = Nginx(d / "nginx", d / "www")
+        server = webserver.Nginx(d / "nginx", d / "www")
         try:
             url = server.url("SStarOta.bin.gz")
             root = d / "root"

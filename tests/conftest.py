@@ -1,6 +1,10 @@
 import os
+import sys
 
 import pytest
+
+# scripts/ (the boards' rigs, the web server, the benchmark's image sets) for the tests that use them
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
 from support import Cli
 

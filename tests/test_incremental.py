@@ -16,66 +16,13 @@ from sstarota.packer import incremental
 
 from support import otapack, otaunpack, snapshot
 
+from bench_incremental import CONFIG, image_set  # scripts/: the image sets the benchmark measures
+
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
 
-CONFIG = """\
-# as ALKAID's configs: the suffixes come from the image makefile
-OTA_IMAGE_LIST = kernel rootfs logo misc customer
-kernel$(OTABLK) = /dev/mtdblock3
-kernel$(PATSIZE) = 0x100000
-rootfs$(OTABLK) = /dev/mtdblock4
-rootfs$(PATSIZE) = 0x200000
-rootfs$(FSTYPE) = squashfs
-logo$(OTABLK) = /dev/mtdblock2
-logo$(PATSIZE) = 0x40000
-misc$(OTABLK) = /dev/mtdblock6
-misc$(PATSIZE) = 0x20000
-misc$(FSTYPE) = fwfs
-customer$(OTABLK) = /dev/ubi0_0
-customer$(PATSIZE) = 0x400000
-customer$(FSTYPE) = ubifs
-"""
 PARTS = {"kernel": ("kernel", "dev/mtdblock3", 0x100000), "rootfs": ("rootfs.sqfs", "dev/mtdblock4", 0x200000),
          "logo": ("logo", "dev/mtdblock2", 0x40000), "misc": ("misc.fwfs", "dev/mtdblock6", 0x20000),
          "customer": ("customer.ubifs", "dev/ubi0_0", None)}
-
-
-def squashfs(tree_dir, out, version):
-    t = tree_dir / ("tree-%d" % version)
-    (t / "etc").mkdir(parents=True)
-    rnd = random.Random(5)
-    (t / "bin").mkdir()
-    (t / "bin" / "busybox").write_bytes(rnd.randbytes(300000))
-    for i in range(40):
-        (t / "etc" / ("conf%02d.ini" % i)).write_text("[section]\nkey=%d\n" % i * 30)
-    (t / "etc" / "version").write_text("build %d\n" % version)
-    subprocess.run(["mksquashfs", str(t), str(out), "-noappend", "-all-root", "-quiet", "-mkfs-time", "0",
-                    "-all-time", "0"], check=True, stdout=subprocess.DEVNULL)
-
-
-def ubifs(tree_dir, out, version):
-    t = tree_dir / ("ubi-%d" % version)
-    t.mkdir()
-    (t / "data.txt").write_text("customer data, build %d\n" % version * 100)
-    if shutil.which("mkfs.ubifs"):
-        subprocess.run(["mkfs.ubifs", "-r", str(t), "-m", "2048", "-e", "126976", "-c", "64", "-o", str(out)],
-                       check=True)
-    else:  # packed whole whatever it holds: any bytes stand for one
-        out.write_bytes(random.Random(version).randbytes(200000))
-
-
-def image_set(d, version):
-    d.mkdir(parents=True)
-    kernel = bytearray(random.Random(1).randbytes(700000))
-    if version == 2:
-        for off in (1000, 250000, 600000):
-            kernel[off:off + 4] = b"NEW!"
-    (d / "kernel").write_bytes(bytes(kernel))
-    squashfs(d.parent, d / "rootfs.sqfs", version)
-    (d / "logo").write_bytes(random.Random(100 + version).randbytes(200000))  # all new: the delta does not pay
-    (d / "misc.fwfs").write_bytes(b"misc settings\n" * 1000)
-    ubifs(d.parent, d / "customer.ubifs", version)
-    return d
 
 
 @pytest.fixture(scope="module")
