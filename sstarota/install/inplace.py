@@ -14,7 +14,8 @@ from ..fsutil import fsync_and_close
 from ..text import shown
 from ..writers import for_op
 from ..writers.compare import Known
-from .deltas import IN_PLACE, settle_target
+from .deltas import settle_target
+from .plan import IN_PLACE
 
 
 def comparer(rec, dest):

@@ -30,7 +30,7 @@ from ..writers import Context, for_op
 from . import deltas
 from .blocks import ChainTap, VerifiedStream
 from .inplace import comparer, skipped, to_write
-from .plan import Dest, Named, Plan, check_capacity, open_dest, patch_new_size, plan_line
+from .plan import FROM_STASH, IN_PLACE, Dest, Named, Plan, check_capacity, open_dest, patch_new_size, plan_line
 from .policy import Policy, _inside
 from .scripts import Scripts
 from .trust import ManifestCheck
@@ -319,9 +319,9 @@ class Installer:
                     out(plan_line(rec, plan.records, rec.dst, None, True))
                     continue
                 for name, selected in self._selection(rec):
-                    state = "in place" if plan.in_place(rec.index, name) else (
-                        "from the stash" if (rec.index, name) in plan.stashes else "")
-                    placed, left = placed + (selected and state == "in place"), left + (selected and state != "in place")
+                    state = IN_PLACE if plan.in_place(rec.index, name) else (
+                        FROM_STASH if (rec.index, name) in plan.stashes else "")
+                    placed, left = placed + (selected and state == IN_PLACE), left + (selected and state != IN_PLACE)
                     out(plan_line(rec, plan.records, name, self.ctx.fsroot.resolve_path(name), selected, state))
         out("targets: %d already in place, %d to write" % (placed, left))
 

@@ -150,6 +150,10 @@ def check_capacity(rec, dest, need, what_bytes="the image"):
                            % (rec.index + 1, what_bytes, need, shown(dest.name), capacity, note))
 
 
+#: a target's verdict in the verify pass (deltas.py settles them; --dry-run shows them)
+IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"
+
+
 @dataclass
 class Plan:
     """What pass 1 established; later passes read the package through its digests."""
@@ -209,12 +213,12 @@ class Plan:
 
     def mark(self, index, name, verdict, stash=None):
         """A delta target's verdict (deltas.py)."""
-        if verdict == "from the stash":
+        if verdict == FROM_STASH:
             self.stashes[(index, name)] = stash
-        elif verdict == "apply":
+        elif verdict == APPLY:
             if stash is not None:
                 self.sources[(index, name)] = stash
-        elif verdict == "in place":
+        elif verdict == IN_PLACE:
             if stash is not None:  # in place by the journal's mark only: an earlier write to it undoes that
                 self.by_mark.setdefault(name, []).append(index)
             while len(self.status) <= index:
