@@ -6,6 +6,7 @@ import sys
 import click
 
 from ..errors import InputError, UsageError
+from ..packer.operations import OPERATIONS
 from ..schema import DEFAULT_GENERATION, GENERATIONS
 from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, expand_prefixes, run,
                      script_options, target_options)
@@ -32,18 +33,8 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 
 """ + EXIT_CODES_HELP
 
-#: the operation flags of -a (what each needs: packer.OPERATIONS), in --help order
-OPERATION_HELP = (
-    ("block-update", "Raw image to a block/MTD device."),
-    ("ubi-update", "UBI volume image."),
-    ("file-update", "Replace one file."),
-    ("file-add", "Add one file (keeps its mode)."),
-    ("file-delete", "Delete one file."),
-    ("file-update-diff", "bsdiff delta of -o OLD to -n NEW."),
-    ("dir-update", "Tree -o OLD to -n NEW, full files."),
-    ("dir-update-diff", "Tree -o OLD to -n NEW, changed files as deltas."),
-    ("script-add", "A script run on the board."),
-)
+#: the operation flags of -a, in --help order, from the packer's registry (packer.OPERATIONS)
+OPERATION_HELP = tuple((name, text) for name, (_, text) in OPERATIONS.items())
 
 
 #: the vendor's long options (getopt_long): a prefix unique among them means that option

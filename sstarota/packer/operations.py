@@ -19,18 +19,21 @@ def parse_masks(text):
     return masks
 
 
-#: the otapack operation flags and what each needs on the command line
+#: the otapack operation flags, in --help order: what each needs on the command line, and its
+#: line in otapack --help (the one registry of them: the CLI's flags are made from it)
 OPERATIONS = {
-    "block-update": ("s", "d"),
-    "ubi-update": ("s", "d"),
-    "file-update": ("s", "d"),
-    "file-add": ("s", "d"),
-    "file-delete": ("d",),
-    "file-update-diff": ("o", "n", "d"),
-    "dir-update": ("o", "n", "d"),
-    "dir-update-diff": ("o", "n", "d"),
-    "script-add": ("s", "d"),
+    "block-update": (("s", "d"), "Raw image to a block/MTD device."),
+    "ubi-update": (("s", "d"), "UBI volume image."),
+    "file-update": (("s", "d"), "Replace one file."),
+    "file-add": (("s", "d"), "Add one file (keeps its mode)."),
+    "file-delete": (("d",), "Delete one file."),
+    "file-update-diff": (("o", "n", "d"), "bsdiff delta of -o OLD to -n NEW."),
+    "dir-update": (("o", "n", "d"), "Tree -o OLD to -n NEW, full files."),
+    "dir-update-diff": (("o", "n", "d"), "Tree -o OLD to -n NEW, changed files as deltas."),
+    "script-add": (("s", "d"), "A script run on the board."),
 }
+#: the operations that store one image or file whole, and their op codes
+_WHOLE = {"block-update": schema.OP_BLOCK, "ubi-update": schema.OP_UBI, "file-update": schema.OP_FILE_UPDATE}
 
 
 _FLAG = {"s": "-s SOURCE", "d": "-d TARGET", "o": "-o OLD", "n": "-n NEW"}
@@ -41,13 +44,12 @@ def operation_specs(operation, src=None, dst=None, size=0, mode=0, old=None, new
                     jobs=None):
     """The records one otapack -a call adds, from the vendor's options."""
     given = {"s": src, "d": dst, "o": old, "n": new}
-    missing = [_FLAG[k] for k in OPERATIONS[operation] if not given[k]]
+    missing = [_FLAG[k] for k in OPERATIONS[operation][0] if not given[k]]
     if missing:
         raise UsageError("--%s needs %s" % (operation, " and ".join(missing)))
-    if operation in ("block-update", "ubi-update", "file-update"):
-        op = {"block-update": schema.OP_BLOCK, "ubi-update": schema.OP_UBI, "file-update": schema.OP_FILE_UPDATE}[operation]
+    if operation in _WHOLE:
         source = FileData(src)
-        specs = [RecordSpec(op, dst, source, dst_size=size, mode=mode, src_name=source.name, label=label)]
+        specs = [RecordSpec(_WHOLE[operation], dst, source, dst_size=size, mode=mode, src_name=source.name, label=label)]
     elif operation in ("file-add", "script-add"):
         op = schema.OP_FILE_ADD if operation == "file-add" else schema.OP_SCRIPT
         specs = [add_spec(src, dst, op, label)]
