@@ -7,18 +7,22 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
 from support import Cli
+from support.board import park
 
-#: tests that share one booted board run on one xdist worker (scripts/test runs two): a board
-#: directory's files share a session fixture, the runtime board is one module of its own
-_BOARD_DIRS = ("board", "board_arm", "board_ab")
+def _group(item):
+    """The xdist group of a board test (its module's pytestmark): the tests that share one
+    booted board run on one worker (scripts/test runs two)."""
+    mark = item.get_closest_marker("xdist_group")
+    return mark.args[0] if mark is not None else None
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        parts = os.path.relpath(str(item.fspath), os.path.dirname(__file__)).split(os.sep)
-        if len(parts) > 1 and parts[0] in _BOARD_DIRS:
-            group = parts[0] + ("-runtime" if parts[-1] == "test_arm_runtime.py" else "")
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A group's booted board is stopped after the group's last test on this worker (a later
+    test of the group, as in a run that interleaves, boots it again where its fixture can)."""
+    group = _group(item)
+    if group and (nextitem is None or _group(nextitem) != group):
+        park(group)
 
 
 @pytest.fixture

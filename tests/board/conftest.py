@@ -11,6 +11,7 @@ PROJECT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(PROJECT / "scripts"))
 
 import boardvm  # noqa: E402
+from support.board import park_after_group  # noqa: E402
 
 class Board(boardvm.Workspace):
     """The x86 board: otaunpack from the project on the 9p share."""
@@ -49,6 +50,7 @@ class SharedBoard:
 @pytest.fixture(scope="session")
 def shared_board(tmp_path_factory):
     shared = SharedBoard(tmp_path_factory.mktemp("board"))
+    park_after_group("board", shared.park)  # get() boots it again if a later test asks
     try:
         yield shared
     finally:

@@ -9,7 +9,7 @@ import pytest
 
 from sstarota import fb, packer
 
-pytestmark = pytest.mark.board
+pytestmark = [pytest.mark.board, pytest.mark.xdist_group("board")]  # one booted board: one worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from support.screen import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402

@@ -12,7 +12,7 @@ from sstarota import packer
 
 from support import block_package, mtd_summary
 
-pytestmark = pytest.mark.board
+pytestmark = [pytest.mark.board, pytest.mark.xdist_group("board")]  # one booted board: one worker
 
 EB_NAND = 128 << 10
 EB_NOR = 64 << 10

@@ -7,7 +7,7 @@ import pytest
 
 from support import nand_sha, sha
 
-pytestmark = pytest.mark.board
+pytestmark = [pytest.mark.board, pytest.mark.xdist_group("board")]  # one booted board: one worker
 
 GOLDEN_GUEST = "/mnt/proj/tests/golden"
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"

@@ -20,7 +20,7 @@ from boardvm_disks import DiskBoardVM, block2mtd_setup, disk_device, flash_image
 from powercut import (APPLY, Layout, cut_command, expected, images, install, kill_points, leftovers, old_raw, package,
                       reset, run_cut, state)
 
-pytestmark = pytest.mark.board
+pytestmark = [pytest.mark.board, pytest.mark.xdist_group("board")]  # one booted board: one worker
 
 #: a stage no event has: the whole install, with its events
 NO_KILL = ("none", None, 1)

@@ -8,7 +8,7 @@ import pytest
 from support import up
 
 
-pytestmark = pytest.mark.board_ab
+pytestmark = [pytest.mark.board_ab, pytest.mark.xdist_group("board_ab")]  # one qemu at a time: one worker
 
 FACTORY = ("0", "2", "0x8f,0x00")  # slot A booted successfully, priority 15; slot B empty
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.board_ab
+pytestmark = [pytest.mark.board_ab, pytest.mark.xdist_group("board_ab")]  # one qemu at a time: one worker
 
 WRAPPER = Path(__file__).resolve().parents[2] / "board" / "sstarota-update"
 PKG = "/data/SStarOta.bin.gz"

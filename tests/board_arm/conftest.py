@@ -12,6 +12,7 @@ sys.path.insert(0, str(PROJECT / "scripts"))
 
 import boardvm  # noqa: E402
 import boardvm_arm  # noqa: E402
+from support.board import park_after_group  # noqa: E402
 
 from sstarota import bundle  # noqa: E402
 
@@ -49,6 +50,7 @@ def arm_board(tmp_path_factory):
     bundle.zipapp(str(work / "bundle" / "otaunpack"))
     vm = boardvm_arm.ArmBoardVM(rig, work)
     vm.start()
+    park_after_group("board_arm", vm.stop)
     try:
         vm.run(boardvm_arm.FLASH_SETUP).check()
         yield ArmBoard(vm, work)

@@ -12,7 +12,7 @@ import pytest
 
 from support import ARM_OTAUNPACK as OTAUNPACK, ARM_TMP as TMP, block_package, mtd_summary, nand_sha, otapack, sha
 
-pytestmark = pytest.mark.board_arm
+pytestmark = [pytest.mark.board_arm, pytest.mark.xdist_group("board_arm")]  # one booted board: one worker
 
 #: the armhf numbers of <mtd/mtd-abi.h>, <linux/fs.h> (size_t: 4 bytes), <mtd/ubi-user.h>
 ARMHF_IOCTLS = {"MEMERASE": 0x40084D02, "MEMERASE64": 0x40104D14, "MEMGETBADBLOCK": 0x40084D0B,

@@ -10,7 +10,7 @@ import pytest
 
 from sstarota import fb
 
-pytestmark = pytest.mark.board_arm
+pytestmark = [pytest.mark.board_arm, pytest.mark.xdist_group("board_arm")]  # one booted board: one worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from support.screen import QUADRANTS, bar_fraction, close, quadrant_picture  # noqa: E402

@@ -27,7 +27,7 @@ from sstarota import bundle, fb, progress, runtime, signing  # noqa: E402
 
 from support import bar_state, events_of, otapack
 
-pytestmark = pytest.mark.board_arm
+pytestmark = [pytest.mark.board_arm, pytest.mark.xdist_group("board_arm-runtime")]  # its own board: one worker
 
 BIN = Path(sys.executable).parent
 W = "/mnt/work"

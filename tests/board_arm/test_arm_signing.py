@@ -9,7 +9,7 @@ from sstarota import signing
 
 from support import ARM_OTAUNPACK as OTAUNPACK, ARM_TMP as TMP, otapack
 
-pytestmark = pytest.mark.board_arm
+pytestmark = [pytest.mark.board_arm, pytest.mark.xdist_group("board_arm")]  # one booted board: one worker
 
 
 def test_signatures_are_checked_on_the_board_from_the_bundle(arm_board):

@@ -43,3 +43,20 @@ def up(boot, slot, release, env_kept=False):
     assert (boot.slot, boot.release) == (slot, release), boot
     if env_kept:
         assert not boot.env_lost, boot
+
+
+#: group -> how to stop the board a session fixture booted for that xdist group's tests
+_PARKED = {}
+
+
+def park_after_group(group, stop):
+    """Have `stop` (idempotent) called once the last test of `group` on this worker has run
+    (tests/conftest.py): an idle board under qemu's emulation still takes half a core, which
+    the other worker's tests need."""
+    _PARKED[group] = stop
+
+
+def park(group):
+    stop = _PARKED.pop(group, None)
+    if stop is not None:
+        stop()
