@@ -343,7 +343,10 @@ def test_a_fifo_version_file_is_refused_not_waited_on(cli, tmp_path, board):
     refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
 
 
-@pytest.mark.parametrize("content", ["9" * 5000 + "\n", "2.0 beta\n", "\xff\xfe\n", "1" * (1 << 20)])
+# ids given: pytest 8 makes a string's id of the string itself, and a 1 MiB id in
+# PYTEST_CURRENT_TEST is an environment no subprocess can start with (E2BIG)
+@pytest.mark.parametrize("content", ["9" * 5000 + "\n", "2.0 beta\n", "\xff\xfe\n", "1" * (1 << 20)],
+                         ids=["5000-digits", "words", "not-utf8", "1MiB"])
 def test_a_bad_installed_version_is_refused_in_one_line(cli, tmp_path, board, content):
     (board / "etc/sstarota/version").write_bytes(content.encode("latin-1"))
     refused_untouched(otaunpack("-r", policy_pkg(cli, tmp_path), "--root", board, "-q", text=False), board)
