@@ -5,7 +5,6 @@ holding the old images, and a root holding other images refused before any write
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
