@@ -75,9 +75,10 @@ def test_build_equals_create_plus_appends(tmp_path):
     from sstarota import packer
 
     inp = GOLDEN / "v1.6" / "in"
-    specs = lambda: (packer.operation_specs("block-update", src=str(inp / "images/kernel"), dst="/dev/mtd3 /dev/mtd4",
-                                          size=0x500000, masks=[1, 0], label="kernel")
-                     + packer.operation_specs("dir-update-diff", old=str(inp / "old"), new=str(inp / "new"), dst="/c"))
+    def specs():
+        return (packer.operation_specs("block-update", src=str(inp / "images/kernel"), dst="/dev/mtd3 /dev/mtd4",
+                                               size=0x500000, masks=[1, 0], label="kernel")
+                + packer.operation_specs("dir-update-diff", old=str(inp / "old"), new=str(inp / "new"), dst="/c"))
     for fmt in ("0.4", "1.6"):
         if fmt == "0.4":
             one = packer.operation_specs("file-add", src=str(inp / "files/new.bin"), dst="/x")

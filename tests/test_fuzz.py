@@ -60,6 +60,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from sstarota.cli import otaunpack as otaunpack_cli
 from sstarota.writers import base as writers_base
 
+import webserver
+from support import byte_sum, snapshot
+
 PROJECT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.fuzz
 
@@ -809,9 +812,6 @@ def test_fuzz_valid_packages_install(data):
 # with hostile chunk lines) and timings (pauses, drips, stalls). Bounded: a dozen connections
 # per example, pauses of at most HTTP_PAUSES seconds per answer, a one-second time limit per pass.
 
-import webserver  # noqa: E402
-
-from support import byte_sum, snapshot
 
 HTTP_PAYLOAD = b"#served over http\n" * 60
 HTTP_PKG = build(Pkg("0.4", [Rec(OP_UPDATE, b"/cfg/a", HTTP_PAYLOAD, mode=0o100644)], begin=BEGIN, end=END))

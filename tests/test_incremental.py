@@ -73,7 +73,7 @@ def test_the_text_report(sets, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:7] == ["partition", "fstype", "choice", "old", "new", "patch", "packed"]
-    assert [l.split()[:3] for l in lines[1:6]] == [["kernel", "raw", "delta"], ["rootfs", "squashfs", "delta"],
+    assert [line.split()[:3] for line in lines[1:6]] == [["kernel", "raw", "delta"], ["rootfs", "squashfs", "delta"],
                                                    ["logo", "raw", "full"], ["misc", "fwfs", "same"],
                                                    ["customer", "ubifs", "full"]]
     assert lines[6].startswith("package %s.gz: " % (tmp_path / "p.bin")) and "the full package" in lines[6]
@@ -157,7 +157,7 @@ def test_make_image_ota_incremental(sets, built, tmp_path):
     out = image / "output" / "images"
     assert (out / "SStarOta.bin.gz").read_bytes() == built[0].read_bytes()
     table = (out / "SStarOtaIncremental.txt").read_text().splitlines()
-    assert [l.split()[2] for l in table[1:6]] == ["delta", "delta", "full", "same", "full"]
+    assert [line.split()[2] for line in table[1:6]] == ["delta", "delta", "full", "same", "full"]
     assert proc.stdout.strip().endswith("(0.4, incremental from %s)" % old)
     assert not (out / "SStarOta.bin").exists() and not (out / "SStarOtaPartitions.mk").exists()
     proc = make_in(image, "ota_images_incremental")

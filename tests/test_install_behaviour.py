@@ -79,7 +79,8 @@ def test_mode_zero_keeps_the_existing_mode_and_new_files_get_0644(cli, inp, tmp_
     (root / "config" / "app.conf").write_text("old")
     os.chmod(root / "config" / "app.conf", 0o600)
     assert otaunpack("-r", pkg, "--root", root).returncode == 0
-    mode = lambda n: stat.S_IMODE(os.stat(root / "config" / n).st_mode)
+    def mode(n):
+        return stat.S_IMODE(os.stat(root / "config" / n).st_mode)
     assert (mode("app.conf"), mode("fresh.conf"), mode("exec.conf")) == (0o600, 0o644, 0o755)
 
 
@@ -153,10 +154,10 @@ def test_text_progress_lines_and_help(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     proc = otaunpack("-x", GOLDEN / "v0.4/p2.bin.gz", "--root", root)
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("otaunpack: ")]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("otaunpack: ")]
     assert lines[0] == "otaunpack:   0% start"
-    assert any(l.endswith("% verifying 1/1 /dev/mtdblock0") for l in lines)
-    assert any(l.endswith("% updating 1/1 /dev/mtdblock0") for l in lines)
+    assert any(line.endswith("% verifying 1/1 /dev/mtdblock0") for line in lines)
+    assert any(line.endswith("% updating 1/1 /dev/mtdblock0") for line in lines)
     assert lines[-1] == "otaunpack: 100% done"
     proc = otaunpack("--help")
     assert proc.returncode == 0 and "3  the package was rejected" in proc.stdout

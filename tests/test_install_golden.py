@@ -57,7 +57,8 @@ def seed(version, name, root):
 def check(version, name, root, proc, all_targets=False):
     inp = GOLDEN / version / "in"
     files = files_of(root)
-    mode = lambda rel: stat.S_IMODE(os.stat(root / rel).st_mode)
+    def mode(rel):
+        return stat.S_IMODE(os.stat(root / rel).st_mode)
     if name in ("p1", "p4", "p5"):  # packages with an end script
         assert "OTA UPDATA STATUS: 0" in proc.stdout and "end status=0" in proc.stdout
     if name in ("p1", "p3", "p5"):

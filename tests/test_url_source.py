@@ -10,9 +10,11 @@ import sys
 
 import pytest
 
-from sstarota import packer, schema
+from sstarota import netsource, packer, schema, sources
+from sstarota.cli import otaunpack as otaunpack_cli
 
 import webserver
+from support import otaunpack, snapshot
 
 pytestmark = pytest.mark.skipif(not webserver.have_nginx(), reason="needs nginx and openssl")
 
@@ -276,10 +278,6 @@ def test_download_progress_reaches_the_json_renderer(served, tmp_path):
 # library is driven in-process where the outcome is a DownloadError's reason word; the CLI where
 # it is an exit code.
 
-from sstarota import netsource, sources  # noqa: E402
-from sstarota.cli import otaunpack as otaunpack_cli  # noqa: E402
-
-from support import otaunpack, snapshot
 
 SMALL = 96 << 10
 QUICK = netsource.Net(timeout=2, retries=2, time_limit=1)

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(PROJECT / "scripts"))
-
-import boardvm_ab  # noqa: E402
-
-from sstarota import bundle  # noqa: E402
-
+import boardvm_ab
+from sstarota import bundle
 from support import otapack
+
+PROJECT = Path(__file__).resolve().parent.parent.parent
 
 W = "/mnt/work"
 OTAUNPACK = W + "/bundle/otaunpack"
