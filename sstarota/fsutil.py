@@ -183,6 +183,18 @@ def ram_fs(path, _depth=0):
     return None
 
 
+def mem_available():
+    """MemAvailable of /proc/meminfo in bytes (what can be had without swapping), or None."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(1 << 16).splitlines():
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _unescape(text):
     return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 

@@ -181,6 +181,11 @@ class FileSource(Closing, _Passes):
     def size(self):
         return os.fstat(self.fd).st_size
 
+    @property
+    def inflates(self):
+        """Does every pass inflate the package again? (Then one spool of it saves the work.)"""
+        return bool(self.gz)
+
     def stream(self):
         self.passes += 1
         f = os.fdopen(os.dup(self.fd), "rb")
@@ -246,6 +251,10 @@ class StreamSource(_Passes):
                 raise
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
+
+    @property
+    def inflates(self):
+        return bool(self.gz)
 
     def stream(self):
         self.passes += 1
@@ -317,6 +326,12 @@ class UrlSource(_Passes):
             src.close()
         source.name = self.name
         return source
+
+    @property
+    def inflates(self):
+        """Spooled: as the file does (or the server's gzip coding). Not spooled (--no-spool):
+        nothing is kept under -t, so no."""
+        return self.file is not None and (self.file.inflates or bool(self.remote.coded))
 
     def stream(self):
         self.passes += 1

@@ -45,7 +45,10 @@ Usage: otaunpack [OPTIONS]
 OPTIONS = [
     (("-x",), "gz_path", "PKG.gz", "A gzip-compressed package ('-' for stdin, or an http:// or https:// URL)."),
     (("-r",), "raw_path", "PKG", "A raw package ('-' for stdin, or a URL)."),
-    (("-t",), "tmpdir", "DIR", "Work directory (patches, stdin and URL spool). Default: $TMPDIR or /tmp."),
+    (("-t",), "tmpdir", "DIR", "Work directory (patches, stdin and URL spool, and the inflated package where it "
+     "fits: one inflate instead of two). Default: $TMPDIR or /tmp."),
+    (("--two-pass",), "two_pass", None,
+     "Keep nothing of the package under -t: read (and inflate) it again after the verify pass."),
     (("--no-spool",), "no_spool", None,
      "URL: read the package from the server once per pass instead of downloading it under -t first."),
     (("--ca",), "ca", "FILE", "URL: trust only the CA certificates in FILE (default: the system store)."),
@@ -314,6 +317,7 @@ def _install(opts, install, progress, work, note, warn):
                                           run_scripts=not opts["no_scripts"], all_targets=opts["all_targets"],
                                           dry_run=opts["dry_run"], allow_devices=opts["allow_devices"],
                                           ignore_script_errors=opts["ignore_script_errors"],
+                                          spool=not opts["two_pass"],
                                           listing=lambda line: _write(sys.stdout, line), policy=_policy(opts))
                 install.Installer(source, options, prog, note).run()
             finally:

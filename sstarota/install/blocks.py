@@ -10,22 +10,34 @@ flight, plus 32 bytes of digest per BLOCK of package, whatever the number of rec
 
 import hashlib
 import io
+from typing import List, Optional
 
+from ..confine import Spool
 from ..errors import InstallError
 
 BLOCK = 128 << 10  # verify granularity: a few of these in flight at once on a 64 MB board
 
 
 class ChainTap(io.RawIOBase):
-    """Pass 1: a readable wrapper that digests everything read through it."""
+    """Pass 1: a readable wrapper that digests everything read through it.
 
-    def __init__(self, stream):
+    With hold, it also keeps what is read until spool_to() decides: a Spool (everything read,
+    before and after, is written there: the later passes read it instead of inflating the
+    package again, and the chain is no longer needed, nor taken) or None (nothing kept). A
+    spool that fails to take a write (a full -t) is dropped (spool_error says why) and the
+    pass goes on without a spool or a whole chain (chain_lost): the pass must be read again."""
+
+    def __init__(self, stream, hold=False):
         super().__init__()
         self.stream = stream
         self.digests = []
         self.running = hashlib.sha256()
         self.fill = 0
         self.size = 0
+        self.held: Optional[List[bytes]] = [] if hold else None
+        self.spool: Optional[Spool] = None
+        self.spool_error: Optional[str] = None
+        self.hashing = True
 
     def readable(self):
         return True
@@ -33,8 +45,43 @@ class ChainTap(io.RawIOBase):
     def read(self, n=-1):
         data = self.stream.read(n)
         if data:
-            self._update(data)
+            if self.hashing:
+                self._update(data)
+            else:
+                self.size += len(data)
+            if self.spool is not None:
+                self._spool(data)
+            elif self.held is not None:
+                self.held.append(bytes(data))
         return data
+
+    def spool_to(self, spool):
+        """What was held goes to spool (None: is dropped); so does everything read from now on."""
+        held, self.held = self.held or [], None
+        self.spool = spool
+        self.hashing = spool is None
+        for data in held:
+            if self.spool is not None:
+                self._spool(data)
+
+    @property
+    def chain_lost(self):
+        """The chain was given up for a spool that then failed."""
+        return not self.hashing and self.spool is None
+
+    def drop_spool(self, why):
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        self.spool_error = why
+
+    def _spool(self, data):
+        spool = self.spool
+        assert spool is not None
+        try:
+            spool.write(data)
+        except OSError as exc:
+            self.drop_spool(exc.strerror or str(exc))
 
     def readinto(self, b):
         data = self.read(len(b))

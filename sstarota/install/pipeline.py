@@ -7,21 +7,30 @@ before it has succeeded. Every later read of the package (the scripts, the apply
 dry-run listing) goes through the pass-1 block digests (blocks.py): a package that changes
 between the passes cannot get a byte onto flash or into sh.
 
+Where the work directory (-t) has room for the inflated package (and, on a RAM filesystem,
+the memory), the verify pass also writes what it inflates there, once checked block by
+block, and the later passes read that spool, a file of ours in the private work directory,
+instead of inflating the package again: one inflate and two SHA-256 passes instead of two
+and three. Otherwise (no room, a raw package, --two-pass, a URL with --no-spool) the later
+passes read the package again through the block digests. A note says which was used, and
+the final progress event's summary counts the reads of the package (package_reads).
+
 Memory does not grow with the number of records or the size of scripts: records are not
 kept between the passes (the plan holds totals), the begin and end scripts and script
 records are spooled under the work directory (-t) and run from there.
 """
 
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from .. import delta, manifest, slots
-from ..confine import Root, StaleCleaner, TargetProblem
+from ..confine import Root, Spool, StaleCleaner, TargetProblem
 from ..errors import InstallError, OtaError, PackageError
-from ..fsutil import ram_fs
+from ..fsutil import mem_available, ram_fs
 from ..package import PackageReader
 from ..progress import Progress
 from ..state import StateDir, ours
@@ -38,6 +47,7 @@ from .trust import ManifestCheck
 WRITE_UNITS = 4096  # progress units for committing one target
 STATE_DIR = "/var/lib/sstarota"  # the state directory when the board names none (inside --root)
 STATE_UNDER_TMP = "sstarota-state"  # ... and when that is not writable persistent storage either
+SPOOL_SPARE = 4 << 20  # what the inflated package's spool leaves free under -t (the scripts, patches)
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Options:
     ignore_script_errors: bool = False
     listing: Optional[Callable[[str], None]] = None  # dry run: where the plan's lines go
     policy: Optional[Policy] = None  # the board's (policy.py); None: no keys, no checks
+    spool: bool = True  # one inflate: the verify pass spools the inflated package under -t where it fits
 
 
 class Installer:
@@ -74,6 +85,8 @@ class Installer:
         # A/B slots (slots.py): the board's slot table, never under --root (a staging tree)
         table = None if self.opts.root else slots.load_table()
         self.slots = slots.Slots(table, self.state.path, self.note) if table is not None else None
+        self.spool: Optional[Spool] = None  # the inflated package, when the verify pass spooled it
+        self.spool_note: Optional[str] = None  # which it was, and why: said once the package is verified
 
     def _state_dir(self, tmpdir):
         """The board's (--state-dir, state_dir in the config), else STATE_DIR where it can be made
@@ -111,30 +124,78 @@ class Installer:
         digests) the targets (opening a device node can act: /dev/watchdog arms)."""
         keyed = bool(self.policy.key_paths) or self.policy.require_signature
         self.policy.prepare()
-        with self.source.stream() as stream:
-            tap = ChainTap(stream)
-            plan = self._verify_pass(tap, targets=not keyed, passes=2 if keyed else 1)
-            plan.digests = tap.finish()
-            plan.stream_size = tap.size
+        plan, lost = self._first_pass(keyed, spool=self.opts.spool and getattr(self.source, "inflates", False))
+        if lost:  # the spool failed after the block chain was given up for it: read it all again
+            plan, _ = self._first_pass(keyed, spool=False)
         self.policy.check(plan.manifest, self.note)
         if keyed:
             first = plan
             try:
-                with VerifiedStream(self.source.stream(), first.digests, first.stream_size) as stream:
+                stream, _ = self._verified_reader(first)
+                with stream:
                     plan = self._verify_pass(stream, targets=True, checksums=False)
             except InstallError as exc:  # the package changed between the two reads: nothing written
                 raise PackageError(str(exc)) from None
             plan.digests, plan.stream_size = first.digests, first.stream_size
         if plan.problem is not None:
             raise plan.problem
-        plan.package_id = "%s root=%s all-targets=%d" % (
-            hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest(),
+        if self.spool_note:
+            self.note(self.spool_note)
+        plan.package_id = "%s root=%s all-targets=%d" % (plan.ident.hexdigest(),
             os.path.realpath(self.opts.root or "/"), self.opts.all_targets)
         if plan.needs_journal() and self.state.knows(plan.package_id) and self.state.writing is not None:
             plan.unsettle(self.state.writing)  # cut while being written: written again (state.py)
         deltas.settle(self, plan, self.state, plan.package_id)
         self._check_room(plan)
         return plan
+
+    def _spool_for(self, size):
+        """A spool under -t for the inflated package of size bytes, when it fits: the free
+        space less SPOOL_SPARE, and on a RAM filesystem half the memory available, so that
+        what the spool takes cannot bring the board's OOM killer (the package is read twice
+        instead). spool_note says which."""
+        where = self.ctx.tmpdir
+        free, _ = _free(where)
+        ram = ram_fs(where)
+        avail = mem_available() if ram else None
+        if free is not None and free < size + SPOOL_SPARE:
+            why = "-t %s has %d bytes free" % (where, free)
+        elif avail is not None and size > avail // 2:
+            why = "-t %s is on %s and the board has %d bytes of memory available" % (where, ram, avail)
+        else:
+            try:
+                self.spool = Spool(where, "spool")
+            except OSError as exc:
+                why = "cannot make a file in -t %s: %s" % (where, exc.strerror or exc)
+            else:
+                self.spool_note = "one inflate: the inflated package (%d bytes) is spooled under %s" % (size, where)
+                return self.spool
+        self.spool_note = "two reads of the package: its inflated %d bytes do not fit: %s" % (size, why)
+        return None
+
+    def _first_pass(self, keyed, spool):
+        """The verify pass from the source, through a ChainTap (spooling where it fits); returns
+        (plan, lost): lost when a spool failed after the block chain was given up for it."""
+        with self.source.stream() as stream:
+            tap = ChainTap(stream, hold=spool)
+            try:
+                plan = self._verify_pass(tap, targets=not keyed, passes=2 if keyed else 1)
+                if self.spool is not None and tap.spool is not None:
+                    try:
+                        self.spool.rewind()  # flushed: what the later passes read
+                    except OSError as exc:
+                        tap.drop_spool(exc.strerror or str(exc))
+            finally:
+                if tap.held is not None:  # the pass ended before the header was read
+                    tap.spool_to(None)
+                if self.spool is not None and tap.spool is None:
+                    self.spool_note = "two reads of the package: spooling it under %s failed: %s" % (
+                        self.ctx.tmpdir, tap.spool_error)
+                    self.spool.close()
+                    self.spool = None
+            plan.digests = tap.finish()
+            plan.stream_size = tap.size
+        return plan, tap.chain_lost
 
     def _check_room(self, plan):
         """The work directory (-t) and the state directory hold what the apply pass will put
@@ -164,6 +225,10 @@ class Installer:
         reader = PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=checksums)
         header = reader.open()
         total = header.package_size()
+        plan.ident.update(hashlib.sha256(header.raw).digest() + hashlib.sha256(reader.begin_script).digest()
+                          + hashlib.sha256(reader.end_script).digest())
+        if isinstance(stream, ChainTap) and stream.held is not None:
+            stream.spool_to(self._spool_for(total))
         if passes:
             self.script_units = max(4096, (total + header.total_data) // 100)
             # a first estimate: verify every byte, write every data byte, run the scripts
@@ -175,6 +240,7 @@ class Installer:
         for rec, chunks in reader.records():
             check = self._verify_record(plan, reader, rec, chunks) or check
         reader.finish()
+        plan.ident.update(b"%d" % reader.offset)
         p.add(reader.offset - self._seen)
         plan.generation = header.generation
         plan.records = header.record_count
@@ -215,6 +281,7 @@ class Installer:
                     head += bytes(piece[:delta.HEADER - len(head)])
                 p.add(reader.offset - self._seen)
                 self._seen = reader.offset
+            plan.ident.update(hashlib.sha256(rec.raw_header).digest() + whole.digest())
             placed = [name for name, c in comps if c.finish(writer.pad(rec))]
             new_size = patch_new_size(rec, head) if writer.delta else 0
             need = writer.device_bytes(rec, new_size)
@@ -303,7 +370,13 @@ class Installer:
 
     # ------------------------------------------------------------------ later passes
     def _verified_reader(self, plan):
-        stream = VerifiedStream(self.source.stream(), plan.digests, plan.stream_size)
+        """A later pass: the spool of the verify pass (written by it, in our private work
+        directory), else the package again, checked block by block against the verify pass."""
+        stream: Union[io.RawIOBase, io.BufferedIOBase]
+        if self.spool is not None:
+            stream = os.fdopen(os.dup(self.spool.rewind().fileno()), "rb")
+        else:
+            stream = VerifiedStream(self.source.stream(), plan.digests, plan.stream_size)
         return stream, PackageReader(stream, os.path.basename(self.source.name), strict=True, checksums=False)
 
     def listing(self, plan, out):
@@ -407,6 +480,9 @@ class Installer:
         try:
             return self._run()
         finally:
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
             self.state.unlock()
 
     def _run(self):
@@ -481,7 +557,8 @@ class Installer:
             p.emit("done", failed=True, final=True, message=str(error), code=error.exit_code, reason=error.reason)
             raise error
         summary = dict(records=plan.records - (plan.manifest_index is not None), written=plan.applied,
-                       in_place=plan.in_place_records, **vars(self.ctx.written))
+                       in_place=plan.in_place_records, package_reads=self.source.passes,
+                       **vars(self.ctx.written))
         self.note("summary: %(records)d record(s): %(written)d written, %(in_place)d already in place; written: "
                   % summary + self.ctx.written.summary())
         failures = self.ctx.script_failures

@@ -184,7 +184,10 @@ class Plan:
     stashes: Dict[Tuple[int, str], str] = field(default_factory=dict)
     # deltas without a manifest to patch: (patch hex, old length, old sha256 hex) for the ledger
     sources: Dict[Tuple[int, str], Tuple[str, int, str]] = field(default_factory=dict)
-    package_id: str = ""  # sha256 over the verify blocks' digests: the journal's name for the package
+    package_id: str = ""  # the journal's name for the package: from ident, the root and --all-targets
+    # SHA-256 over the header, the scripts' digests, each record's header digest and data digest
+    # (the record hashes every pass takes anyway) and the stream's length: names the package
+    ident: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     in_place_records: int = 0  # apply pass: records skipped as in place, records written
     applied: int = 0
     device_records: int = 0  # records with a partition or volume target (state.py: "writing")
