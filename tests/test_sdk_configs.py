@@ -32,7 +32,7 @@ PROJ_ROOT := {root}
 IMAGEDIR := $(PROJ_ROOT)/image/output/images
 OUTPUTDIR := $(PROJ_ROOT)/image/output
 CHIP := chip
-IPL_CONFIG := IPL.bin
+{defs}IPL_CONFIG := IPL.bin
 IPL_CUST_CONFIG := IPL_CUST.bin
 IPLX_CONFIG := IPLX.bin
 UBOOT_BIN := u-boot.img.bin
@@ -46,16 +46,17 @@ def data(n, seed):
     return bytes((i * 7 + seed * 31 + (i >> 8)) & 0xFF for i in range(n))
 
 
-def project(tmp_path, config, images, resources=None):
+def project(tmp_path, config, images, resources=None, defs=""):
     """project/{makefile,image/{makefile,configs/,output/images/}} with images {name: size} and
-    resource files {path under project/: size}; returns (project, images dir)."""
+    resource files {path under project/: size}; defs: make lines before the config (what the
+    SDK's configs/current.configs holds from the defconfig); returns (project, images dir)."""
     root = tmp_path / "project"
     image = root / "image"
     (image / "configs").mkdir(parents=True)
     shutil.copy(CONFIGS / config, image / "configs" / config)
     (root / "makefile").write_text(PROJECT_MAKEFILE)
     (image / "makefile").write_text(IMAGE_MAKEFILE.format(root=root, helpers=CONFIGS / "helpers.mk",
-                                                          config=config, ota_mk=OTA_MK))
+                                                          config=config, ota_mk=OTA_MK, defs=defs))
     out = image / "output" / "images"
     out.mkdir(parents=True)
     for i, (name, size) in enumerate(images.items()):
@@ -162,6 +163,32 @@ def test_2021_spinand_partition_listed_twice(tmp_path):
     assert [line for line in proc.stderr.splitlines() if "warning" in line] == [
         "ota_images: warning: OTA_IMAGE_LIST names logo more than once: packed once, at the first place "
         "(as the SDK's flow does)"]
+
+
+@pytest.mark.parametrize("onebin,boot_targets,boot_size", [
+    ("nor", "/dev/mtdblock0", 0x5E000),
+    # ipl 3 x 0x20000 + ipl_cust 3 x 0x20000 + uboot 0x60000 + 4 x 0x20000
+    ("spinand", "/dev/mtd0 /dev/mtd1", 0x1A0000)])
+def test_2021_emmc_with_the_boot_flash_chosen_by_onebin_boot_flash_type(tmp_path, onebin, boot_targets, boot_size):
+    """ssd_lcd p3 emmc.ext4fs (2021, 0.4): Linux on eMMC, boot.bin on the NOR or SPI-NAND that
+    ONEBIN_BOOT_FLASH_TYPE names (the defconfig's CONFIG_ONEBIN_BOOT_FLASH_TYPE, through
+    current.configs): one target or two, boot's size fixed or summed; rootfs is not in
+    OTA_IMAGE_LIST; ext4 and fwfs partitions as block records."""
+    images = {"boot.bin": 0x40000, "kernel": 90000, "misc.fwfs": 7000, "miservice.ext4": 20000,
+              "customer.ext4": 30000, "appconfigs.ext4": 5000, "rootfs.ext4": 4000}
+    resources = {"board/chip/boot/nor/ipl/IPL.bin": 0x3001, "board/chip/boot/nor/ipl/IPL_CUST.bin": 0x1001}
+    root, out = project(tmp_path, "ssd_lcd-p3-emmc.ext4fs.partition.config", images, resources,
+                        defs="ONEBIN_BOOT_FLASH_TYPE = %s\n" % onebin)
+    proc = make_image_ota(root, "0.4")
+    assert proc.returncode == 0, proc.stderr
+    records = []
+    for image, targets, size in [("boot.bin", boot_targets, boot_size), ("kernel", "/dev/mmcblk0p1", 0xA00000),
+                                 ("misc.fwfs", "/dev/mmcblk0p3", 0x1400000),
+                                 ("miservice.ext4", "/dev/mmcblk0p4", 0x11800000),
+                                 ("customer.ext4", "/dev/mmcblk0p5", 0x83300000),
+                                 ("appconfigs.ext4", "/dev/mmcblk0p6", 0xA00000)]:
+        records += [rec04(t, OP_BLOCK, (out / image).read_bytes(), dst_size=size) for t in targets.split()]
+    assert made(out) == pkg04(records)
 
 
 @pytest.mark.parametrize("config,fmt", [("ssc308qe-sdmmc.ext4fs.partition.config", "1.6"),
