@@ -20,7 +20,7 @@ from .pyc import pyc
 #: modules of the package that never run on a board
 HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/pyc.py",
              "sstarota/dropin.py", "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py",
-             "sstarota/cli/common.py", "sstarota/cli/fbshot.py")
+             "sstarota/cli/common.py", "sstarota/cli/fbshot.py", "sstarota/opflags.py")
 
 #: the exit code of a bundle started by a Python it cannot run on (otaunpack's own are 0-3)
 WRONG_PYTHON = 4

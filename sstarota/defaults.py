@@ -10,3 +10,8 @@ FB_MODE = "1280x720-32"
 URL_TIMEOUT = 30.0
 URL_RETRIES = 8
 URL_TIME_LIMIT = 3600.0
+
+#: the package generations otapack -c makes (--format), and the one it makes by default; schema.GENERATIONS
+#: holds their layouts (a test checks the two agree)
+GENERATION_NAMES = ("0.3", "0.4", "1.6")
+DEFAULT_GENERATION = "0.4"

@@ -25,7 +25,7 @@ from construct import (
     ValidationError,
 )
 
-from . import checksum
+from . import checksum, defaults
 from .errors import InputError, PackageError
 
 
@@ -355,7 +355,7 @@ GEN16 = Md5Generation("1.6", Header16, Record16, (1, 6), U64_MAX, U64_MAX)
 
 GENERATIONS = {g.name: g for g in (GEN03, GEN04, GEN16)}
 #: what otapack -c makes without --format (the 2021 SDK trees' generation)
-DEFAULT_GENERATION = GEN04.name
+DEFAULT_GENERATION = defaults.DEFAULT_GENERATION  # otapack -c's, declared in defaults.py
 
 # ---------------------------------------------------------------------------- legacy rules
 

@@ -102,3 +102,14 @@ def test_scripts_bench_loads_and_offers_every_benchmark():
     for name in ("pack", "unpack", "delta", "sign", "fb", "board", "board-arm", "board-footprint", "incremental",
                  "peers", "ab", "all"):
         assert re.search(r"[{,]%s[,}]" % re.escape(name), r.stdout.replace("\n", "").replace(" ", "")), name
+
+
+def test_otapack_help_loads_neither_the_packer_nor_the_format():
+    """make loops call otapack once per partition: --help (and the parser) stay light."""
+    probe = ("import sys\nfrom sstarota.cli import otapack\n"
+             "try:\n    otapack.main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('sstarota', 'construct'))))")
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    mods = p.stdout.splitlines()[-1].split()
+    assert "construct" not in mods and not [m for m in mods if m.startswith(("sstarota.packer", "sstarota.schema"))]
+    assert "sstarota.opflags" in mods and "sstarota.defaults" in mods

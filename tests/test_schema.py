@@ -5,7 +5,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sstarota import checksum, package, schema
+from sstarota import checksum, defaults, package, schema
 
 u32 = st.integers(0, schema.U32_MAX)
 u64 = st.integers(0, schema.U64_MAX)
@@ -143,3 +143,9 @@ def test_built_headers_are_detected_and_verify(name, count, begin, end):
     assert (header.record_count, header.total_data, reader.begin_script, reader.end_script) == (count, total, begin, end)
     if name == "1.6":
         assert raw[:16] == hashlib.md5(raw[16:]).digest()
+
+
+def test_the_generations_otapack_offers_are_the_schemas():
+    """otapack --help reads the names from defaults.py (no construct); the layouts are schema's."""
+    assert tuple(schema.GENERATIONS) == defaults.GENERATION_NAMES
+    assert schema.DEFAULT_GENERATION == defaults.DEFAULT_GENERATION in schema.GENERATIONS

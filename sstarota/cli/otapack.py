@@ -5,15 +5,15 @@ import sys
 
 import click
 
+from ..defaults import DEFAULT_GENERATION, GENERATION_NAMES
 from ..errors import InputError, UsageError
-from ..packer.operations import OPERATIONS
-from ..schema import DEFAULT_GENERATION, GENERATIONS
+from ..opflags import OPERATIONS
 from .common import (CONTEXT_SETTINGS, EXIT_CODES_HELP, PrefixCommand, VendorInt, debug_option, expand_prefixes, run,
                      script_options, target_options)
 
 # The library (construct, the schema) is imported when a command runs, not for --help:
 # start-up time matters in make loops that call otapack once per partition.
-FORMATS = tuple(GENERATIONS)
+FORMATS = GENERATION_NAMES
 
 HELP = """Create and extend SigmaStar OTA packages, byte-compatible with the vendor's otapack.
 
@@ -33,7 +33,7 @@ Numbers (-t, -m) are hex with 0x and decimal otherwise, as the vendor reads them
 
 """ + EXIT_CODES_HELP
 
-#: the operation flags of -a, in --help order, from the packer's registry (packer.OPERATIONS)
+#: the operation flags of -a, in --help order, from the one registry (opflags.OPERATIONS)
 OPERATION_HELP = tuple((name, text) for name, (_, text) in OPERATIONS.items())
 
 

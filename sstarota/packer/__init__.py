@@ -16,7 +16,7 @@ from .build import DEFAULT_TOOL_ID, append, build, create, read_existing  # noqa
 from .compress import gzip_package  # noqa: F401
 from .data import BytesData, FileData, RecordData  # noqa: F401
 from .legacy import legacy_append, legacy_create  # noqa: F401
-from .operations import OPERATIONS, operation_specs, parse_masks  # noqa: F401
+from .operations import OPERATIONS, operation_specs, parse_masks  # noqa: F401  (OPERATIONS: opflags')
 from .sign import sign  # noqa: F401
 from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delete_spec, delta_spec, validate  # noqa: F401
 from .trees import TreeChanges, compare_trees, dir_specs, make_patches  # noqa: F401

@@ -2,6 +2,7 @@
 
 from .. import schema
 from ..errors import UsageError
+from ..opflags import OPERATIONS
 from .data import FileData
 from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delete_spec, delta_spec
 from .trees import dir_specs
@@ -19,19 +20,6 @@ def parse_masks(text):
     return masks
 
 
-#: the otapack operation flags, in --help order: what each needs on the command line, and its
-#: line in otapack --help (the one registry of them: the CLI's flags are made from it)
-OPERATIONS = {
-    "block-update": (("s", "d"), "Raw image to a block/MTD device."),
-    "ubi-update": (("s", "d"), "UBI volume image."),
-    "file-update": (("s", "d"), "Replace one file."),
-    "file-add": (("s", "d"), "Add one file (keeps its mode)."),
-    "file-delete": (("d",), "Delete one file."),
-    "file-update-diff": (("o", "n", "d"), "bsdiff delta of -o OLD to -n NEW."),
-    "dir-update": (("o", "n", "d"), "Tree -o OLD to -n NEW, full files."),
-    "dir-update-diff": (("o", "n", "d"), "Tree -o OLD to -n NEW, changed files as deltas."),
-    "script-add": (("s", "d"), "A script run on the board."),
-}
 #: the operations that store one image or file whole, and their op codes
 _WHOLE = {"block-update": schema.OP_BLOCK, "ubi-update": schema.OP_UBI, "file-update": schema.OP_FILE_UPDATE}
 
