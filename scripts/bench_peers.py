@@ -33,6 +33,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -335,6 +336,12 @@ def summary(xs):
     return "min %6.3f med %6.3f" % (min(xs), statistics.median(xs))
 
 
+def ram_tmp(prefix):
+    """A temporary directory in RAM (/dev/shm) where the machine has one, as a board's /tmp is
+    a tmpfs: the tools' work directories (our -t, SWUpdate's TMPDIR) go there."""
+    return tempfile.TemporaryDirectory(prefix=prefix, dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
 def bench_size(tool, w, size, rounds, bus, log):
     img = w / "payload.img"
     make_payload(img, size)
@@ -345,6 +352,7 @@ def bench_size(tool, w, size, rounds, bus, log):
     roots = {}
     targets = {}
     loops = []
+    ram = ram_tmp("sstarota-peers-")
     try:
         rf = w / "root-file"
         (rf / "dev").mkdir(parents=True)
@@ -363,8 +371,10 @@ def bench_size(tool, w, size, rounds, bus, log):
             (rl / "dev").mkdir(parents=True)
             os.mknod(rl / "dev" / "mtdblock4", 0o600 | 0o060000, os.stat(dev).st_rdev)
             roots["loop"], targets["loop"] = rl, Path(dev)
-        (w / "swtmp").mkdir()
-        (w / "t").mkdir()
+        # the work directories in RAM, as on a board (ours spools the inflated package there)
+        for name in ("swtmp", "t"):
+            os.mkdir(os.path.join(ram.name, name))
+            os.symlink(os.path.join(ram.name, name), w / name)
         packer = Packer(tool, w, img)
         pack_names = ["ours 0.4", "ours 0.4 signed", "ours 1.6", "swupdate", "rauc bundle"]
         pack_fns = {"ours 0.4": lambda: packer.ours("0.4"), "ours 0.4 signed": lambda: packer.ours("0.4s"),
@@ -437,6 +447,7 @@ def bench_size(tool, w, size, rounds, bus, log):
     finally:
         for dev in loops:
             Loop.detach(dev)
+        ram.cleanup()
     return packs, sizes, res, floor, list(targets)
 
 

@@ -1,5 +1,8 @@
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +31,11 @@ def pytest_runtest_teardown(item, nextitem):
 @pytest.fixture
 def cli(capfd):
     return Cli(capfd)
+
+
+@pytest.fixture
+def ram_dir():
+    """A directory of the test's on a RAM filesystem (/dev/shm, a tmpfs): a board's /tmp."""
+    d = tempfile.mkdtemp(prefix="sstarota-test-", dir="/dev/shm")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)

@@ -425,9 +425,10 @@ def test_the_final_progress_event_counts_what_was_written(tmp_path):
     (root / "mnt/data").mkdir(parents=True)
     pkg = update_package(tmp_path)
     first = install_final_event(pkg, root, tmp_path)
+    reads = first["summary"].pop("package_reads")  # 1 with -t in RAM (the spool); else verify, scripts, apply
     assert first["final"] and first["summary"] == {"records": 1, "written": 1, "in_place": 0, "files": 1,
-                                                   "flash_blocks": 0, "volumes": 0, "device_bytes": 0,
-                                                   "package_reads": 1}
+                                                   "flash_blocks": 0, "volumes": 0, "device_bytes": 0}
+    assert reads in (1, 3)
     again = install_final_event(pkg, root, tmp_path)
     assert again["summary"]["written"] == 0 and again["summary"]["in_place"] == 1 and again["summary"]["files"] == 0
 

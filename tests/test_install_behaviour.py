@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sstarota.fsutil import ram_fs
 from support import GOLDEN, copy_inputs, files_of, final_event, otaunpack
 
 PROJECT = Path(__file__).parent.parent
@@ -168,9 +169,10 @@ def test_text_progress_lines_and_help(tmp_path):
 
 
 # ---------------------------------------------------------------------------- one inflate (issue 25)
-# A gzip package is inflated once where -t has room: the verify pass spools what it inflates
-# and the later passes (scripts, apply) read the spool. The final event counts the reads of
-# the package; a spool that cannot take a write falls back to reading the package again.
+# A gzip package is inflated once where -t is in RAM (a board's /tmp) and has room: the verify
+# pass spools what it inflates and the later passes (scripts, apply) read the spool. The final
+# event counts the reads of the package; a spool that cannot take a write falls back to
+# reading the package again; a -t on storage is not written with a copy of the package.
 
 def _two_files_package(cli, inp, tmp_path, size=256 << 10):
     a, b = tmp_path / "a.bin", tmp_path / "b.bin"
@@ -184,7 +186,9 @@ def _two_files_package(cli, inp, tmp_path, size=256 << 10):
 
 
 def _install_events(pkg, root, work, *extra, **kw):
-    events = work.parent / (work.name + ".events")
+    work.mkdir(exist_ok=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    events = root.parent / "events"
     with open(events, "w") as f:
         proc = otaunpack("-x", pkg, "--root", root, "-t", work, "--progress-fd", f.fileno(), *extra,
                          pass_fds=(f.fileno(),), **kw)
@@ -192,51 +196,55 @@ def _install_events(pkg, root, work, *extra, **kw):
 
 
 @pytest.mark.parametrize("two_pass", [False, True], ids=["spooled", "two-pass"])
-def test_a_gzip_package_is_inflated_once_where_the_work_directory_has_room(cli, inp, tmp_path, two_pass):
+def test_a_gzip_package_is_inflated_once_where_the_work_directory_is_in_ram(cli, inp, tmp_path, ram_dir, two_pass):
     pkg, a, b = _two_files_package(cli, inp, tmp_path)
-    root, work = tmp_path / "root", tmp_path / "work"
-    (root / "data").mkdir(parents=True)
-    work.mkdir()
-    proc, final = _install_events(pkg, root, work, *(["--two-pass"] if two_pass else []))
+    root = tmp_path / "root"
+    proc, final = _install_events(pkg, root, ram_dir, *(["--two-pass"] if two_pass else []))
     assert proc.returncode == 0, proc.stderr
     # verify, then the scripts' read and the apply pass: one read when spooled, three when not
     assert final["reason"] == "ok" and final["summary"]["package_reads"] == (3 if two_pass else 1)
     assert final["summary"]["written"] == 2
     assert (root / "data/a.bin").read_bytes() == a and (root / "data/b.bin").read_bytes() == b
-    assert os.listdir(work) == []  # the spool went with the private work directory
+    assert os.listdir(ram_dir) == []  # the spool went with the private work directory
 
 
-def test_a_spool_that_fills_its_filesystem_falls_back_to_reading_the_package_again(cli, inp, tmp_path):
+def test_a_work_directory_on_storage_gets_no_copy_of_the_package(cli, inp, tmp_path):
+    """A spool on flash would wear it and cost more than a second inflate: read twice there."""
+    pkg, a, b = _two_files_package(cli, inp, tmp_path)
+    root, work = tmp_path / "root", tmp_path / "work"
+    proc, final = _install_events(pkg, root, work)
+    assert proc.returncode == 0, proc.stderr
+    assert final["summary"]["package_reads"] == (1 if ram_fs(str(tmp_path)) else 3)
+    assert (root / "data/a.bin").read_bytes() == a and (root / "data/b.bin").read_bytes() == b
+
+
+def test_a_spool_that_fills_its_filesystem_falls_back_to_reading_the_package_again(cli, inp, tmp_path, ram_dir):
     """RLIMIT_FSIZE stands for a full -t: the spool's write past it fails (EFBIG) half-way
     through the verify pass, which had given up the package's block chain for the spool: it is
     read again (a fourth read, after the scripts' and the apply pass's), and the install
     goes on from the package."""
     pkg, a, b = _two_files_package(cli, inp, tmp_path)
-    root, work = tmp_path / "root", tmp_path / "work"
-    (root / "data").mkdir(parents=True)
-    work.mkdir()
+    root = tmp_path / "root"
     limit = len(a) + (len(a) >> 1)  # the targets (one file each) fit, the whole package does not
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc, final = _install_events(pkg, root, work, preexec_fn=small_files)
+    proc, final = _install_events(pkg, root, ram_dir, preexec_fn=small_files)
     assert proc.returncode == 0, proc.stderr
     assert final["summary"]["package_reads"] == 4 and final["summary"]["written"] == 2
     assert (root / "data/a.bin").read_bytes() == a and (root / "data/b.bin").read_bytes() == b
-    assert os.listdir(work) == []
+    assert os.listdir(ram_dir) == []
 
 
-def test_a_corrupt_package_leaves_no_spool(cli, inp, tmp_path):
+def test_a_corrupt_package_leaves_no_spool(cli, inp, tmp_path, ram_dir):
     pkg, a, _ = _two_files_package(cli, inp, tmp_path)
     raw = bytearray(gzip.decompress(pkg.read_bytes()))
     at = bytes(raw).index(a[:64]) + 1000
     raw[at] ^= 0xFF  # record 1's data: its checksum fails, after the spool began
     bad = tmp_path / "bad.bin.gz"
     bad.write_bytes(gzip.compress(bytes(raw)))
-    root, work = tmp_path / "root", tmp_path / "work"
-    (root / "data").mkdir(parents=True)
-    work.mkdir()
-    proc, final = _install_events(bad, root, work)
+    root = tmp_path / "root"
+    proc, final = _install_events(bad, root, ram_dir)
     assert proc.returncode == 3 and final["reason"] == "rejected"
-    assert os.listdir(work) == [] and files_of(root) == {}
+    assert os.listdir(ram_dir) == [] and files_of(root) == {}

@@ -45,8 +45,8 @@ Usage: otaunpack [OPTIONS]
 OPTIONS = [
     (("-x",), "gz_path", "PKG.gz", "A gzip-compressed package ('-' for stdin, or an http:// or https:// URL)."),
     (("-r",), "raw_path", "PKG", "A raw package ('-' for stdin, or a URL)."),
-    (("-t",), "tmpdir", "DIR", "Work directory (patches, stdin and URL spool, and the inflated package where it "
-     "fits: one inflate instead of two). Default: $TMPDIR or /tmp."),
+    (("-t",), "tmpdir", "DIR", "Work directory (patches, stdin and URL spool; on a tmpfs, the inflated package "
+     "where it fits: one inflate instead of two). Default: $TMPDIR or /tmp."),
     (("--two-pass",), "two_pass", None,
      "Keep nothing of the package under -t: read (and inflate) it again after the verify pass."),
     (("--no-spool",), "no_spool", None,

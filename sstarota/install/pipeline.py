@@ -7,11 +7,11 @@ before it has succeeded. Every later read of the package (the scripts, the apply
 dry-run listing) goes through the pass-1 block digests (blocks.py): a package that changes
 between the passes cannot get a byte onto flash or into sh.
 
-Where the work directory (-t) has room for the inflated package (and, on a RAM filesystem,
-the memory), the verify pass also writes what it inflates there, once checked block by
-block, and the later passes read that spool, a file of ours in the private work directory,
+Where the work directory (-t) is in RAM (a tmpfs) and has room for the inflated package
+within half the memory available, the verify pass also writes what it inflates there, and
+the later passes read that spool, a file of ours in the private work directory,
 instead of inflating the package again: one inflate and two SHA-256 passes instead of two
-and three. Otherwise (no room, a raw package, --two-pass, a URL with --no-spool) the later
+and three. Otherwise (-t on storage, no room, a raw package, --two-pass, a URL with --no-spool) the later
 passes read the package again through the block digests. A note says which was used, and
 the final progress event's summary counts the reads of the package (package_reads).
 
@@ -150,15 +150,18 @@ class Installer:
         return plan
 
     def _spool_for(self, size):
-        """A spool under -t for the inflated package of size bytes, when it fits: the free
-        space less SPOOL_SPARE, and on a RAM filesystem half the memory available, so that
-        what the spool takes cannot bring the board's OOM killer (the package is read twice
-        instead). spool_note says which."""
+        """A spool under -t for the inflated package of size bytes, when -t is in RAM (a
+        board's /tmp: a tmpfs) and it fits: the free space less SPOOL_SPARE, and half the
+        memory available, so that what the spool takes cannot bring the board's OOM killer.
+        Otherwise the package is read twice: on storage (flash) a copy of the package would
+        cost more than a second inflate, and wear it. spool_note says which."""
         where = self.ctx.tmpdir
         free, _ = _free(where)
         ram = ram_fs(where)
         avail = mem_available() if ram else None
-        if free is not None and free < size + SPOOL_SPARE:
+        if ram is None:
+            why = "-t %s is not in RAM (a tmpfs): a copy there would be written to storage" % where
+        elif free is not None and free < size + SPOOL_SPARE:
             why = "-t %s has %d bytes free" % (where, free)
         elif avail is not None and size > avail // 2:
             why = "-t %s is on %s and the board has %d bytes of memory available" % (where, ram, avail)
