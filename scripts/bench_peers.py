@@ -501,7 +501,8 @@ def tracked(results):
             print("  64 MiB single-copy install (image file), ours 0.4 / SWUpdate default: %s (target <= 1.0)"
                   % ratio("ours 0.4 (file)", "swupdate default (file)"))
             if "loop" in wheres:
-                print("  64 MiB into a whole partition (loop device; ours has no A/B slot mode), ours 0.4 / SWUpdate"
+                print("  64 MiB into a whole partition (a loop device, standing for an inactive slot; the A/B install "
+                      "through u-boot is bench ab), ours 0.4 / SWUpdate"
                       " streamed: %s, / RAUC slot B: %s (target <= 1.0)"
                       % (ratio("ours 0.4 (loop)", "swupdate streamed (loop)"), ratio("ours 0.4 (loop)",
                                                                                   "rauc slot B (loop)")))

@@ -8,7 +8,8 @@ dry-run listing) goes through the pass-1 block digests (blocks.py): a package th
 between the passes cannot get a byte onto flash or into sh.
 
 Where the work directory (-t) is in RAM (a tmpfs) and has room for the inflated package
-within half the memory available, the verify pass also writes what it inflates there, and
+within the memory available (SPOOL_MEMORY_RESERVE left, half at most), the verify pass also
+writes what it inflates there, and
 the later passes read that spool, a file of ours in the private work directory,
 instead of inflating the package again: one inflate and two SHA-256 passes instead of two
 and three. Otherwise (-t on storage, no room, a raw package, --two-pass, a URL with --no-spool) the later
@@ -48,6 +49,10 @@ WRITE_UNITS = 4096  # progress units for committing one target
 STATE_DIR = "/var/lib/sstarota"  # the state directory when the board names none (inside --root)
 STATE_UNDER_TMP = "sstarota-state"  # ... and when that is not writable persistent storage either
 SPOOL_SPARE = 4 << 20  # what the inflated package's spool leaves free under -t (the scripts, patches)
+#: ... and of the memory available (the rest of the install, the flash's page cache, the board's
+#: own processes): on the 64 MB test board, whose 28 MB available shrink to about 20 once the
+#: installer is loaded, an 8 MiB spool brought the OOM killer; a spool never takes over half either
+SPOOL_MEMORY_RESERVE = 24 << 20
 
 
 @dataclass
@@ -151,8 +156,9 @@ class Installer:
 
     def _spool_for(self, size):
         """A spool under -t for the inflated package of size bytes, when -t is in RAM (a
-        board's /tmp: a tmpfs) and it fits: the free space less SPOOL_SPARE, and half the
-        memory available, so that what the spool takes cannot bring the board's OOM killer.
+        board's /tmp: a tmpfs) and it fits: the free space less SPOOL_SPARE, and the memory
+        available less SPOOL_MEMORY_RESERVE (and half of it at most), so that what the spool
+        takes cannot bring the board's OOM killer.
         Otherwise the package is read twice: on storage (flash) a copy of the package would
         cost more than a second inflate, and wear it. spool_note says which."""
         where = self.ctx.tmpdir
@@ -163,7 +169,7 @@ class Installer:
             why = "-t %s is not in RAM (a tmpfs): a copy there would be written to storage" % where
         elif free is not None and free < size + SPOOL_SPARE:
             why = "-t %s has %d bytes free" % (where, free)
-        elif avail is not None and size > avail // 2:
+        elif avail is not None and (size > avail - SPOOL_MEMORY_RESERVE or size > avail // 2):
             why = "-t %s is on %s and the board has %d bytes of memory available" % (where, ram, avail)
         else:
             try:
