@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .errors import InstallError, UsageError
+from .errors import InstallError, PackageError, UsageError
 
 CONFIG = "/etc/sstarota/slots.conf"
 STATUS = "slots.json"  # in the state directory
@@ -353,11 +353,22 @@ class Slots:
         for dev in running:
             d = re.fullmatch(r"/dev/mtd(?:block)?(\d+)(?:ro)?", dev)
             if d and d.group(1) == m.group(1):
-                from .errors import PackageError
-
                 raise PackageError("record %d (%s %s): that is slot %s's partition (%s), the running slot: refused, "
                                    "nothing written" % (rec_index + 1, op_name, name,
                                                         self.table.names[self.booted()], dev))
+
+    def keep_fallback(self):
+        """An install into the inactive slot overwrites what u-boot falls back to. While the
+        running slot is on trial (not marked good) that is the only good copy: refused
+        (nothing written) while that slot is bootable, until --mark-good."""
+        running, target = self.booted(), self.target_slot()
+        _, meta = self.metadata()
+        if not successful(meta[running]) and bootable(meta[target]):
+            names = self.table.names
+            raise PackageError("slot %s is running on trial (not marked good) and slot %s is what the board falls back "
+                               "to: installing into %s would overwrite it; nothing written: mark %s good first "
+                               "(otaunpack --mark-good, once it is healthy)"
+                               % (names[running], names[target], names[target], names[running]), reason="slot-trial")
 
     def expected(self, target, size, sha256):
         """The verify pass saw what goes into a slot target: read back and compared before the switch."""

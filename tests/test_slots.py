@@ -200,3 +200,25 @@ def test_read_back_mismatch_leaves_the_env(tmp_path):
         b.switch("ab" * 32, None, root=str(tmp_path))
     assert "not switched" in str(exc.value)
     assert b.env.values["slot_select"] == "0" and b.env.values["slot_metadata"] == "0x8f,0x00"
+
+
+@pytest.mark.parametrize("select, meta, refused", [
+    ("1", "0x8e,0x2f", True),   # B running on trial (not marked good), A the good fallback: refused
+    ("1", "0x8e,0xaf", False),  # B marked good: A may be written
+    ("0", "0x8f,0x00", False),  # factory A good, B empty
+    ("0", "0x0f,0x00", False),  # A never marked good, but B holds nothing to fall back to
+    ("0", "0x8e,0x0f", False),  # after a fallback to A: B failed, out of tries
+    ("0", "0x0e,0x2f", True),   # A on trial, B bootable
+])
+def test_an_install_never_overwrites_the_slot_a_trial_falls_back_to(tmp_path, select, meta, refused):
+    """A package found (or run again) before the running slot is marked good would write the
+    other slot, the one u-boot falls back to: refused, nothing written, until --mark-good."""
+    from sstarota.errors import PackageError
+
+    b = slots_with(tmp_path, slot_select=select, slot_number="2", slot_metadata=meta)
+    if not refused:
+        b.keep_fallback()
+        return
+    with pytest.raises(PackageError) as exc:
+        b.keep_fallback()
+    assert exc.value.reason == "slot-trial" and exc.value.exit_code == 3 and "\n" not in str(exc.value)

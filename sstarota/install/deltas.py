@@ -30,7 +30,8 @@ from ..errors import PackageError
 from ..flashio import open_current
 from ..state import PACKAGE_DELTAS, prefix_digests, stash_ok
 from ..text import shown
-from .plan import APPLY, FROM_STASH, IN_PLACE, open_dest
+from .plan import APPLY, FROM_STASH, IN_PLACE
+from .targets import open_dest
 
 BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
 

@@ -1,7 +1,7 @@
 """The installer pipeline: verify pass -> begin script -> apply pass -> end script.
 
 Pass 1 reads the whole package front to back (gzip inflated in-process) and checks every
-checksum, count, length and target (each target for its kind: see plan.open_dest), and
+checksum, count, length and target (each target for its kind: see targets.open_dest), and
 that the stream ends exactly after the last record. Nothing is written and no script runs
 before it has succeeded. Every later read of the package (the scripts, the apply pass, the
 dry-run listing) goes through the pass-1 block digests (blocks.py): a package that changes
@@ -40,7 +40,8 @@ from ..writers import Context, for_op
 from . import deltas
 from .blocks import ChainTap, VerifiedStream
 from .inplace import comparer, skipped, to_write
-from .plan import FROM_STASH, IN_PLACE, Dest, Named, Plan, check_capacity, open_dest, patch_new_size, plan_line
+from .plan import FROM_STASH, IN_PLACE, Plan, plan_line
+from .targets import Dest, Named, check_capacity, open_dest, patch_new_size
 from .policy import Policy, _inside
 from .scripts import Scripts
 from .trust import ManifestCheck
@@ -144,6 +145,8 @@ class Installer:
             plan.digests, plan.stream_size = first.digests, first.stream_size
         if plan.problem is not None:
             raise plan.problem
+        if self.slots is not None and self.slots.expect:  # a slot to write: never the one a trial falls back to
+            self.slots.keep_fallback()
         if self.spool_note:
             self.note(self.spool_note)
         plan.package_id = "%s root=%s all-targets=%d" % (plan.ident.hexdigest(),

@@ -144,7 +144,7 @@ class Writer:
     when open() sets one (an AtomicFile or a DeviceFile).
 
     The class attributes and class methods say what the record kind is, for the installer's
-    checks (install/plan.py, install/inplace.py, install/pipeline.py): a new record kind sets
+    checks (install/targets.py, install/inplace.py, install/pipeline.py): a new record kind sets
     them in its writer, and the installer does not change."""
 
     out: Optional[Output] = None
@@ -186,7 +186,7 @@ class Writer:
     def __init__(self, ctx, rec, dest, expect=None):
         self.ctx = ctx
         self.rec = rec
-        self.dest = dest  # install.plan.Dest: the target, checked and (devices) opened
+        self.dest = dest  # install.targets.Dest: the target, checked and (devices) opened
         self.target = dest.name  # as the package names it
         self.path = dest.path  # on this host, for messages and flash look-ups
         self.expect = expect  # what the manifest says the result must be (deltas), or None

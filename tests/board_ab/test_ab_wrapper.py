@@ -3,6 +3,7 @@ the package on the data partition is installed into the other slot once, however
 find it there; a package that fails is tried at most OTA_MAX_TRIES times, then left, and the
 wrapper's --status says so and why. Real boots through u-boot between the runs."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -75,3 +76,36 @@ def test_the_wrapper_installs_a_package_once_over_three_boots_and_leaves_a_faili
     lines = {s[1]: s[2] for s in status(b)}
     assert set(lines) == {"installed", "left"}
     assert "left after 2 tries" in lines["left"] and "exit 3" in lines["left"], lines
+
+
+def test_a_package_waits_while_the_running_slot_is_on_trial(ab_board):
+    """B on trial (installed, booted, not marked good yet) and A the good slot it falls back to:
+    otaunpack refuses to write A (exit 3, reason slot-trial, nothing written), the wrapper
+    leaves the package untried; once B is marked good the same package installs into A."""
+    b = ab_board
+    shutil.copy(WRAPPER, b.vm.work / "sstarota-update")
+    b.power_on()
+    assert b.install("v2").rc == 0
+    boot = b.reboot()
+    assert (boot.slot, boot.release) == ("B", "v2")
+    configure(b)
+    env, a_before = b.env(), b.mtd_sha(4)
+    assert env == ("1", "2", "0x8e,0x2f")  # B on trial: one try paid
+
+    r = b.otaunpack("-x", "%s/pkgs/%s" % (b.W, b.pkgs[("v3", "1.6")].name), "-t", b.TMP, "-q",
+                    "--progress-fd", "1")
+    assert r.rc == 3, r.err
+    final = json.loads(r.out.splitlines()[-1])
+    assert final["reason"] == "slot-trial" and final["code"] == 3
+    assert b.env() == env and b.mtd_sha(4) == a_before
+
+    b.run("cp %s/pkgs/%s %s && sync" % (b.W, b.pkgs[("v3", "1.6")].name, PKG)).check()
+    got, r = wrapper(b)
+    assert got == (0, False), r.out + r.err
+    assert b.env() == env and b.mtd_sha(4) == a_before
+    assert [s[1] for s in status(b)] == ["package"]  # no try recorded
+
+    assert b.otaunpack("--mark-good").rc == 0
+    got, r = wrapper(b)
+    assert got == (0, True), r.out + r.err
+    assert b.slot_holds("A", "v3") and b.env() == ("0", "2", "0x3f,0xae")
