@@ -357,18 +357,27 @@ class Slots:
                                    "nothing written" % (rec_index + 1, op_name, name,
                                                         self.table.names[self.booted()], dev))
 
-    def keep_fallback(self):
-        """An install into the inactive slot overwrites what u-boot falls back to. While the
-        running slot is on trial (not marked good) that is the only good copy: refused
-        (nothing written) while that slot is bootable, until --mark-good."""
+    def fallback_at_risk(self):
+        """Why an install into the inactive slot must wait, or None. It overwrites what u-boot
+        falls back to: while the running slot is not marked good (on trial, or on its last try)
+        and the other one is bootable, that is the only copy known good. Not after a switch
+        in this boot: the other slot is then the one just written, not booted yet."""
+        if self._switched_this_boot() is not None:
+            return None
         running, target = self.booted(), self.target_slot()
         _, meta = self.metadata()
-        if not successful(meta[running]) and bootable(meta[target]):
-            names = self.table.names
-            raise PackageError("slot %s is running on trial (not marked good) and slot %s is what the board falls back "
-                               "to: installing into %s would overwrite it; nothing written: mark %s good first "
-                               "(otaunpack --mark-good, once it is healthy)"
-                               % (names[running], names[target], names[target], names[running]), reason="slot-trial")
+        if successful(meta[running]) or not bootable(meta[target]):
+            return None
+        names = self.table.names
+        return ("slot %s is running on trial (not marked good) and slot %s is what the board falls back to: "
+                "installing into %s would overwrite it; mark %s good first (otaunpack --mark-good, once it is "
+                "healthy)" % (names[running], names[target], names[target], names[running]))
+
+    def keep_fallback(self):
+        """Refuse (nothing written) an install that fallback_at_risk says must wait."""
+        why = self.fallback_at_risk()
+        if why is not None:
+            raise PackageError(why.replace("; mark", "; nothing written: mark", 1), reason="slot-trial")
 
     def expected(self, target, size, sha256):
         """The verify pass saw what goes into a slot target: read back and compared before the switch."""
@@ -448,8 +457,8 @@ class Slots:
             return name, False
         new = marked_good(meta, slot)
         values = {"slot_metadata": format_metadata(new)}
-        if env.get("slot_select") != str(slot):
-            values["slot_select"] = str(slot)
+        if env.get("slot_select") != str(slot) and self._switched_this_boot() is None:
+            values["slot_select"] = str(slot)  # (after a switch in this boot, slot_select names the next boot's)
         self.env.set(values)
         status = self.load_status()
         status.setdefault("slots", {}).setdefault(name, {})["marked_good"] = _now()
@@ -464,7 +473,7 @@ class Slots:
         saved = self.load_status()
         out = {"booted": t.names[booted], "slot_select": env.get("slot_select"), "slot_number": env.get("slot_number"),
                "slot_metadata": env.get("slot_metadata"), "slots": {}, "last_install": saved.get("last_install"),
-               "fallback": None}
+               "fallback": None, "install_waits": self.fallback_at_risk()}
         for i, name in enumerate(t.names):
             info = dict(saved.get("slots", {}).get(name, {}))
             out["slots"][name] = {
@@ -542,5 +551,7 @@ def status_lines(st):
                                                  else "", last["reason"]))
     if st.get("fallback"):
         lines.append(st["fallback"]["message"])
+    if st.get("install_waits"):  # the boot wrapper leaves a package untried on this line
+        lines.append("install waits: %s" % st["install_waits"])
     return lines
 

@@ -252,9 +252,10 @@ class StreamSource(_Passes):
         self.gz = is_gzip(head) if gz is None else gz
         self.passes = 0
 
-    @property
-    def inflates(self):
-        return bool(self.gz)
+    #: the first pass spools the raw stream under -t as it reads: an inflated spool there would
+    #: compete with it for the room (and a full -t would end that read), so the package is
+    #: inflated again from the raw spool
+    inflates = False
 
     def stream(self):
         self.passes += 1

@@ -248,3 +248,30 @@ def test_a_corrupt_package_leaves_no_spool(cli, inp, tmp_path, ram_dir):
     proc, final = _install_events(bad, root, ram_dir)
     assert proc.returncode == 3 and final["reason"] == "rejected"
     assert os.listdir(ram_dir) == [] and files_of(root) == {}
+
+
+def test_a_spool_that_leaves_no_room_for_the_work_files_is_dropped_not_the_package(cli, inp, tmp_path):
+    """-t a 12 MiB tmpfs: the 6.5 MiB inflated package fits (with its 4 MiB spare), but then
+    the 5 MiB script record it must spool there does not: the spool goes, the package is
+    verified again without it, and the install succeeds (a refusal would be the same at every
+    try, though the package fits a board that reads it twice)."""
+    script = tmp_path / "big.sh"
+    script.write_bytes(b"echo ran > \"$OTA_ROOT/script-ran\"\n" + (b"#" * 1023 + b"\n") * (5 << 10))
+    data = tmp_path / "d.bin"
+    data.write_bytes(os.urandom(3 << 19))
+    pkg = pack_records(cli, tmp_path / "p.bin", inp, end=None, records=[
+        ("-s", script, "-d", "big.sh", "--script-add"), ("-s", data, "-d", "/data/d.bin", "--file-update")])
+    subprocess.run(["gzip", "-1", pkg], check=True)
+    root, work = tmp_path / "root", tmp_path / "work"
+    (root / "data").mkdir(parents=True)
+    work.mkdir()
+    events = tmp_path / "events"
+    sh = ('mount -t tmpfs -o size=12m ota-work "$1" && shift && exec "$@" --progress-fd 3 3>"%s"' % events)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", sh, "sh", str(work), sys.executable, "-m",
+                           "sstarota.cli.otaunpack", "-x", str(pkg) + ".gz", "--root", str(root), "-t", str(work)],
+                          capture_output=True, text=True, cwd=PROJECT)
+    assert proc.returncode == 0, proc.stderr
+    final = final_event(events)
+    # verify with the spool, verify again without it, the apply pass
+    assert final["reason"] == "ok" and final["summary"]["package_reads"] == 3
+    assert (root / "script-ran").read_text() == "ran\n" and (root / "data/d.bin").read_bytes() == data.read_bytes()

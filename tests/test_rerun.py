@@ -449,3 +449,36 @@ def test_a_delta_without_a_manifest_needs_a_state_directory_that_survives_a_rebo
     pkg = every_kind_package(inputs, tmp_path / "m.bin")
     proc = install_with_state_on_tmpfs(pkg, root, tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_a_journal_naming_the_package_by_its_block_chain_is_still_known(clean, tmp_path, inputs, ram_dir):
+    """An otaunpack before the record digests named a package by the SHA-256 chain over its
+    128 KiB blocks. A re-run after a power cut (say by the newer otaunpack the package itself
+    installed) with -t in RAM would spool and take no chain: it sees the unfinished journal it
+    does not know, drops the spool, reads the package twice and finds it by the chain."""
+    import gzip
+
+    from sstarota.install.blocks import ChainTap
+
+    pkg, want = clean
+    root = tmp_path / "root"
+    old_board(root, inputs)
+    state = tmp_path / "state"
+    kill_once_stashed(pkg, root, state)
+    with open(pkg, "rb") as f:
+        tap = ChainTap(f)
+        while tap.read(1 << 16):
+            pass
+    chained = hashlib.sha256(b"".join(tap.finish()) + b"%d" % tap.size).hexdigest()
+    journal = json.loads((state / "journal").read_text())
+    journal["package"] = "%s root=%s all-targets=0" % (chained, os.path.realpath(root))
+    journal["writing"] = 6
+    (state / "journal").write_text(json.dumps(journal))
+    (root / "dev/mtd3").write_bytes((inputs / "part.new").read_bytes())  # it reads back as the result
+    gz = tmp_path / "pkg.bin.gz"
+    gz.write_bytes(gzip.compress(pkg.read_bytes(), 6))
+    proc = otaunpack("-x", gz, "--root", root, "-t", ram_dir, "--state-dir", state, text=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"writing the result stashed by an interrupted run" in proc.stderr
+    assert b"two reads of the package: the journal of an interrupted run" in proc.stderr
+    assert snapshot(root) == want

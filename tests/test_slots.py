@@ -209,6 +209,7 @@ def test_read_back_mismatch_leaves_the_env(tmp_path):
     ("0", "0x0f,0x00", False),  # A never marked good, but B holds nothing to fall back to
     ("0", "0x8e,0x0f", False),  # after a fallback to A: B failed, out of tries
     ("0", "0x0e,0x2f", True),   # A on trial, B bootable
+    ("1", "0x8e,0x0f", True),   # B on its last try (bootab took it before booting): still not good
 ])
 def test_an_install_never_overwrites_the_slot_a_trial_falls_back_to(tmp_path, select, meta, refused):
     """A package found (or run again) before the running slot is marked good would write the
@@ -216,9 +217,32 @@ def test_an_install_never_overwrites_the_slot_a_trial_falls_back_to(tmp_path, se
     from sstarota.errors import PackageError
 
     b = slots_with(tmp_path, slot_select=select, slot_number="2", slot_metadata=meta)
+    waits = [line for line in slots.status_lines(b.status()) if line.startswith("install waits: ")]
     if not refused:
         b.keep_fallback()
+        assert waits == [] and b.status()["install_waits"] is None
         return
     with pytest.raises(PackageError) as exc:
         b.keep_fallback()
     assert exc.value.reason == "slot-trial" and exc.value.exit_code == 3 and "\n" not in str(exc.value)
+    assert len(waits) == 1  # what the boot wrapper reads to leave a package untried
+
+
+def test_after_a_switch_in_this_boot_the_new_slot_may_be_written_again_and_mark_good_keeps_the_switch(tmp_path):
+    """A factory A never marked good (0x3f): the install into B switches; in the same boot a
+    second run may write B again (A still runs and stays the fallback), and --mark-good marks
+    A without turning slot_select back to it (the next boot must try B)."""
+    import hashlib
+
+    img = tmp_path / "dev/mtd5"
+    img.parent.mkdir()
+    img.write_bytes(b"new kernel")
+    b = slots_with(tmp_path, slot_select="0", slot_number="2", slot_metadata="0x3f,0x00")
+    b.keep_fallback()
+    b.expected("/dev/mtd5", 10, hashlib.sha256(b"new kernel").hexdigest())
+    assert b.switch("ab" * 32, "2.0", root=str(tmp_path)) == "B"
+    assert b.env.values["slot_select"] == "1" and b.env.values["slot_metadata"] == "0x3e,0x3f"
+    again = slots_with(tmp_path, **b.env.values)
+    again.keep_fallback()  # B is the slot just written, not a fallback
+    assert again.mark_good() == ("A", True)
+    assert again.env.values["slot_select"] == "1" and again.env.values["slot_metadata"] == "0xbe,0x3f"

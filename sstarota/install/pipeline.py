@@ -127,10 +127,37 @@ class Installer:
 
         A board with keys opens no target before the signature is checked: a first pass
         checks the package and its signature alone, a second (through the first one's block
-        digests) the targets (opening a device node can act: /dev/watchdog arms)."""
+        digests) the targets (opening a device node can act: /dev/watchdog arms).
+
+        Where the inflated package is spooled (one inflate) and -t then has no room left for
+        the work files the apply pass needs, or a journal left by an interrupted run names the
+        package as the block chain did (an otaunpack before the record digests named it), the
+        spool is dropped and the package verified again, read twice: the same result, no spool."""
         keyed = bool(self.policy.key_paths) or self.policy.require_signature
         self.policy.prepare()
-        plan, lost = self._first_pass(keyed, spool=self.opts.spool and getattr(self.source, "inflates", False))
+        spool = self.opts.spool and getattr(self.source, "inflates", False)
+        while True:
+            plan = self._verify_once(keyed, spool)
+            why = None
+            if self.spool is not None and self._chain_named_journal(plan):
+                why = "the journal of an interrupted run names the package by its block digests"
+            else:
+                try:
+                    self._check_room(plan)
+                    if self.spool_note:
+                        self.note(self.spool_note)
+                    return plan
+                except PackageError:
+                    if self.spool is None:
+                        raise
+                    why = "-t needs the room for the package's work files"
+            self.spool.close()
+            self.spool = None
+            self.spool_note = "two reads of the package: %s" % why
+            spool = False
+
+    def _verify_once(self, keyed, spool):
+        plan, lost = self._first_pass(keyed, spool)
         if lost:  # the spool failed after the block chain was given up for it: read it all again
             plan, _ = self._first_pass(keyed, spool=False)
         self.policy.check(plan.manifest, self.note)
@@ -147,15 +174,23 @@ class Installer:
             raise plan.problem
         if self.slots is not None and self.slots.expect:  # a slot to write: never the one a trial falls back to
             self.slots.keep_fallback()
-        if self.spool_note:
-            self.note(self.spool_note)
-        plan.package_id = "%s root=%s all-targets=%d" % (plan.ident.hexdigest(),
-            os.path.realpath(self.opts.root or "/"), self.opts.all_targets)
+        where = " root=%s all-targets=%d" % (os.path.realpath(self.opts.root or "/"), self.opts.all_targets)
+        plan.package_id = plan.ident.hexdigest() + where
+        if self.spool is None and plan.digests and not self.state.knows(plan.package_id):
+            chained = hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest() + where
+            if self.state.knows(chained):  # an interrupted run's journal, from before the record digests
+                plan.package_id = chained
         if plan.needs_journal() and self.state.knows(plan.package_id) and self.state.writing is not None:
             plan.unsettle(self.state.writing)  # cut while being written: written again (state.py)
         deltas.settle(self, plan, self.state, plan.package_id)
-        self._check_room(plan)
         return plan
+
+    def _chain_named_journal(self, plan):
+        """Does the state directory hold an unfinished journal that does not name this package
+        by its record digests (so, maybe, by the block chain, which a spooled pass does not take)?"""
+        st = self.state
+        unfinished = st.package is not None and (st.writing is not None or bool(st.pending))
+        return unfinished and not st.knows(plan.package_id)
 
     def _spool_for(self, size):
         """A spool under -t for the inflated package of size bytes, when -t is in RAM (a
@@ -170,6 +205,8 @@ class Installer:
         avail = mem_available() if ram else None
         if ram is None:
             why = "-t %s is not in RAM (a tmpfs): a copy there would be written to storage" % where
+        elif avail is None:
+            why = "the memory available is not known (/proc/meminfo has no MemAvailable)"
         elif free is not None and free < size + SPOOL_SPARE:
             why = "-t %s has %d bytes free" % (where, free)
         elif avail is not None and (size > avail - SPOOL_MEMORY_RESERVE or size > avail // 2):
@@ -539,6 +576,9 @@ class Installer:
                 if code != 0:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
+            if self.spool is not None:  # its memory back before the end script restarts the applications
+                self.spool.close()
+                self.spool = None
             if self.slots is not None:  # A/B slots: the written slot read back, then one env switch
                 self.slots.switch(plan.package_id.split()[0], _version(plan))
             if self.state is not None:
