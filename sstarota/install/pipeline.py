@@ -49,6 +49,9 @@ from .trust import ManifestCheck
 WRITE_UNITS = 4096  # progress units for committing one target
 STATE_DIR = "/var/lib/sstarota"  # the state directory when the board names none (inside --root)
 STATE_UNDER_TMP = "sstarota-state"  # ... and when that is not writable persistent storage either
+#: the end of a package's journal name made from its record digests (plan.ident); a name made
+#: from the block chain, by an otaunpack before them, has none
+ID_BY_RECORDS = " by=records"
 SPOOL_SPARE = 4 << 20  # what the inflated package's spool leaves free under -t (the scripts, patches)
 #: ... and of the memory available (the rest of the install, the flash's page cache, the board's
 #: own processes): on the 64 MB test board, whose 28 MB available shrink to about 20 once the
@@ -175,7 +178,7 @@ class Installer:
         if self.slots is not None and self.slots.expect:  # a slot to write: never the one a trial falls back to
             self.slots.keep_fallback()
         where = " root=%s all-targets=%d" % (os.path.realpath(self.opts.root or "/"), self.opts.all_targets)
-        plan.package_id = plan.ident.hexdigest() + where
+        plan.package_id = plan.ident.hexdigest() + where + ID_BY_RECORDS
         if self.spool is None and plan.digests and not self.state.knows(plan.package_id):
             chained = hashlib.sha256(b"".join(plan.digests) + b"%d" % plan.stream_size).hexdigest() + where
             if self.state.knows(chained):  # an interrupted run's journal, from before the record digests
@@ -186,11 +189,11 @@ class Installer:
         return plan
 
     def _chain_named_journal(self, plan):
-        """Does the state directory hold an unfinished journal that does not name this package
-        by its record digests (so, maybe, by the block chain, which a spooled pass does not take)?"""
+        """Does the state directory hold an unfinished journal that names a package by the block
+        chain (an otaunpack before the record digests; a spooled pass does not take the chain)?"""
         st = self.state
         unfinished = st.package is not None and (st.writing is not None or bool(st.pending))
-        return unfinished and not st.knows(plan.package_id)
+        return unfinished and not st.package.endswith(ID_BY_RECORDS)
 
     def _spool_for(self, size):
         """A spool under -t for the inflated package of size bytes, when -t is in RAM (a
