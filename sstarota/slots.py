@@ -357,11 +357,12 @@ class Slots:
                                    "nothing written" % (rec_index + 1, op_name, name,
                                                         self.table.names[self.booted()], dev))
 
-    def fallback_at_risk(self):
+    def fallback_at_risk(self, refused=False):
         """Why an install into the inactive slot must wait, or None. It overwrites what u-boot
         falls back to: while the running slot is not marked good (on trial, or on its last try)
         and the other one is bootable, that is the only copy known good. Not after a switch
-        in this boot: the other slot is then the one just written, not booted yet."""
+        in this boot: the other slot is then the one just written, not booted yet. refused:
+        said of an install refused for it (nothing written)."""
         if self._switched_this_boot() is not None:
             return None
         running, target = self.booted(), self.target_slot()
@@ -370,14 +371,15 @@ class Slots:
             return None
         names = self.table.names
         return ("slot %s is running on trial (not marked good) and slot %s is what the board falls back to: "
-                "installing into %s would overwrite it; mark %s good first (otaunpack --mark-good, once it is "
-                "healthy)" % (names[running], names[target], names[target], names[running]))
+                "installing into %s would overwrite it; %smark %s good first (otaunpack --mark-good, once it is "
+                "healthy)" % (names[running], names[target], names[target], "nothing written: " if refused else "",
+                              names[running]))
 
     def keep_fallback(self):
         """Refuse (nothing written) an install that fallback_at_risk says must wait."""
-        why = self.fallback_at_risk()
+        why = self.fallback_at_risk(refused=True)
         if why is not None:
-            raise PackageError(why.replace("; mark", "; nothing written: mark", 1), reason="slot-trial")
+            raise PackageError(why, reason="slot-trial")
 
     def expected(self, target, size, sha256):
         """The verify pass saw what goes into a slot target: read back and compared before the switch."""

@@ -1,7 +1,6 @@
 """What goes onto the board: the update wrapper and the example begin/end scripts."""
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,7 @@ import pytest
 
 from sstarota import packer
 
-from support import GOLDEN
+from support import GOLDEN, otaunpack_events
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -411,12 +410,10 @@ def test_example_end_script_acts_on_ota_status(tmp_path, status):
 
 def install_final_event(pkg, root, tmp_path):
     """otaunpack's last JSON progress event for an install of pkg under root."""
-    events = tmp_path / "events.jsonl"
-    with open(events, "w") as f:
-        proc = subprocess.run([str(BIN / "otaunpack"), "-x", pkg, "--root", str(root), "-t", str(tmp_path), "-q",
-                               "--progress-fd", str(f.fileno())], pass_fds=(f.fileno(),), capture_output=True)
+    proc, events = otaunpack_events(tmp_path / "events.jsonl", "-x", pkg, "--root", root, "-t", tmp_path, "-q",
+                                    console=True)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(events.read_text().splitlines()[-1])
+    return events[-1]
 
 
 def test_the_final_progress_event_counts_what_was_written(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sstarota.fsutil import ram_fs
-from support import GOLDEN, copy_inputs, files_of, final_event, otaunpack
+from support import GOLDEN, copy_inputs, files_of, final_event, otaunpack, otaunpack_events
 
 PROJECT = Path(__file__).parent.parent
 
@@ -186,13 +186,11 @@ def _two_files_package(cli, inp, tmp_path, size=256 << 10):
 
 
 def _install_events(pkg, root, work, *extra, **kw):
+    """Install pkg under root with -t work: (the process, its final progress event)."""
     work.mkdir(exist_ok=True)
     (root / "data").mkdir(parents=True, exist_ok=True)
-    events = root.parent / "events"
-    with open(events, "w") as f:
-        proc = otaunpack("-x", pkg, "--root", root, "-t", work, "--progress-fd", f.fileno(), *extra,
-                         pass_fds=(f.fileno(),), **kw)
-    return proc, final_event(events)
+    proc, events = otaunpack_events(root.parent / "events", "-x", pkg, "--root", root, "-t", work, *extra, **kw)
+    return proc, events[-1]
 
 
 @pytest.mark.parametrize("two_pass", [False, True], ids=["spooled", "two-pass"])

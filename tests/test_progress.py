@@ -11,7 +11,7 @@ from PIL import Image
 
 from sstarota import fb, progress
 
-from support import GOLDEN, QUADRANTS, bar_fraction, close, copy_inputs, events_of, otaunpack, quadrant_picture
+from support import GOLDEN, QUADRANTS, bar_fraction, close, copy_inputs, otaunpack, otaunpack_events, quadrant_picture
 
 PROJECT = Path(__file__).parent.parent
 @pytest.fixture
@@ -28,11 +28,7 @@ def pkg(cli, tmp_path):
 
 
 def run_with_events(pkg, root, tmp_path, *extra):
-    ev = tmp_path / "events.jsonl"
-    with open(ev, "w") as f:
-        proc = otaunpack("-r", pkg, "--root", root, "-t", tmp_path, "-q", "--progress-fd", f.fileno(), *extra,
-                         pass_fds=(f.fileno(),))
-    return proc, events_of(ev)
+    return otaunpack_events(tmp_path / "events.jsonl", "-r", pkg, "--root", root, "-t", tmp_path, "-q", *extra)
 
 
 def test_event_stream_is_monotonic_ordered_and_ends_at_100_after_the_end_script(pkg, tmp_path):

@@ -14,7 +14,7 @@ from sstarota import netsource, packer, schema, sources
 from sstarota.cli import otaunpack as otaunpack_cli
 
 import webserver
-from support import otaunpack, snapshot
+from support import otaunpack, otaunpack_events, snapshot
 
 pytestmark = pytest.mark.skipif(not webserver.have_nginx(), reason="needs nginx and openssl")
 
@@ -256,16 +256,10 @@ def test_a_python_without_ssl_refuses_https_in_one_line(monkeypatch):
 
 
 def test_download_progress_reaches_the_json_renderer(served, tmp_path):
-    events = tmp_path / "events.jsonl"
     root = fresh_root(tmp_path, "root")
-    with open(events, "w") as f:
-        proc = subprocess.run([sys.executable, "-m", "sstarota.cli.otaunpack", "-x", served.url("SStarOta.bin.gz"),
-                               "--root", str(root), "-t", str(tmp_path), "-q", "--progress-fd", str(f.fileno())],
-                              capture_output=True, text=True, pass_fds=(f.fileno(),))
+    proc, stages = otaunpack_events(tmp_path / "events.jsonl", "-x", served.url("SStarOta.bin.gz"), "--root", root,
+                                    "-t", tmp_path, "-q")
     assert proc.returncode == 0, proc.stderr
-    import json
-
-    stages = [json.loads(line) for line in events.read_text().splitlines()]
     down = [e for e in stages if e["stage"] == "downloading"]
     mib = (served.root / "SStarOta.bin.gz").stat().st_size / 1048576.0
     assert down and down[-1]["message"].startswith("%.1f MiB of %.1f MiB at " % (mib, mib))

@@ -4,17 +4,18 @@ Pass 1 reads the whole package front to back (gzip inflated in-process) and chec
 checksum, count, length and target (each target for its kind: see targets.open_dest), and
 that the stream ends exactly after the last record. Nothing is written and no script runs
 before it has succeeded. Every later read of the package (the scripts, the apply pass, the
-dry-run listing) goes through the pass-1 block digests (blocks.py): a package that changes
-between the passes cannot get a byte onto flash or into sh.
+dry-run listing) reads exactly what pass 1 checked, one of two ways:
 
-Where the work directory (-t) is in RAM (a tmpfs) and has room for the inflated package
-within the memory available (SPOOL_MEMORY_RESERVE left, half at most), the verify pass also
-writes what it inflates there, and
-the later passes read that spool, a file of ours in the private work directory,
-instead of inflating the package again: one inflate and two SHA-256 passes instead of two
-and three. Otherwise (-t on storage, no room, a raw package, --two-pass, a URL with --no-spool) the later
-passes read the package again through the block digests. A note says which was used, and
-the final progress event's summary counts the reads of the package (package_reads).
+- where the work directory (-t) is in RAM (a tmpfs) and has room for the inflated package
+  within the memory available (SPOOL_MEMORY_RESERVE left, half at most), pass 1 writes what
+  it inflates to a spool there, a file of ours in the private work directory, and the later
+  passes read it: one inflate and one SHA-256 pass (the records' digests), no block chain;
+- otherwise (-t on storage, no room, a raw package, --two-pass, a URL with --no-spool) they
+  read the package again through the pass-1 block digests (blocks.py): a package that
+  changes between the passes cannot get a byte onto flash or into sh.
+
+A note says which was used, and the final progress event's summary counts the reads of the
+package (package_reads).
 
 Memory does not grow with the number of records or the size of scripts: records are not
 kept between the passes (the plan holds totals), the begin and end scripts and script
@@ -154,9 +155,7 @@ class Installer:
                     if self.spool is None:
                         raise
                     why = "-t needs the room for the package's work files"
-            self.spool.close()
-            self.spool = None
-            self.spool_note = "two reads of the package: %s" % why
+            self._drop_spool("two reads of the package: %s" % why)
             spool = False
 
     def _verify_once(self, keyed, spool):
@@ -188,6 +187,14 @@ class Installer:
         deltas.settle(self, plan, self.state, plan.package_id)
         return plan
 
+    def _drop_spool(self, note=None):
+        """The spool closed (its file removed, its memory back); note: why, for spool_note."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        if note is not None:
+            self.spool_note = note
+
     def _chain_named_journal(self, plan):
         """Does the state directory hold an unfinished journal that names a package by the block
         chain (an otaunpack before the record digests; a spooled pass does not take the chain)?"""
@@ -212,7 +219,7 @@ class Installer:
             why = "the memory available is not known (/proc/meminfo has no MemAvailable)"
         elif free is not None and free < size + SPOOL_SPARE:
             why = "-t %s has %d bytes free" % (where, free)
-        elif avail is not None and (size > avail - SPOOL_MEMORY_RESERVE or size > avail // 2):
+        elif size > avail - SPOOL_MEMORY_RESERVE or size > avail // 2:
             why = "-t %s is on %s and the board has %d bytes of memory available" % (where, ram, avail)
         else:
             try:
@@ -241,10 +248,8 @@ class Installer:
                 if tap.held is not None:  # the pass ended before the header was read
                     tap.spool_to(None)
                 if self.spool is not None and tap.spool is None:
-                    self.spool_note = "two reads of the package: spooling it under %s failed: %s" % (
-                        self.ctx.tmpdir, tap.spool_error)
-                    self.spool.close()
-                    self.spool = None
+                    self._drop_spool("two reads of the package: spooling it under %s failed: %s"
+                                     % (self.ctx.tmpdir, tap.spool_error))
             plan.digests = tap.finish()
             plan.stream_size = tap.size
         return plan, tap.chain_lost
@@ -532,9 +537,7 @@ class Installer:
         try:
             return self._run()
         finally:
-            if self.spool is not None:
-                self.spool.close()
-                self.spool = None
+            self._drop_spool()
             self.state.unlock()
 
     def _run(self):
@@ -579,9 +582,7 @@ class Installer:
                 if code != 0:
                     self.ctx.script_failed("the begin script", code)
             self.apply(plan)
-            if self.spool is not None:  # its memory back before the end script restarts the applications
-                self.spool.close()
-                self.spool = None
+            self._drop_spool()  # its memory back before the end script restarts the applications
             if self.slots is not None:  # A/B slots: the written slot read back, then one env switch
                 self.slots.switch(plan.package_id.split()[0], _version(plan))
             if self.state is not None:

@@ -38,6 +38,16 @@ def otaunpack(*argv, check=False, console=False, text=True, stdin=None, timeout=
     return _tool("otaunpack", argv, console, text, check, stdin, timeout, kw)
 
 
+def otaunpack_events(events, *argv, **kw):
+    """otaunpack(*argv, **kw) with its JSON progress events written to the file events (through
+    --progress-fd); returns (the process, the events)."""
+    from .results import events_of
+
+    with open(events, "w") as f:
+        proc = otaunpack(*argv, "--progress-fd", f.fileno(), pass_fds=(f.fileno(),), **kw)
+    return proc, events_of(events)
+
+
 def run(*cmd, **kw):
     return subprocess.run([str(c) for c in cmd], capture_output=True, **kw)
 
