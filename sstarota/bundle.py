@@ -1,7 +1,8 @@
 """The board bundle: what goes onto a board (host side; see docs/BOARD.md).
 
 `zipapp()` writes otaunpack as one executable file: a zip with a `#!` line holding the
-installer's modules (the host-only ones left out), construct, and ecdsa (with six, its one
+installer's modules (the host-only ones left out: construct and the layouts declared with
+it among them, the installer reads the compiled table), and ecdsa (with six, its one
 dependency) for signature checks: pure-Python dependencies on the board (click is
 otapack's; Pillow is optional and native). ecdsa is imported only when a signature is checked. Each module
 is stored as source and as bytecode of the building Python (unchecked-hash .pyc, so a
@@ -20,7 +21,7 @@ from .pyc import pyc
 #: modules of the package that never run on a board
 HOST_ONLY = ("sstarota/packer/", "sstarota/bundle.py", "sstarota/runtime.py", "sstarota/pyc.py",
              "sstarota/dropin.py", "sstarota/info.py", "sstarota/cli/otapack.py", "sstarota/cli/otabinheader.py",
-             "sstarota/cli/common.py", "sstarota/cli/fbshot.py", "sstarota/opflags.py")
+             "sstarota/cli/common.py", "sstarota/cli/fbshot.py", "sstarota/opflags.py", "sstarota/layouts.py")
 
 #: the exit code of a bundle started by a Python it cannot run on (otaunpack's own are 0-3)
 WRONG_PYTHON = 4
@@ -70,7 +71,7 @@ def bundle_files():
     files = [f for f in _package_files("sstarota") if not f[0].startswith(HOST_ONLY)]
     six = importlib.import_module("six").__file__
     ecdsa = [f for f in _package_files("ecdsa") if not f[0].startswith("ecdsa/test_")]
-    return files + _package_files("construct") + ecdsa + [("six.py", six)]
+    return files + ecdsa + [("six.py", six)]
 
 
 def zipapp(out, sources=True, bytecode=True, interpreter="/usr/bin/env python3"):

@@ -136,9 +136,8 @@ def header_digest(gen, raw_header, begin, end):
     """SHA-256 of the package header with the fields that depend on the manifest record
     (checksum, record count, data total) zeroed, then both scripts."""
     raw = bytearray(raw_header)
-    for name in (gen.header.subcons[0].name, "record_count", "total_data"):
-        at = schema.field_offset(gen.header, name)
-        size = next(s for s in gen.header.subcons if s.name == name).sizeof()
+    for name in (gen.header.fields[0][0], "record_count", "total_data"):
+        at, size = gen.header.offset(name), gen.header.field_size(name)
         raw[at:at + size] = bytes(size)
     h = hashlib.sha256(bytes(raw))
     h.update(begin)

@@ -173,7 +173,7 @@ class PackageReader:
     # ------------------------------------------------------------------ header
     def open(self):
         prefix = b""
-        want = schema.LegacyHeader.sizeof()
+        want = schema.LEGACY_SIZE
         while len(prefix) < want:
             try:
                 piece = self.stream.read(want - len(prefix))
@@ -213,7 +213,7 @@ class PackageReader:
             raise PackageError("%s: %s" % (self.name, mismatch))
 
     def _open_legacy(self):
-        raw = self._read_exact(schema.LegacyHeader.sizeof(), "the legacy header")
+        raw = self._read_exact(schema.LEGACY_SIZE, "the legacy header")
         h = schema.parse(schema.LegacyHeader, raw, "the legacy header", 0)
         count = h.record_count
         for i, slot in enumerate(h.slots):

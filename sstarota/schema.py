@@ -1,6 +1,6 @@
 """Every byte rule of the SigmaStar OTA package generations, declared once.
 
-The layouts, what each checksum covers (for building and for verifying), how the
+The layouts (declared in layouts.py, parsed and built by codec.Layout), what each checksum covers (for building and for verifying), how the
 generations are told apart, the legacy header's validity, op names, size limits and the
 gzip magic. No I/O here: the packer and the reader both build, seal and check through
 these, so they cannot drift; no other module slices a header by offset. See
@@ -12,48 +12,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from construct import (
-    Adapter,
-    Array,
-    Bytes,
-    Const,
-    ConstructError,
-    Int32sl,
-    Int32ul,
-    Int64ul,
-    Struct,
-    ValidationError,
-)
-
 from . import checksum, defaults
+from .codec import Layout, LayoutError
 from .errors import InputError, PackageError
-
-
-class CString(Adapter):
-    """A fixed-size, NUL-padded text field, parsed to str (UTF-8, surrogateescape). Strict: every
-    byte after the first NUL must be NUL. Builds only values that leave room for one NUL."""
-
-    def __init__(self, size):
-        super().__init__(Bytes(size))
-        self.size = size
-
-    def _decode(self, obj, context, path):
-        text, nul, rest = obj.partition(b"\0")
-        if rest.strip(b"\0"):
-            raise ValidationError("non-zero bytes after the terminating NUL", path=path)
-        return text.decode("utf-8", "surrogateescape")
-
-    def _encode(self, obj, context, path):
-        raw = obj.encode("utf-8", "surrogateescape")
-        if b"\0" in raw:
-            raise ValidationError("text contains a NUL byte", path=path)
-        if len(raw) >= self.size:
-            raise ValidationError(
-                "%d bytes do not fit a %d-byte field (at most %d)" % (len(raw), self.size, self.size - 1),
-                path=path,
-            )
-        return raw.ljust(self.size, b"\0")
-
 
 # ---------------------------------------------------------------------------- op codes
 
@@ -76,109 +37,30 @@ LEGACY_RAW, LEGACY_UBI, LEGACY_FILE = 0, 1, 2
 LEGACY_OPS = {LEGACY_RAW: OP_BLOCK, LEGACY_UBI: OP_UBI, LEGACY_FILE: OP_FILE_UPDATE}
 LEGACY_OP_NAMES = {LEGACY_RAW: "raw", LEGACY_UBI: "ubi", LEGACY_FILE: "file"}
 
-# ---------------------------------------------------------------------------- legacy
+# ---------------------------------------------------------------------------- layouts
+# Declared in layouts.py (construct), compiled into layout_table.py, read by codec.Layout.
 
-LEGACY_SLOTS = 32
+LegacySlot = Layout("LegacySlot")
+LegacyHeader = Layout("LegacyHeader")
+Header03 = Layout("Header03")
+Record03 = Layout("Record03")
+Header04 = Layout("Header04")
+Record04 = Layout("Record04")
+Header16 = Layout("Header16")
+Record16 = Layout("Record16")
 
-LegacySlot = Struct(
-    "data_len" / Int32ul,
-    "dst" / CString(64),
-    "dst_size" / Int32ul,
-    "op" / Int32ul,
-    "data_sum" / Int32ul,
-)
-
-LegacyHeader = Struct(
-    "header_sum" / Int32ul,  # byte-sum of bytes 8..2583
-    "record_count" / Int32ul,  # 0..32, outside the sum
-    "begin_len" / Int32ul,
-    "begin_sum" / Int32ul,
-    "end_len" / Int32ul,
-    "end_sum" / Int32ul,
-    "slots" / Array(LEGACY_SLOTS, LegacySlot),
-)
-
-# ---------------------------------------------------------------------------- 0.3 and 0.4
-
-
-def _bytesum_header(minor, size_field):
-    """The 0.3/0.4 header: one byte-sum covers bytes 4.. and both scripts."""
-    return Struct(
-        "header_sum" / Int32ul,  # byte-sum of the header bytes 4.. plus both scripts
-        "major" / Const(0, Int32ul),
-        "minor" / Const(minor, Int32ul),
-        "record_count" / Int32ul,
-        "total_data" / size_field,
-        "begin_len" / Int32ul,
-        "end_len" / Int32ul,
-    )
-
-
-def _bytesum_record(size_field, *tail):
-    """The 0.3/0.4 record header; only data_sum (over the data alone) protects a record."""
-    return Struct(
-        "data_len" / size_field,
-        "dst" / CString(256),
-        "dst_size" / size_field,
-        "mode" / Int32ul,
-        "data_sum" / Int32ul,  # byte-sum of this record's data
-        "op" / Int32ul,
-        *tail,
-    )
-
-
-Header03 = _bytesum_header(3, Int32ul)
-Record03 = _bytesum_record(Int32ul)
-Header04 = _bytesum_header(4, Int64ul)
-Record04 = _bytesum_record(Int64ul, "pad" / Const(bytes(4)))
-
-# ---------------------------------------------------------------------------- 1.6
-
-MAX_TARGETS = 16  # masks per 1.6 record; the vendor packs more targets, the first 16 with masks
+LEGACY_SLOTS = LegacyHeader.count("slots")
+MAX_TARGETS = Record16.count("mask")  # masks per 1.6 record; the vendor packs more targets, the first 16 with masks
 
 
 def split_targets(dst):
     """1.6 targets: split on spaces only, as the vendor splits them (a tab is part of a name)."""
     return [t for t in dst.split(" ") if t]
 
-Header16 = Struct(
-    "header_md5" / Bytes(16),  # MD5 of bytes 16..127
-    "script_md5" / Bytes(16),  # MD5 of begin + end script bytes
-    "major" / Const(1, Int32ul),
-    "minor" / Const(6, Int32ul),
-    "record_count" / Int32ul,
-    "pad" / Const(bytes(4)),
-    "total_data" / Int64ul,
-    "begin_len" / Int32ul,
-    "end_len" / Int32ul,
-    "tool_id" / CString(64),
-)
 
-Record16 = Struct(
-    "md5" / Bytes(16),  # MD5 of record bytes 16..1639 followed by the data
-    "data_len" / Int64ul,
-    "src_name" / CString(512),
-    "dst" / CString(512),  # one target, or several separated by spaces (split_targets)
-    "label" / CString(512),
-    "dst_size" / Int64ul,
-    "mode" / Int32ul,
-    "mask" / Array(MAX_TARGETS, Int32sl),
-    "op" / Int32ul,
-)
-
-for _struct, _size in ((LegacySlot, 80), (LegacyHeader, 2584), (Header03, 28), (Record03, 276), (Header04, 32),
-                      (Record04, 288), (Header16, 128), (Record16, 1640)):
-    assert _struct.sizeof() == _size
-
-
-def field_offset(struct_, name):
-    """Byte offset of a named field inside a fixed-size Struct."""
-    offset = 0
-    for sub in struct_.subcons:
-        if sub.name == name:
-            return offset
-        offset += sub.sizeof()
-    raise KeyError(name)
+def field_offset(layout, name):
+    """Byte offset of a named field inside a layout."""
+    return layout.offset(name)
 
 
 assert (field_offset(Record04, "data_sum"), field_offset(Record03, "data_sum"), field_offset(Record16, "md5")) == (
@@ -187,26 +69,20 @@ assert (field_offset(Record04, "data_sum"), field_offset(Record03, "data_sum"), 
 # ---------------------------------------------------------------------------- building and parsing
 
 
-def construct_message(exc):
-    """The last line of a construct error: the field path and what was wrong."""
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else exc.__class__.__name__
-
-
-def build(struct_, fields, what):
-    """struct_.build(fields); a value that does not fit is an InputError naming what."""
+def build(layout, fields, what):
+    """layout.build(fields); a value that does not fit is an InputError naming what."""
     try:
-        return struct_.build(fields)
-    except ConstructError as exc:
-        raise InputError("%s: %s" % (what, construct_message(exc))) from None
+        return layout.build(fields)
+    except LayoutError as exc:
+        raise InputError("%s: %s" % (what, exc)) from None
 
 
-def parse(struct_, raw, what, offset):
-    """struct_.parse(raw); malformed bytes are a PackageError naming what and where."""
+def parse(layout, raw, what, offset):
+    """layout.parse(raw); malformed bytes are a PackageError naming what and where."""
     try:
-        return struct_.parse(raw)
-    except ConstructError as exc:
-        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, construct_message(exc))) from None
+        return layout.parse(raw)
+    except LayoutError as exc:
+        raise PackageError("%s at offset %d is malformed: %s" % (what, offset, exc)) from None
 
 
 # ---------------------------------------------------------------------------- generations
@@ -235,8 +111,8 @@ class Generation:
     ask which generation they hold."""
 
     name: str
-    header: Struct
-    record: Struct
+    header: Layout
+    record: Layout
     version: tuple  # the (major, minor) words
     max_data: int  # largest data length a record can declare
     max_total: int  # largest total_data the header can hold
@@ -247,11 +123,11 @@ class Generation:
 
     @property
     def header_size(self):
-        return self.header.sizeof()
+        return self.header.size
 
     @property
     def record_size(self):
-        return self.record.sizeof()
+        return self.record.size
 
     def has_version(self, prefix):
         """Do these first bytes carry this generation's version words (at full header length)?"""
@@ -361,7 +237,7 @@ DEFAULT_GENERATION = defaults.DEFAULT_GENERATION  # otapack -c's, declared in de
 
 #: the name used for the single-header generation (it has no Generation record stream)
 LEGACY = "legacy"
-LEGACY_SIZE = LegacyHeader.sizeof()
+LEGACY_SIZE = LegacyHeader.size
 
 
 def legacy_sum_ok(raw):

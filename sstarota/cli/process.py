@@ -51,15 +51,12 @@ class OomGuard:
         self.saved = None
 
 
-#: standard modules an install rarely or never calls but that its imports import: construct
-#: imports pdb and pickle for its debugging helpers, traceback and textwrap for its error
-#: messages, shutil (through tempfile) bz2 and lzma for archives, progress json for
-#: --progress-fd, inspect (through dataclasses) tokenize and linecache for source lines;
-#: subprocess (with its threading, selectors and locale) runs only scripts. Loaded on first
-#: use: 3 MB less on a board for the first five; the rest 1 MB and about a fifth of the
-#: installer's import time on the host.
-LAZY = ("pdb", "pickle", "bz2", "lzma", "json", "subprocess", "shutil", "traceback", "textwrap", "tokenize",
-        "linecache")
+#: standard modules an install rarely or never calls but that its imports import: traceback
+#: and textwrap for error messages, shutil (through tempfile) bz2 and lzma for archives,
+#: progress json for --progress-fd, inspect (through dataclasses) tokenize and linecache for
+#: source lines; subprocess (with its threading, selectors and locale) runs only scripts.
+#: Loaded on first use.
+LAZY = ("bz2", "lzma", "json", "subprocess", "shutil", "traceback", "textwrap", "tokenize", "linecache")
 
 
 def lazy_modules(names=LAZY):

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
-from construct import ConstructError
 
 from .. import delta, manifest, paths, schema
+from ..codec import LayoutError
 from ..errors import InputError, PackageError, UsageError
 from .data import BytesData, FileData, RecordData
 
@@ -83,10 +83,8 @@ def validate(gen, spec, manifest_record=False):
             raise InputError("%s: %s %d does not fit its field" % (what, name, value))
     try:
         return gen.record.build(gen.record_fields(spec.header_fields(), None, spec.src_name, spec.label, spec.masks))
-    except ConstructError as exc:
-        msg = schema.construct_message(exc)
-        field_name = msg.split("->")[-1].split(":")[0].strip() if "->" in msg else "a field"
-        raise InputError("%s: %s is too long for the %s format (%s)" % (what, field_name, gen.name, msg)) from None
+    except LayoutError as exc:
+        raise InputError("%s: %s does not fit the %s format (%s)" % (what, exc.field, gen.name, exc.message)) from None
 
 
 def add_spec(path, dst, op=schema.OP_FILE_ADD, label=""):
