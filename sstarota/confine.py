@@ -18,15 +18,19 @@ target name still leaves room for them, and recognisable, so that a later run re
 ones whose process is gone.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
-from typing import Optional
 
 from .errors import PackageError
 from .fsutil import Closing, read_small
+from .recordclass import TYPE_CHECKING, dataclass
+
+if TYPE_CHECKING:
+    from typing import Optional
 
 MAX_LINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

@@ -8,7 +8,6 @@ a second (stage and record changes at once). A failed update leaves a failure sc
 """
 
 import time
-from dataclasses import dataclass, replace
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
@@ -25,6 +24,7 @@ from .fbdev import (  # noqa: F401  (the device layer, re-exported for callers o
     open_framebuffer,
     parse_mode,
 )
+from .recordclass import dataclass, replace
 
 # Pillow raw modes that pack RGB(A) exactly as a layout wants (little-endian memory order)
 _RAWMODES = {

@@ -7,9 +7,9 @@ import fcntl
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
 from .defaults import FB_DEVICE, FB_MODE
+from .recordclass import dataclass
 
 FBIOGET_VSCREENINFO = 0x4600
 FBIOGET_FSCREENINFO = 0x4602

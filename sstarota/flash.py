@@ -4,13 +4,17 @@ Everything comes from sysfs and a few ioctls; no /proc parsing. Pure lookups: th
 writers decide what to do with them.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
 import re
 import stat
 import struct
-from dataclasses import dataclass
-from typing import Optional
+from .recordclass import TYPE_CHECKING, dataclass
+
+if TYPE_CHECKING:
+    from typing import Optional
 
 SYS_MTD = "/sys/class/mtd"
 SYS_UBI = "/sys/class/ubi"

@@ -12,12 +12,12 @@ same path (they report no bad blocks).
 
 import io
 import os
-from dataclasses import dataclass
 
 from . import flash
 from .confine import fd_path
 from .errors import InstallError
 from .fsutil import write_all
+from .recordclass import dataclass
 
 
 @dataclass

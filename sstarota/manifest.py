@@ -24,13 +24,17 @@ Version 1 manifests (sstarota before signatures) are refused: they left the scri
 their own header uncovered.
 """
 
+from __future__ import annotations
+
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
 
 from . import schema
 from .errors import PackageError
+from .recordclass import TYPE_CHECKING, dataclass, field
+
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 NAME = "sstarota-manifest.sh"
 MAGIC = b"# sstarota-manifest "
@@ -46,14 +50,15 @@ MAX_SIZE = 4096 + schema.MAX_RECORDS * 340
 
 _HEX = r"([0-9a-f]{64})"
 _NUM = r"(0|[1-9][0-9]{0,19})"
+#: the line patterns (compiled by re on first use: an install without a manifest never does)
 _LINES = {
-    "package": re.compile(r"^# package %s$" % _HEX),
-    "compatible": re.compile(r"^# compatible ([A-Za-z0-9._+-]{1,64}(?: [A-Za-z0-9._+-]{1,64}){0,15})$"),
-    "version": re.compile(r"^# version ([A-Za-z0-9._+~-]{1,64})$"),
-    "record": re.compile(r"^# record %s %s %s$" % (_NUM, _HEX, _HEX)),
-    "diff": re.compile(r"^# diff %s old %s %s new %s %s$" % (_NUM, _NUM, _HEX, _NUM, _HEX)),
-    "end": re.compile(r"^# end$"),
-    "signature": re.compile(r"^# signature (ed25519|p256) ([0-9a-f]{16}) ([0-9a-f]{128})$"),
+    "package": r"^# package %s$" % _HEX,
+    "compatible": r"^# compatible ([A-Za-z0-9._+-]{1,64}(?: [A-Za-z0-9._+-]{1,64}){0,15})$",
+    "version": r"^# version ([A-Za-z0-9._+~-]{1,64})$",
+    "record": r"^# record %s %s %s$" % (_NUM, _HEX, _HEX),
+    "diff": r"^# diff %s old %s %s new %s %s$" % (_NUM, _NUM, _HEX, _NUM, _HEX),
+    "end": r"^# end$",
+    "signature": r"^# signature (ed25519|p256) ([0-9a-f]{16}) ([0-9a-f]{128})$",
 }
 #: which line may follow which
 _NEXT = {"comment": ("package",), "package": ("compatible", "version", "record", "diff", "end"),
@@ -118,9 +123,9 @@ def signature_line(sig):
 
 def check_fields(compatible, version, text=None):
     """Reject board names and versions the manifest cannot carry."""
-    if compatible and not _LINES["compatible"].match("# compatible " + " ".join(compatible)):
+    if compatible and not re.match(_LINES["compatible"], "# compatible " + " ".join(compatible)):
         raise PackageError("compatible %r: up to 16 names of letters, digits and ._+-" % " ".join(compatible))
-    if version is not None and not _LINES["version"].match("# version %s" % version):
+    if version is not None and not re.match(_LINES["version"], "# version %s" % version):
         raise PackageError("version %r: 1 to 64 letters, digits and ._+~-" % version)
 
 
@@ -230,7 +235,7 @@ class Parser:
 
     def _entry(self, line):
         for kind in _NEXT[self.state]:
-            match = _LINES[kind].match(line)
+            match = re.match(_LINES[kind], line)
             if match:
                 break
         else:

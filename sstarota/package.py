@@ -7,15 +7,19 @@ checked, and so is the end of the stream: a truncated or overlong package never 
 complete.
 """
 
+from __future__ import annotations
+
 import os
 import zlib
-from dataclasses import dataclass
-from typing import Optional, Union
 
 from . import schema
 from .errors import PackageError
+from .recordclass import TYPE_CHECKING, dataclass
 from .sources import FileSource, GzipCorrupt
 from .schema import MAX_SCRIPT, detect_generation  # noqa: F401  (part of the reader's interface)
+
+if TYPE_CHECKING:
+    from typing import Optional, Union
 
 CHUNK = 128 << 10  # read size: small enough for a 64 MB board, large enough for speed
 #: what reading a (possibly gzip) stream can raise besides our own errors

@@ -8,15 +8,19 @@ framebuffer screen) subscribe; a renderer that fails is dropped with a warning, 
 failing the update.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import List, Optional
 
 from .errors import Interrupted
+from .recordclass import TYPE_CHECKING, asdict, dataclass, field
 from .text import shown
+
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 #: stages in the order an install passes them; erasing and updating alternate per record
 STAGES = ("start", "downloading", "verifying", "begin-script", "erasing", "updating", "end-script", "done")

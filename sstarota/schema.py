@@ -10,11 +10,11 @@ generations are told apart by their version words and checksums (detect_generati
 
 import hashlib
 import struct
-from dataclasses import dataclass
 
 from . import checksum, defaults
 from .codec import Layout, LayoutError
 from .errors import InputError, PackageError
+from .recordclass import dataclass
 
 # ---------------------------------------------------------------------------- op codes
 

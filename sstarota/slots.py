@@ -20,16 +20,20 @@ or 1), `slot_number` how many there are, `slot_metadata` one byte per slot, comm
 No slot table: nothing here is used, and the board installs as a single-copy board.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 from .errors import InstallError, PackageError, UsageError
+from .recordclass import TYPE_CHECKING, dataclass
+
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 CONFIG = "/etc/sstarota/slots.conf"
 STATUS = "slots.json"  # in the state directory

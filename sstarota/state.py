@@ -39,16 +39,21 @@ it (an exclusive flock on the directory, from before the verify pass to the end)
 otaunpack on the same state directory is refused, not interleaved with the first.
 """
 
+from __future__ import annotations
+
 import fcntl
 import hashlib
 import os
 import re
 import stat
-from typing import Dict, Tuple, Union
 
 from .confine import temp_name
 from .errors import InstallError, UsageError
 from .fsutil import create_new, fsync_dir, open_regular, unlink_quietly
+from .recordclass import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Dict, Tuple, Union
 
 JOURNAL = "journal"
 STASH = re.compile(r"^stash-\d+-[0-9a-f]{8}(\.tmp)?$")

@@ -52,11 +52,12 @@ class OomGuard:
 
 
 #: standard modules an install rarely or never calls but that its imports import: traceback
-#: and textwrap for error messages, shutil (through tempfile) bz2 and lzma for archives,
-#: progress json for --progress-fd, inspect (through dataclasses) tokenize and linecache for
-#: source lines; subprocess (with its threading, selectors and locale) runs only scripts.
+#: and textwrap for error messages, tempfile (with random; -t names the work directory) and
+#: shutil, bz2 and lzma for archives, progress json for --progress-fd, tokenize and linecache
+#: for source lines; subprocess (with its threading, selectors and locale) runs only scripts.
 #: Loaded on first use.
-LAZY = ("bz2", "lzma", "json", "subprocess", "shutil", "traceback", "textwrap", "tokenize", "linecache")
+LAZY = ("tempfile", "random", "bz2", "lzma", "json", "subprocess", "shutil", "traceback", "textwrap", "tokenize",
+        "linecache")
 
 
 def lazy_modules(names=LAZY):

@@ -8,12 +8,17 @@ changes between the passes cannot get a byte onto flash or into sh. Memory: one 
 flight, plus 32 bytes of digest per BLOCK of package, whatever the number of records.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
-from typing import List, Optional
 
 from ..confine import Spool
 from ..errors import InstallError
+from ..recordclass import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 BLOCK = 128 << 10  # verify granularity: a few of these in flight at once on a 64 MB board
 

@@ -23,8 +23,9 @@ sstarota-state under the work directory (-t): a crash is recovered from, a power
 when -t is persistent storage; a warning says so for a partition delta.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Set
 
 from ..errors import PackageError
 from ..flashio import open_current
@@ -32,6 +33,10 @@ from ..state import PACKAGE_DELTAS, prefix_digests, stash_ok
 from ..text import shown
 from .plan import APPLY, FROM_STASH, IN_PLACE
 from .targets import open_dest
+from ..recordclass import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Set
 
 BY_MARK = "by the journal's mark"  # the reason of an IN_PLACE that no hash checked
 

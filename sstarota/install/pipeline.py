@@ -22,12 +22,12 @@ kept between the passes (the plan holds totals), the begin and end scripts and s
 records are spooled under the work directory (-t) and run from there.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 from .. import delta, manifest, slots
 from ..confine import Root, Spool, StaleCleaner, TargetProblem
@@ -35,6 +35,7 @@ from ..errors import InstallError, OtaError, PackageError
 from ..fsutil import mem_available, ram_fs
 from ..package import PackageReader
 from ..progress import Progress
+from ..recordclass import TYPE_CHECKING, dataclass
 from ..state import StateDir, ours
 from ..text import shown
 from ..writers import Context, for_op
@@ -46,6 +47,9 @@ from .targets import Dest, Named, check_capacity, open_dest, patch_new_size
 from .policy import Policy, _inside
 from .scripts import Scripts
 from .trust import ManifestCheck
+
+if TYPE_CHECKING:
+    from typing import Callable, Optional, Union
 
 WRITE_UNITS = 4096  # progress units for committing one target
 STATE_DIR = "/var/lib/sstarota"  # the state directory when the board names none (inside --root)

@@ -7,14 +7,18 @@ read). Memory does not grow with the number of records beyond 4 bytes each (the
 fingerprints that name the first record a manifest disagrees with).
 """
 
+from __future__ import annotations
+
 import array
 import hashlib
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 from ..manifest import Manifest
+from ..recordclass import TYPE_CHECKING, dataclass, field
 from ..text import shown
 from .targets import Named
+
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 #: a target's verdict in the verify pass (deltas.py settles them; --dry-run shows them)
 IN_PLACE, FROM_STASH, APPLY = "in place", "from the stash", "apply"

@@ -23,19 +23,23 @@ regular file of a bounded size reached through the confined walk (confine.Root):
 --root nothing outside the root is read, written or run.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import shutil
 import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
 
 from .. import manifest
 from ..confine import AtomicAt, Root, StaleCleaner, TargetProblem
 from ..errors import PackageError, UsageError
 from ..fsutil import read_small
+from ..recordclass import TYPE_CHECKING, dataclass, field
+
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 CONFIG = "/etc/sstarota/board.conf"
 KEYS_DIR = "/etc/sstarota/keys"

@@ -2,17 +2,21 @@
 whether its kind suits the record (a file, a device node the writers handle, a staged image
 under --root), whether the data fits it, and what a delta's patch says its result will be."""
 
+from __future__ import annotations
+
 import os
 import stat
-from dataclasses import dataclass
-from typing import Optional
 
 from .. import delta, flash, schema
 from ..confine import Located, TargetProblem, fd_path
 from ..errors import PackageError
 from ..paths import check_target
+from ..recordclass import TYPE_CHECKING, dataclass
 from ..text import shown
 from ..writers import for_op
+
+if TYPE_CHECKING:
+    from typing import Optional
 
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
           stat.S_IFBLK: "a block device node", stat.S_IFCHR: "a character device node"}

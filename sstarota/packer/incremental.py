@@ -25,7 +25,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .. import schema
@@ -36,6 +35,7 @@ from .data import FileData
 from .records import DEFAULT_THRESHOLD, RecordSpec, add_spec, delta_spec, full_update_op
 from .sign import sign
 from .trees import _same_content, make_patches
+from ..recordclass import asdict, dataclass, field
 
 SUFFIXES = {"OTABLK": "_otablk", "PATSIZE": "_patsize", "FSTYPE": "_fstype", "BLKENV": "_blkenv",
             "OTAMASK": "_otamask", "RESOUCE": "_resouce"}

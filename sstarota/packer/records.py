@@ -4,7 +4,6 @@ operation flags in operations.py."""
 
 import hashlib
 import os
-from dataclasses import dataclass
 from typing import List, Optional
 
 
@@ -12,6 +11,7 @@ from .. import delta, manifest, paths, schema
 from ..codec import LayoutError
 from ..errors import InputError, PackageError, UsageError
 from .data import BytesData, FileData, RecordData
+from ..recordclass import dataclass
 
 
 @dataclass

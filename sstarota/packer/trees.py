@@ -3,13 +3,13 @@
 
 import os
 import stat
-from dataclasses import dataclass, field
 from typing import List
 
 from .. import delta, schema
 from ..errors import InputError
 from .data import CHUNK, FileData
 from .records import RecordSpec, add_spec, delete_spec, delta_spec
+from ..recordclass import dataclass, field
 
 
 @dataclass

@@ -1,21 +1,25 @@
 """The writer interface, the registry, and the checks the writers share."""
 
+from __future__ import annotations
+
 import os
 import stat
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol
 
 from ..confine import Root, StaleCleaner
 from .. import flash
 from ..errors import InstallError, PackageError
 from ..fsutil import copy_stream, write_all
+from ..recordclass import TYPE_CHECKING, dataclass, field
 from ..state import StateDir
 
 if TYPE_CHECKING:
+    from typing import Callable, Dict, Optional, Protocol
     from ..confine import AtomicAt
     from ..progress import Progress
+else:
+    Protocol = object  # Output is an interface for the type checker; typing is not imported at run time
 
 WRITERS: Dict[int, type] = {}
 
@@ -71,7 +75,7 @@ class Context:
     """What writers may use: the root, the work directory, scripts, notes, progress."""
 
     root: Optional[str] = None
-    tmpdir: str = field(default_factory=tempfile.gettempdir)
+    tmpdir: str = field(default_factory=lambda: tempfile.gettempdir())  # tempfile: loaded when used
     run_scripts: bool = True
     note: Callable[[str], None] = lambda msg: None
     progress: Optional["Progress"] = None  # for writers whose work is not the data flow

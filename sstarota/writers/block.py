@@ -5,16 +5,21 @@ staging under --root) a partition image file.
 (mtdblock cannot skip bad blocks); other block devices are written in place and fsynced.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import stat
-from typing import Union
 
 from .. import flash, schema
 from ..confine import AtomicAt, fd_path
 from ..flashio import MtdSink, open_current
 from .base import DeviceFile, Writer, partition_node, register, replaced_file
 from .compare import Compare, Known
+from ..recordclass import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Union
 
 
 def pad_len(rec):
