@@ -336,17 +336,21 @@ def rauc_conf(w, name, target):
     return conf
 
 
-def board_otaunpack(w):
-    """The command that runs otaunpack as a board does: the bundle, by a bare Python."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sstarota import bundle
-
+def board_otaunpack(w, rev=None):
+    """The command that runs otaunpack as a board does: the bundle (of this tree, or of git
+    revision rev), by a bare Python."""
+    root = Path(__file__).resolve().parent.parent
     bare = CACHE / "bare-python"
     if not (bare / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    pyz = w / "otaunpack.pyz"
-    bundle.zipapp(str(pyz))
-    return [bare / "bin" / "python", pyz]
+    out = w / ("bundle-%s" % (rev or "this"))
+    with tempfile.TemporaryDirectory() as src:
+        if rev:
+            tree = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", src], input=tree, check=True)
+        subprocess.run([sys.executable, "-m", "sstarota.bundle", str(out)], cwd=src if rev else str(root), check=True,
+                       env=dict(os.environ, PYTHONPATH=src if rev else str(root)), stdout=DEVNULL)
+    return [bare / "bin" / "python", out / "otaunpack"]
 
 
 def summary(xs):
@@ -359,7 +363,7 @@ def ram_tmp(prefix):
     return tempfile.TemporaryDirectory(prefix=prefix, dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
-def bench_size(tool, w, size, rounds, bus, log):
+def bench_size(tool, w, size, rounds, bus, log, against=None):
     img = w / "payload.img"
     make_payload(img, size)
     digest = file_digest(img, size)
@@ -406,14 +410,15 @@ def bench_size(tool, w, size, rounds, bus, log):
         sizes = {"ours 0.4": w / "ours-0.4.bin.gz", "ours 1.6": w / "ours-1.6.bin.gz",
                  "swupdate": w / "sw-spooled.swu", "rauc bundle": w / "bundle.raucb"}
         otaunpack = board_otaunpack(w)
+        before = board_otaunpack(w, against) if against else None
         pub = str(packer.key) + ".pub"
         swu = ["swupdate", "-k", w / "peer.pem", "-H", "bench:1.0", "-M", "-m", "-l", "3", "-i"]
         sw_env = dict(os.environ, TMPDIR=str(w / "swtmp"))
 
-        def ours(kind, where):
+        def ours(kind, where, cmd=otaunpack):
             extra = ["--allow-devices"] if where == "loop" else []
             extra += ["--key", pub] if kind == "0.4s" else []
-            return lambda: run(otaunpack + ["-x", w / ("ours-%s.bin.gz" % kind), "--root", roots[where], "-t",
+            return lambda: run(cmd + ["-x", w / ("ours-%s.bin.gz" % kind), "--root", roots[where], "-t",
                                 w / "t", "-q"] + extra)
 
         def swupdate(mode, where):
@@ -442,6 +447,8 @@ def bench_size(tool, w, size, rounds, bus, log):
             installs["ours 0.4 (%s)" % where] = ours("0.4", where)
             installs["ours 0.4 signed (%s)" % where] = ours("0.4s", where)
             installs["ours 1.6 MD5 (%s)" % where] = ours("1.6", where)
+            if before:
+                installs["ours 0.4 before (%s)" % where] = ours("0.4", where, before)
             installs["swupdate default (%s)" % where] = swupdate("spooled", where)
             installs["swupdate streamed (%s)" % where] = swupdate("streamed", where)
             if bus is not None and loops:  # RAUC mounts its bundle on a loop device of its own
@@ -526,7 +533,11 @@ def tracked(results):
         if size == 1:
             print("  1 MiB install, ours 0.4 / SWUpdate default: %s (target <= 2.0)"
                   % ratio("ours 0.4 (file)", "swupdate default (file)"))
-        peak = max(x.rss for k, v in res.items() if k.startswith("ours") for x in v)
+        if "ours 0.4 before (file)" in res:
+            print("  %3d MiB, ours 0.4 / the same from --against's bundle: image file %s, loop device %s"
+                  % (size, ratio("ours 0.4 (file)", "ours 0.4 before (file)"),
+                     ratio("ours 0.4 (loop)", "ours 0.4 before (loop)")))
+        peak = max(x.rss for k, v in res.items() if k.startswith("ours") and "before" not in k for x in v)
         sw = max(x.rss for k, v in res.items() if k.startswith("swupdate") for x in v)
         print("  %3d MiB peak RSS: ours %.1f MiB, SWUpdate %.1f MiB: ratio %.2f (target <= 1.0)"
               % (size, peak / 1024, sw / 1024, peak / sw))
@@ -556,7 +567,7 @@ def bench(args, tool):
         for size in sizes:
             rounds = args.rounds if size <= 64 else args.big_rounds
             with tempfile.TemporaryDirectory(prefix="sstarota-peers-") as tmp:
-                results[size] = bench_size(tool, Path(tmp), size * MiB, rounds, bus, print)
+                results[size] = bench_size(tool, Path(tmp), size * MiB, rounds, bus, print, args.against)
                 report(size, rounds, *results[size])
                 sys.stdout.flush()
     finally:
